@@ -1,0 +1,132 @@
+"""The backend seam: the only side effect of the library, behind a small protocol.
+
+A :class:`Backend` starts runs; a :class:`BackendRun` takes plain data (numbers, strings, nested
+dicts and the media values of :mod:`instrument._values`) in calls that mirror wandb's own. Three
+implementations: the wandb one (``_wandb_backend``, imports wandb lazily), the recording one
+(``_recording``, in memory, the oracle for tests) and :class:`DisabledBackend` here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import attrs
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_run_id() -> str:
+    """Return a fresh 8-character run id in wandb's alphabet (lowercase letters and digits)."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+
+@attrs.frozen(slots=True)
+class RunSpec:
+    """Everything a run is started with; fields are W&B's ``wandb.init`` arguments."""
+
+    id: str = attrs.field(factory=new_run_id)
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    tags: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    config: Mapping[str, Any] = attrs.field(factory=dict)
+    mode: str = "offline"
+    announce: bool = False  # print where an offline run went (mode was defaulted to offline)
+
+
+class BackendRun(Protocol):
+    """One started run. Every method takes plain data; none returns anything useful."""
+
+    id: str
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Append one history row (``run.log(row)``, never with ``step=``)."""
+
+    def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
+        """Declare the exact key *name* on *step_metric* (``run.define_metric``)."""
+
+    def update_summary(self, values: dict[str, Any]) -> None:
+        """Set summary keys (``run.summary.update``)."""
+
+    def update_config(self, values: dict[str, Any]) -> None:
+        """Set top-level config keys (``run.config.update(..., allow_val_change=True)``)."""
+
+    def save(self, path: str, base_path: str | None, policy: str) -> None:
+        """Save a file with the run (``run.save``)."""
+
+    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
+        """Log a file or folder as an artifact (``run.log_artifact``)."""
+
+    def alert(self, title: str, text: str, level: str) -> None:
+        """Send an alert (``run.alert``)."""
+
+    def finish(self, exit_code: int) -> None:
+        """Finish the run with *exit_code*."""
+
+    def location(self) -> str:
+        """Return where the run's data lives (a folder, or a short description)."""
+
+
+class Backend(Protocol):
+    """Starts runs; the session holds the run it returns."""
+
+    name: str
+
+    def start(self, spec: RunSpec) -> BackendRun:
+        """Start a run from *spec*. Raises whatever the underlying library raises."""
+
+    def adopt(self) -> BackendRun | None:
+        """Return a run that some other code started and that is still active, or None."""
+
+
+class _DisabledRun:
+    """A run that keeps nothing (``mode="disabled"``)."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.id = spec.id
+
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
+        pass
+
+    def update_summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def update_config(self, values: dict[str, Any]) -> None:
+        pass
+
+    def save(self, path: str, base_path: str | None, policy: str) -> None:
+        pass
+
+    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
+        pass
+
+    def alert(self, title: str, text: str, level: str) -> None:
+        pass
+
+    def finish(self, exit_code: int) -> None:
+        pass
+
+    def location(self) -> str:
+        return "nowhere (mode=disabled)"
+
+
+class DisabledBackend:
+    """A backend that writes nothing: every decorated function still returns its value."""
+
+    name = "disabled"
+
+    def start(self, spec: RunSpec) -> BackendRun:
+        """Return a run that keeps nothing."""
+        return _DisabledRun(spec)
+
+    def adopt(self) -> BackendRun | None:
+        """Return None: a disabled backend never adopts a run."""
+        return None

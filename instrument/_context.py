@@ -1,0 +1,322 @@
+"""The imperative layer: ``WandBContext`` (the seed's API) and the run an orchestrator owns.
+
+``WandBContext`` methods use the same routing as the decorators, so the two layers never
+disagree: ``log_training_metric`` is a stage point, ``log_eval_summary`` an eval summary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from instrument import _linkage
+from instrument._env import WANDB_CONTEXT_FILE
+from instrument._journal import JournalReader
+from instrument._problems import InstrumentationError, Problem, report
+from instrument._records import ConfigUpdate, Record, SaveFile, SendAlert
+from instrument._routing import Role, plain_config, route
+from instrument._values import Image, Table
+
+Resolver = Callable[[Role], "_linkage.Sink | None"]
+
+
+class OwnerRun:
+    """A run this process owns and shares with its subprocesses (a pipeline run).
+
+    Starts the run at once (``job_type="pipeline"``, group defaulting to the run's id), makes a
+    private folder (mode 0700) for the context file and the journals, ingests the journals every
+    second while it runs and drains them at :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        entity: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        tags: Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
+        mode: str | None = None,
+        run_id: str | None = None,
+        job_type: str = "pipeline",
+    ) -> None:
+        from instrument._backend import new_run_id
+
+        run_id = run_id or new_run_id()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"instrument-{run_id}-"))  # mode 0700
+        journal = self.folder / "journal"
+        journal.mkdir(mode=0o700)
+        self.session = _linkage.new_session(
+            {
+                "id": run_id,
+                "project": project,
+                "entity": entity,
+                "name": name,
+                "group": group or run_id,
+                "job_type": job_type,
+                "tags": tuple(tags),
+                "config": dict(config or {}),
+                "mode": mode,
+            },
+            os.environ,
+        )
+        self.session.journal_dir = str(journal)
+        self.session.start()
+        self.context = _linkage.RunContext(
+            run_id=run_id,
+            project=project,
+            entity=entity,
+            group=self.session.spec.group,
+            mode=self.session.spec.mode,
+            journal_dir=str(journal),
+        )
+        self.context_file = self.context.save(self.folder / "context.json")
+        self.reader = JournalReader(journal)
+        self.children: list[str] = []
+        self._previous: str | None = None
+        self._exported = False
+        self._closed = False
+        _linkage.push_pipeline(self.session)
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name=f"instrument-ingest-{run_id}", daemon=True)
+        self._poller.start()
+
+    @property
+    def id(self) -> str:
+        """The run's id."""
+        return self.session.id
+
+    def export(self) -> None:
+        """Set ``WANDB_CONTEXT_FILE`` for subprocesses until :meth:`close` restores it."""
+        self._previous = os.environ.get(WANDB_CONTEXT_FILE)
+        os.environ[WANDB_CONTEXT_FILE] = str(self.context_file)
+        self._exported = True
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            self.ingest()
+
+    def ingest(self) -> None:
+        """Write what the subprocesses journaled so far into the run."""
+        try:
+            self.children.extend(_linkage.ingest(self.session, self.reader))
+        except Exception as error:  # noqa: BLE001 - never raise into the orchestrator
+            report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
+                   once=True)
+
+    def close(self, error: BaseException | None = None, exit_code: int | None = None) -> None:
+        """Drain the journals, record the children and finish the run; once.
+
+        The exit code is *exit_code* if given, else derived from *error*: 0, n for
+        ``SystemExit(n)``, 130 for Ctrl-C, 1 for any other exception.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _linkage.pop_pipeline(self.session)
+        if self._exported:
+            if self._previous is None:
+                os.environ.pop(WANDB_CONTEXT_FILE, None)
+            else:
+                os.environ[WANDB_CONTEXT_FILE] = self._previous
+        self._stop.set()
+        self._poller.join()
+        self.ingest()
+        self.session.write([_linkage.pipeline_children_summary(self.children)])
+        self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error))
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class WandBContext:
+    """The imperative API: log to the run a decorated call at this point would write to.
+
+    Obtain one with :func:`instrument.current`, :func:`create_wandb_context` (an orchestrator's
+    own run) or :func:`load_wandb_context_from_env` (a subprocess). Every method routes its values
+    with the decorators' rules; series go where a stage's points go, everything else where an
+    eval's summary goes. Bad values warn (raise in strict mode); a failing backend never raises.
+    """
+
+    def __init__(self, resolver: Resolver = _linkage.resolve, owner: OwnerRun | None = None) -> None:
+        self._resolve = resolver
+        self.owner = owner
+
+    @property
+    def run_id(self) -> str | None:
+        """The id of the run this context owns (an orchestrator's), else None."""
+        return self.owner.id if self.owner is not None else None
+
+    def _write(self, role: Role, records: Sequence[Record], problems: Sequence[Problem] = ()) -> None:
+        try:
+            sink = self._resolve(role)
+            if sink is not None:
+                sink.write(records, problems)
+        except InstrumentationError:
+            raise
+        except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
+            report(Problem("backend", f"instrument: WandBContext: logging failed ({type(error).__name__}: "
+                           f"{error})"), once=True)
+
+    def _route(self, value: Any, role: Role, prefix: str | None, function: str, step: int | None = None) -> None:
+        routed = route(value, role=role, prefix=prefix, function=function, step=step)
+        self._write(role, routed.records, routed.problems)
+
+    def log_training_metric(self, stage: str, name: str, value: Any, step: int | None = None) -> None:
+        """Log one metric point: history key ``<stage>/<name>`` on the axis ``<stage>/step``.
+
+        Args:
+            stage: the stage name (``"operator"``).
+            name: the metric name (``"loss"``).
+            value: a number (numpy and 0-d tensor scalars accepted).
+            step: the stage step; None for the stage's next step.
+        """
+        from instrument._routing import as_step
+
+        exact = as_step(step) if step is not None else None
+        if step is not None and exact is None:
+            report(Problem("bad_step", f"instrument: WandBContext.log_training_metric: step must be a whole "
+                           f"number, got {type(step).__name__} {step!r}; the next automatic step was used", name))
+        self._route({name: value}, "series", stage, "WandBContext.log_training_metric", exact)
+
+    def log_eval_summary(self, metrics: Mapping[str, Any], prefix: str = "eval") -> None:
+        """Set final metrics in ``run.summary`` as ``<prefix>/<key>``; never in history.
+
+        Args:
+            metrics: a mapping of numbers (nested mappings flatten with ``/``).
+            prefix: put before every key; ``""`` for none.
+        """
+        self._route(metrics, "summary", prefix or None, "WandBContext.log_eval_summary")
+
+    def update_config(self, config: Any) -> None:
+        """Merge *config* (a mapping, attrs or dataclass instance) into ``run.config`` at the top
+        level, nesting kept; a changed value keeps the last one, with a warning naming the key."""
+        self._write("summary", [ConfigUpdate(values=plain_config(config))])
+
+    def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        """Log a W&B table under *key* (in the summary: tables compare, they are not a series).
+
+        Raises:
+            ValueError: a row's length differs from the number of columns.
+        """
+        self._route({key: Table(columns, data)}, "summary", None, "WandBContext.log_table")
+
+    def log_image(self, key: str, image: Any, caption: str | None = None) -> None:
+        """Log an image under *key* (summary): a numpy array (HxW, HxWxC, CxHxW; uint8 or float
+        0..1), a PIL image, or a ``wandb.Image``."""
+        value = image if type(image).__module__.startswith("wandb") else Image(image, caption=caption)
+        self._route({key: value}, "summary", None, "WandBContext.log_image")
+
+    def save_file(self, path: str | os.PathLike[str], base_path: str | None = None, policy: str = "now") -> None:
+        """Save the file at *path* with the run (Files tab), relative to *base_path*.
+
+        *policy* is wandb's: ``now``, ``end`` or ``live``.
+        """
+        self._write("summary", [SaveFile(path=os.fspath(path), base_path=base_path, policy=policy)])
+
+    def alert(self, title: str, text: str = "", level: str = "WARN") -> None:
+        """Send a W&B alert with *title*, *text* and *level* (``INFO``, ``WARN``, ``ERROR``)."""
+        self._write("summary", [SendAlert(title=title, text=text, level=level)])
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Finish the run this context owns, else this process's own runs (standalone, training)."""
+        if self.owner is not None:
+            self.owner.close(exit_code=exit_code)
+            return
+        for session in _linkage.own_sessions():
+            session.finish(exit_code)
+
+
+def current() -> WandBContext:
+    """Return the context a decorated call at this point would write to; never None.
+
+    A pipeline active in this process, else the context named by ``WANDB_CONTEXT_FILE``, else
+    this process's standalone run (a no-op context when the mode is disabled). It starts nothing
+    by itself: a run starts on the first record written through it.
+    """
+    return WandBContext()
+
+
+def configure(
+    project: str | None = None,
+    *,
+    entity: str | None = None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    job_type: str | None = None,
+    mode: str | None = None,
+) -> None:
+    """Set what standalone and training runs of this process are started with.
+
+    Args:
+        project, entity, name, tags, job_type: ``wandb.init``'s arguments. A training
+            subprocess still joins the pipeline's group and gets the ``parent:<id>`` tag.
+        mode: ``online``/``offline``/``disabled``; default ``WANDB_MODE``, else online with
+            credentials, else offline. A pipeline's context file wins over it in a child.
+    """
+    _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode)
+
+
+def finish(exit_code: int = 0) -> None:
+    """Finish this process's own runs now (notebooks, where no exit hook runs)."""
+    WandBContext().finish(exit_code)
+
+
+def create_wandb_context(
+    config: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    mode: str | None = None,
+    project: str | None = None,
+    entity: str | None = None,
+    name: str | None = None,
+    group: str | None = None,
+    tags: Sequence[str] = (),
+    job_type: str = "pipeline",
+) -> WandBContext:
+    """Start an orchestrator's run now and return a context that owns it (the seed's API).
+
+    Decorated calls in this process write into it until :meth:`WandBContext.finish`. Pass it to
+    :func:`save_wandb_context` to hand it to subprocesses.
+
+    Args:
+        config: the run's config (nesting kept).
+        run_id: the run id (default: a fresh one).
+        mode, project, entity, name, group, tags, job_type: as ``wandb.init``'s arguments.
+    """
+    owner = OwnerRun(
+        project=project, entity=entity, name=name, group=group, tags=tags,
+        config=plain_config(config or {}), mode=mode, run_id=run_id, job_type=job_type,
+    )
+    return WandBContext(lambda role: owner.session, owner=owner)
+
+
+def save_wandb_context(context: WandBContext, path: str | os.PathLike[str]) -> Path:
+    """Write *context*'s context file to *path* (atomic, mode 0600) for subprocesses.
+
+    Set ``WANDB_CONTEXT_FILE=<path>`` in their environment.
+
+    Raises:
+        ValueError: *context* does not own a run (only :func:`create_wandb_context` ones do).
+    """
+    if context.owner is None:
+        raise ValueError("instrument.save_wandb_context: this WandBContext owns no run; "
+                         "use one from create_wandb_context()")
+    return context.owner.context.save(path)
+
+
+def load_wandb_context_from_env(environ: Mapping[str, str] = os.environ) -> WandBContext | None:
+    """Return the context named by ``WANDB_CONTEXT_FILE``, or None if the variable is unset.
+
+    Raises:
+        ContextFileError: the file is missing or corrupt; the message names it and the fault.
+    """
+    path = environ.get(WANDB_CONTEXT_FILE)
+    if not path:
+        return None
+    _linkage.RunContext.load(path)
+    return WandBContext(lambda role: _linkage.resolve(role, environ))

@@ -1,0 +1,88 @@
+"""Every environment variable instrument reads, one documented constant each.
+
+Functions take ``environ: Mapping[str, str]`` so tests pass a dict instead of patching
+``os.environ``. Nothing here imports wandb.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+#: Path of the JSON context file written by a ``@pipeline`` (the seed's convention). Set by the
+#: orchestrator for its subprocesses; a child that finds it links its runs to the pipeline run.
+WANDB_CONTEXT_FILE = "WANDB_CONTEXT_FILE"
+
+#: wandb's own mode variable: ``online``, ``offline``, ``disabled`` (also ``dryrun``, ``run``).
+#: Used when no ``mode=`` argument is given. A context file's mode wins over it in a child.
+WANDB_MODE = "WANDB_MODE"
+
+#: wandb's API key; its presence (or a ``~/.netrc`` entry for a W&B host) means "online".
+WANDB_API_KEY = "WANDB_API_KEY"
+
+#: wandb's root folder for runs (``<WANDB_DIR>/wandb/...``); default: the working directory.
+WANDB_DIR = "WANDB_DIR"
+
+#: ``1``/``true`` turns instrumentation problems (unroutable values, key collisions, bad steps)
+#: from warnings into exceptions. Default off; the pytest fixture turns it on.
+INSTRUMENT_STRICT = "INSTRUMENT_STRICT"
+
+#: Seconds that finishing may take before it gives up with a warning. Default 30.
+INSTRUMENT_EXIT_TIMEOUT = "INSTRUMENT_EXIT_TIMEOUT"
+
+#: wandb variables a child must not inherit from the parent: ``WANDB_SERVICE`` attaches the
+#: child to the parent's wandb-core (WANDB_FACTS 3.3), the run id and resume apply to every init.
+PARENT_ONLY_WANDB_VARIABLES = ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_MODES = frozenset({"online", "offline", "disabled", "dryrun", "run"})
+
+
+def is_strict(environ: Mapping[str, str] = os.environ) -> bool:
+    """Return whether ``INSTRUMENT_STRICT`` asks for exceptions instead of warnings."""
+    return environ.get(INSTRUMENT_STRICT, "").strip().lower() in _TRUE
+
+
+def exit_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """Return the finish timeout in seconds from ``INSTRUMENT_EXIT_TIMEOUT`` (default 30.0)."""
+    raw = environ.get(INSTRUMENT_EXIT_TIMEOUT, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return 30.0
+    return value if value > 0 else 30.0
+
+
+def has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
+    """Return whether W&B credentials exist: ``WANDB_API_KEY`` or a W&B host in ``~/.netrc``."""
+    if environ.get(WANDB_API_KEY):
+        return True
+    netrc = Path(environ.get("NETRC", str(Path.home() / ".netrc")))
+    try:
+        return "wandb" in netrc.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def resolve_mode(explicit: str | None, environ: Mapping[str, str] = os.environ) -> tuple[str, bool]:
+    """Return ``(mode, defaulted_to_offline)``.
+
+    The order: *explicit*, else ``WANDB_MODE``, else ``online`` when credentials exist, else
+    ``offline`` (then the second item is True so the caller can print where the run went).
+
+    Raises:
+        ValueError: the mode is not one wandb accepts (wandb would raise a pydantic error at
+            ``wandb.init``, far from the cause; WANDB_FACTS 4).
+    """
+    for source, value in (("mode=", explicit), (WANDB_MODE, environ.get(WANDB_MODE))):
+        if value:
+            if value not in _MODES:
+                raise ValueError(
+                    f"instrument: {source} {value!r} is not a wandb mode; "
+                    f"expected one of {sorted(_MODES)}"
+                )
+            return value, False
+    if has_credentials(environ):
+        return "online", False
+    return "offline", True

@@ -1,0 +1,438 @@
+"""Linkage: which run a call writes to, resolved at call time.
+
+The order, per record role (``series`` for stages, ``summary`` for evals and everything else):
+
+1. a ``@pipeline`` active in this process: its run, for every role;
+2. ``WANDB_CONTEXT_FILE`` in the environment (a subprocess of a pipeline): series go to this
+   process's training run (the pipeline's group, ``job_type="train"``, tag ``parent:<id>``),
+   everything else to the pipeline run through the journal;
+3. a ``wandb.run`` that some other code started (a framework): logged into, never finished;
+4. this process's standalone run, started on the first record, finished at interpreter exit.
+
+The state is process-wide (threads find the run); a forked child drops it and runs decorated
+calls as plain functions.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from instrument import _env
+from instrument._backend import Backend, DisabledBackend, RunSpec
+from instrument._journal import JournalReader, JournalWriter
+from instrument._problems import InstrumentWarning, Problem, report
+from instrument._records import Record, SummaryUpdate
+from instrument._session import Session
+
+CONTEXT_VERSION = 1
+
+
+class ContextFileError(ValueError):
+    """The file named by ``WANDB_CONTEXT_FILE`` is missing or is not a valid context file."""
+
+
+@attrs.frozen(slots=True)
+class RunContext:
+    """What a pipeline tells its subprocesses (the context file); never a secret.
+
+    Attributes:
+        run_id: the pipeline run's id.
+        project, entity, group: where the children's runs go (the pipeline's group).
+        mode: the pipeline's wandb mode; it wins over a child's ``WANDB_MODE``.
+        journal_dir: the folder where non-owners append records for the pipeline run.
+    """
+
+    run_id: str
+    project: str | None
+    entity: str | None
+    group: str | None
+    mode: str
+    journal_dir: str
+    version: int = CONTEXT_VERSION
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the context to *path* atomically with mode 0600; return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".context-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(attrs.asdict(self), handle, indent=2)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RunContext:
+        """Read a context file.
+
+        Raises:
+            ContextFileError: the file is missing, unreadable, not JSON, or lacks a field; the
+                message names the file and what is wrong.
+        """
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ContextFileError(
+                f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: cannot read the context file "
+                f"({error.strerror or error})"
+            ) from None
+        try:
+            data = json.loads(text)
+            names = {f.name for f in attrs.fields(cls)}
+            missing = sorted(n for n in ("run_id", "mode", "journal_dir") if n not in data)
+            if missing:
+                raise ContextFileError(
+                    f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: the context file lacks {', '.join(missing)}"
+                )
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except (json.JSONDecodeError, TypeError, AttributeError) as error:
+            raise ContextFileError(
+                f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: not a valid context file ({error})"
+            ) from None
+
+
+class Sink(Protocol):
+    """Where records go: a session (owned run) or a journal (someone else's run)."""
+
+    def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
+        """Write *records*, reporting *problems* first."""
+
+
+class JournalSink:
+    """Write records for the pipeline run into this process's journal."""
+
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
+        self.writer = JournalWriter(context.journal_dir)
+
+    def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
+        """Append *records* to the journal (one flushed line each) after reporting *problems*."""
+        for problem in problems:
+            report(problem, once=problem.kind == "non_finite")
+        for record in records:
+            try:
+                self.writer.append(record)
+            except Exception as error:  # noqa: BLE001 - never raise into user code
+                report(Problem("backend", f"instrument: writing to the journal {self.writer.path} failed "
+                               f"({type(error).__name__}: {error})"), once=True)
+
+
+@attrs.define
+class Settings:
+    """What standalone and training runs are started with (``instrument.configure``)."""
+
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    job_type: str | None = None
+    mode: str | None = None
+
+
+class _State:
+    """The process-wide linkage state; replaced whole by a fork or a recording."""
+
+    def __init__(self, backend: Backend | None = None) -> None:
+        self.backend = backend
+        self.pipelines: list[Session] = []
+        self.standalone: Session | None = None
+        self.training: dict[str, Session] = {}
+        self.journals: dict[str, JournalSink] = {}
+        self.adopted: Session | None = None
+        self.contexts: dict[str, RunContext] = {}
+        self.sessions: list[Session] = []
+        self.settings = Settings()
+
+
+_lock = threading.RLock()
+_state = _State()
+_backend_stack: list[Backend] = []
+_forked = False
+_exit_hook_installed = False
+_exit_code: int | None = None
+
+
+def configure(**values: Any) -> None:
+    """Set what standalone and training runs are started with (see ``instrument.configure``)."""
+    with _lock:
+        _state.settings = attrs.evolve(_state.settings, **values)
+
+
+def push_backend(backend: Backend, *, inherit_settings: bool = True) -> _State:
+    """Route everything to *backend* with fresh state until :func:`pop_backend`; return the old state."""
+    global _state
+    with _lock:
+        previous = _state
+        _backend_stack.append(backend)
+        _state = _State(backend)
+        if inherit_settings:
+            _state.settings = previous.settings
+        return previous
+
+
+def pop_backend(previous: _State) -> None:
+    """Restore the state :func:`push_backend` replaced."""
+    global _state
+    with _lock:
+        _backend_stack.pop()
+        _state = previous
+
+
+def _backend_for(mode: str) -> Backend:
+    if _state.backend is not None:
+        return _state.backend
+    if mode == "disabled":
+        return DisabledBackend()
+    from instrument._wandb_backend import WandbBackend
+
+    return WandbBackend()
+
+
+def new_session(spec_fields: dict[str, Any], environ: Mapping[str, str]) -> Session:
+    """Return a new session for a run spec; resolves the mode and picks the backend."""
+    mode, announce = _env.resolve_mode(spec_fields.pop("mode", None), environ)
+    spec = RunSpec(mode=mode, announce=announce, **spec_fields)
+    session = Session(spec, _backend_for(mode), on_start=_on_start)
+    _state.sessions.append(session)
+    return session
+
+
+def _on_start(session: Session) -> None:
+    # wandb registers its teardown at its first init and exit hooks run last-registered first,
+    # so ours is registered after a run started: it runs before wandb tears down.
+    global _exit_hook_installed
+    if not _exit_hook_installed and _state.backend is None:
+        _exit_hook_installed = True
+        _install_exit_hooks()
+
+
+def _install_exit_hooks() -> None:
+    previous_excepthook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        global _exit_code
+        _exit_code = 130 if isinstance(error, KeyboardInterrupt) else 1
+        previous_excepthook(kind, error, tb)
+
+    sys.excepthook = excepthook
+    original_exit = sys.exit
+
+    def exit(code: object = None) -> None:  # noqa: A001 - mirrors sys.exit
+        global _exit_code
+        _exit_code = code if isinstance(code, int) else (0 if code is None else 1)
+        original_exit(code)
+
+    sys.exit = exit  # type: ignore[assignment]
+    atexit.register(finish_all)
+
+
+def finish_all() -> None:
+    """Finish every run this process started and has not finished (interpreter exit)."""
+    if not _forked:
+        finish_state(_exit_code or 0)
+
+
+def finish_state(exit_code: int) -> None:
+    """Finish every unfinished run of the current state with *exit_code*, newest first."""
+    with _lock:
+        sessions = list(_state.sessions)
+        journals = list(_state.journals.values())
+    for session in reversed(sessions):
+        session.finish(exit_code)
+    for journal in journals:
+        journal.writer.close()
+
+
+def _context(environ: Mapping[str, str]) -> RunContext | None:
+    path = environ.get(_env.WANDB_CONTEXT_FILE)
+    if not path:
+        return None
+    context = _state.contexts.get(path)
+    if context is None:
+        context = RunContext.load(path)
+        _state.contexts[path] = context
+    return context
+
+
+def training_session(context: RunContext, environ: Mapping[str, str]) -> Session:
+    """Return this process's training run for *context*, creating it on first use."""
+    session = _state.training.get(context.run_id)
+    if session is None:
+        settings = _state.settings
+        session = new_session(
+            {
+                "project": context.project or settings.project,
+                "entity": context.entity or settings.entity,
+                "name": settings.name,
+                "group": context.group,
+                "job_type": settings.job_type or "train",
+                "tags": (*settings.tags, f"parent:{context.run_id}"),
+                "mode": context.mode,
+            },
+            environ,
+        )
+        journal = journal_sink(context)
+        session._on_start = lambda s: (_on_start(s), journal.writer.append({"type": "child", "run_id": s.id}))  # type: ignore[func-returns-value]
+        _state.training[context.run_id] = session
+    return session
+
+
+def journal_sink(context: RunContext) -> JournalSink:
+    """Return this process's journal into the pipeline run of *context*."""
+    sink = _state.journals.get(context.run_id)
+    if sink is None:
+        sink = _state.journals[context.run_id] = JournalSink(context)
+    return sink
+
+
+def standalone_session(environ: Mapping[str, str]) -> Session:
+    """Return this process's standalone run (one per process), creating it on first use."""
+    if _state.standalone is None or _state.standalone.finished:
+        settings = _state.settings
+        _state.standalone = new_session(
+            {
+                "project": settings.project,
+                "entity": settings.entity,
+                "name": settings.name,
+                "tags": settings.tags,
+                "job_type": settings.job_type,
+                "mode": settings.mode,
+            },
+            environ,
+        )
+    return _state.standalone
+
+
+def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
+    """Return where a record of *role* written now goes; None in a forked child.
+
+    Args:
+        role: ``"series"`` (stage points) or ``"summary"`` (evals, config, media, files, alerts).
+        environ: the environment to read ``WANDB_CONTEXT_FILE`` from.
+
+    Raises:
+        ContextFileError: in strict mode, when the context file is missing or corrupt (otherwise
+            a warning and the standalone run).
+    """
+    if _forked:
+        _warn_forked()
+        return None
+    with _lock:
+        if _state.pipelines:
+            return _state.pipelines[-1]
+        try:
+            context = _context(environ)
+        except ContextFileError as error:
+            report(Problem("config", f"instrument: {error}; writing to a standalone run instead"), once=True)
+            context = None
+        if context is not None:
+            return training_session(context, environ) if role == "series" else journal_sink(context)
+        if _state.backend is None and "wandb" in sys.modules:
+            adopted = _adopt()
+            if adopted is not None:
+                return adopted
+        return standalone_session(environ)
+
+
+def _adopt() -> Session | None:
+    from instrument._wandb_backend import WandbBackend
+
+    run = WandbBackend().adopt()
+    if run is None:
+        return None
+    if _state.adopted is None or _state.adopted.id != run.id:
+        _state.adopted = Session(RunSpec(id=run.id), WandbBackend(), run=run)
+    return _state.adopted
+
+
+def own_sessions(environ: Mapping[str, str] = os.environ) -> list[Session]:
+    """Return the runs this process owns and has not finished (standalone and training runs)."""
+    with _lock:
+        found = [s for s in (_state.standalone, *_state.training.values()) if s is not None]
+        return [s for s in found if not s.finished]
+
+
+def push_pipeline(session: Session) -> None:
+    """Make *session* the run every call in this process writes to, until :func:`pop_pipeline`."""
+    with _lock:
+        _state.pipelines.append(session)
+
+
+def pop_pipeline(session: Session) -> None:
+    """Stop routing calls to *session*."""
+    with _lock:
+        if session in _state.pipelines:
+            _state.pipelines.remove(session)
+
+
+def ingest(session: Session, reader: JournalReader) -> list[str]:
+    """Write the journal records found by *reader* into *session*; return children's run ids."""
+    children: list[str] = []
+    for record in reader.read_new():
+        if isinstance(record, dict):
+            if record.get("type") == "child":
+                children.append(str(record["run_id"]))
+            continue
+        session.write([record])
+    return children
+
+
+_forked_warned = False
+
+
+def _warn_forked() -> None:
+    global _forked_warned
+    if not _forked_warned:
+        _forked_warned = True
+        warnings.warn(
+            "instrument: this is a forked child process (a DataLoader worker or a pool); decorated "
+            "calls here run as plain functions and log nothing",
+            InstrumentWarning,
+            stacklevel=4,
+        )
+
+
+def _after_fork_in_child() -> None:
+    global _state, _forked, _lock
+    _forked = True
+    _lock = threading.RLock()
+    _state = _State()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def pipeline_children_summary(children: list[str]) -> SummaryUpdate:
+    """Return the summary record that lists a pipeline's child runs (``pipeline/children``)."""
+    return SummaryUpdate(values={"pipeline/children": sorted(set(children))}, owned=True)
+
+
+ExitCode = Callable[[BaseException | None], int]
+
+
+def exit_code_for(error: BaseException | None) -> int:
+    """Return the run exit code for how a block ended: 0, n for ``SystemExit(n)``, 130 for
+    Ctrl-C, 1 for any other exception."""
+    if error is None:
+        return 0
+    if isinstance(error, SystemExit):
+        code = error.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    return 1

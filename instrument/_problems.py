@@ -1,0 +1,83 @@
+"""How instrumentation problems reach the user: a warning in production, an error when strict.
+
+Fail open in production, loud in tests: ``INSTRUMENT_STRICT=1`` or the pytest fixture raise
+:class:`InstrumentationError` where production only warns. A user's own exception is never
+touched by this module.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Literal
+
+import attrs
+
+Kind = Literal["unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend"]
+
+#: Kinds that are about the user's data rather than about instrumentation: never raised.
+_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend"})
+
+
+class InstrumentWarning(UserWarning):
+    """Warning category of every instrumentation problem (filter it with ``warnings``)."""
+
+
+class InstrumentationError(Exception):
+    """An instrumentation problem raised in strict mode (``INSTRUMENT_STRICT=1``, the fixture)."""
+
+
+@attrs.frozen(slots=True)
+class Problem:
+    """One problem found while routing or logging: *kind*, *message*, and the *key* it concerns."""
+
+    kind: Kind
+    message: str
+    key: str = ""
+
+
+_strict_override: list[bool] = []
+_seen: set[tuple[str, str]] = set()
+_seen_lock = threading.Lock()
+
+
+def strict() -> bool:
+    """Return whether problems raise: the innermost ``strict_mode`` override, else the env."""
+    if _strict_override:
+        return _strict_override[-1]
+    from instrument import _env
+
+    return _env.is_strict()
+
+
+def push_strict(value: bool) -> None:
+    """Force strict mode on or off until :func:`pop_strict` (used by ``testing.recording``)."""
+    _strict_override.append(value)
+
+
+def pop_strict() -> None:
+    """Undo the last :func:`push_strict`."""
+    _strict_override.pop()
+
+
+def report(problem: Problem, *, once: bool = False) -> None:
+    """Raise *problem* in strict mode, else warn; with *once*, warn once per kind and key.
+
+    Raises:
+        InstrumentationError: strict mode is on and the problem is not advisory.
+    """
+    if problem.kind not in _ADVISORY and strict():
+        raise InstrumentationError(problem.message)
+    if once:
+        with _seen_lock:
+            marker = (problem.kind, problem.key)
+            if marker in _seen:
+                return
+            _seen.add(marker)
+    warnings.warn(problem.message, InstrumentWarning, stacklevel=3)
+
+
+def reset_once() -> None:
+    """Forget which once-per-key warnings were given (a new recording, a new run)."""
+    with _seen_lock:
+        _seen.clear()
