@@ -203,11 +203,24 @@ def _backend_for(mode: str) -> Backend:
     return WandbBackend()
 
 
-def new_session(spec_fields: dict[str, Any], environ: Mapping[str, str]) -> Session:
-    """Return a new session for a run spec; resolves the mode and picks the backend."""
+def new_session(
+    spec_fields: dict[str, Any],
+    environ: Mapping[str, str],
+    on_start: Callable[[Session], None] | None = None,
+) -> Session:
+    """Return a new session for a run spec; resolves the mode and picks the backend.
+
+    *on_start* is called with the session once its run started (after the exit hooks are set).
+    """
     mode, announce = _env.resolve_mode(spec_fields.pop("mode", None), environ)
     spec = RunSpec(mode=mode, announce=announce, **spec_fields)
-    session = Session(spec, _backend_for(mode), on_start=_on_start)
+
+    def started(session: Session) -> None:
+        _on_start(session)
+        if on_start is not None:
+            on_start(session)
+
+    session = Session(spec, _backend_for(mode), on_start=started)
     _state.sessions.append(session)
     return session
 
@@ -274,6 +287,7 @@ def training_session(context: RunContext, environ: Mapping[str, str]) -> Session
     session = _state.training.get(context.run_id)
     if session is None:
         settings = _state.settings
+        journal = journal_sink(context)
         session = new_session(
             {
                 "project": context.project or settings.project,
@@ -285,9 +299,8 @@ def training_session(context: RunContext, environ: Mapping[str, str]) -> Session
                 "mode": context.mode,
             },
             environ,
+            on_start=lambda started: journal.writer.append({"type": "child", "run_id": started.id}),
         )
-        journal = journal_sink(context)
-        session._on_start = lambda s: (_on_start(s), journal.writer.append({"type": "child", "run_id": s.id}))  # type: ignore[func-returns-value]
         _state.training[context.run_id] = session
     return session
 
@@ -329,7 +342,7 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
         ContextFileError: in strict mode, when the context file is missing or corrupt (otherwise
             a warning and the standalone run).
     """
-    if _forked:
+    if _forked or _multiprocessing_child():
         _warn_forked()
         return None
     with _lock:
@@ -400,11 +413,17 @@ def _warn_forked() -> None:
     if not _forked_warned:
         _forked_warned = True
         warnings.warn(
-            "instrument: this is a forked child process (a DataLoader worker or a pool); decorated "
+            "instrument: this is a multiprocessing child (a DataLoader worker or a pool); decorated "
             "calls here run as plain functions and log nothing",
             InstrumentWarning,
             stacklevel=4,
         )
+
+
+def _multiprocessing_child() -> bool:
+    # A spawned or forkserver worker imports instrument afresh, so no fork hook marks it.
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
 def _after_fork_in_child() -> None:
@@ -420,9 +439,6 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def pipeline_children_summary(children: list[str]) -> SummaryUpdate:
     """Return the summary record that lists a pipeline's child runs (``pipeline/children``)."""
     return SummaryUpdate(values={"pipeline/children": sorted(set(children))}, owned=True)
-
-
-ExitCode = Callable[[BaseException | None], int]
 
 
 def exit_code_for(error: BaseException | None) -> int:
