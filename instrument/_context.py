@@ -19,7 +19,7 @@ from instrument._env import WANDB_CONTEXT_FILE
 from instrument._journal import JournalReader
 from instrument._problems import InstrumentationError, Problem, report
 from instrument._records import ConfigUpdate, Record, SaveFile, SendAlert
-from instrument._routing import Role, plain_config, route
+from instrument._routing import Role, as_step, plain_config, route, route_numbers
 from instrument._values import Image, Table
 
 Resolver = Callable[[Role], "_linkage.Sink | None"]
@@ -151,7 +151,13 @@ class WandBContext:
         """The id of the run this context owns (an orchestrator's), else None."""
         return self.owner.id if self.owner is not None else None
 
+    def _off(self) -> bool:
+        """Whether this context writes nowhere for sure (mode disabled): skip all work."""
+        return self._resolve is _linkage.resolve and _linkage.disabled()
+
     def _write(self, role: Role, records: Sequence[Record], problems: Sequence[Problem] = ()) -> None:
+        if self._off():
+            return
         try:
             sink = self._resolve(role)
             if sink is not None:
@@ -163,6 +169,8 @@ class WandBContext:
                            f"{error})"), once=True)
 
     def _route(self, value: Any, role: Role, prefix: str | None, function: str, step: int | None = None) -> None:
+        if self._off():
+            return
         routed = route(value, role=role, prefix=prefix, function=function, step=step)
         self._write(role, routed.records, routed.problems)
 
@@ -175,13 +183,17 @@ class WandBContext:
             value: a number (numpy and 0-d tensor scalars accepted).
             step: the stage step; None for the stage's next step.
         """
-        from instrument._routing import as_step
-
-        exact = as_step(step) if step is not None else None
+        if self._off():
+            return
+        exact = step if step is None or type(step) is int else as_step(step)
         if step is not None and exact is None:
             report(Problem("bad_step", f"instrument: WandBContext.log_training_metric: step must be a whole "
                            f"number, got {type(step).__name__} {step!r}; the next automatic step was used", name))
-        self._route({name: value}, "series", stage, "WandBContext.log_training_metric", exact)
+        routed = route_numbers({name: value}, stage, exact, {})
+        if routed is None:
+            self._route({name: value}, "series", stage, "WandBContext.log_training_metric", exact)
+        else:
+            self._write("series", routed.records)
 
     def log_eval_summary(self, metrics: Mapping[str, Any], prefix: str = "eval") -> None:
         """Set final metrics in ``run.summary`` as ``<prefix>/<key>``; never in history.
@@ -249,6 +261,7 @@ def configure(
     tags: Sequence[str] = (),
     job_type: str | None = None,
     mode: str | None = None,
+    synchronous: bool = False,
 ) -> None:
     """Set what standalone and training runs of this process are started with.
 
@@ -257,13 +270,38 @@ def configure(
             subprocess still joins the pipeline's group and gets the ``parent:<id>`` tag.
         mode: ``online``/``offline``/``disabled``; default ``WANDB_MODE``, else online with
             credentials, else offline. A pipeline's context file wins over it in a child.
+        synchronous: make runs created from now on call wandb on the calling thread, in call
+            order, instead of on their dispatcher thread (debugging; as ``INSTRUMENT_SYNC=1``).
+            Slower: each ``run.log`` then costs the caller about 0.4 ms.
     """
-    _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode)
+    _linkage.configure(
+        project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode,
+        synchronous=synchronous,
+    )
 
 
 def finish(exit_code: int = 0) -> None:
     """Finish this process's own runs now (notebooks, where no exit hook runs)."""
     WandBContext().finish(exit_code)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Write everything logged so far to its run and wait until wandb took it.
+
+    Records leave the calling thread at once and a thread per run calls wandb; rows of a stage
+    at an explicit step are held until the stage moves on (about a second at most) so that
+    several calls make one history row. ``flush`` writes the held rows and waits for every
+    queue to drain; the runs stay open. Finishing and interpreter exit do the same by
+    themselves.
+
+    Args:
+        timeout: seconds to wait at most; default ``INSTRUMENT_EXIT_TIMEOUT`` (30).
+
+    Returns:
+        True if everything was handed to wandb in time; False if a queue still held records
+        (they stay queued, or on disk if the backend stalled; nothing is dropped).
+    """
+    return _linkage.flush_state(timeout)
 
 
 def create_wandb_context(

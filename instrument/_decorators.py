@@ -20,11 +20,13 @@ from instrument import _linkage
 from instrument._context import OwnerRun
 from instrument._problems import InstrumentationError, Problem, report
 from instrument._records import ConfigUpdate
-from instrument._routing import Role, plain_config, route
+from instrument._routing import Role, join, plain_config, route, route_numbers
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SUMMARY_OPS = frozenset({"min", "max", "mean", "last", "first", "none"})
+
+_disabled = _linkage.disabled
 
 #: The stage whose call is running in this context (``instrument.log`` adds points to it).
 _current: contextvars.ContextVar[_Emitter | None] = contextvars.ContextVar("instrument_stage", default=None)
@@ -33,23 +35,27 @@ _current: contextvars.ContextVar[_Emitter | None] = contextvars.ContextVar("inst
 class _Emitter:
     """The shared lifecycle: route a returned value and write it where linkage says, safely."""
 
-    __slots__ = ("role", "prefix", "function", "summary")
+    __slots__ = ("role", "prefix", "function", "summary", "full_summary")
 
     def __init__(self, role: Role, prefix: str | None, function: str, summary: Mapping[str, str]) -> None:
         self.role = role
         self.prefix = prefix
         self.function = function
         self.summary = dict(summary)
+        self.full_summary = {join(prefix, key): op for key, op in self.summary.items()}
 
     def emit(self, value: Any, step: int | None = None) -> None:
-        """Route *value* and write it; problems warn (raise in strict mode), faults never raise."""
-        if value is None:
+        """Route *value* and write it; problems warn (raise in strict mode), faults never raise.
+
+        Does nothing at all when the mode is ``disabled`` (resolved once per state).
+        """
+        if value is None or _disabled():
             return
         try:
             sink = _linkage.resolve(self.role)
             if sink is None:
                 return
-            routed = route(
+            routed = (route_numbers(value, self.prefix, step, self.full_summary) if self.role == "series" else None) or route(
                 value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
             )
             sink.write(routed.records, routed.problems)
@@ -131,6 +137,8 @@ def _wrap(emitter: _Emitter, function: Callable[..., Any], *, returns: bool = Tr
 
     @wrapt.decorator
     def function_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if _disabled():  # the fast path: nothing would be written anywhere
+            return wrapped(*args, **kwargs)
         token = _current.set(emitter)
         try:
             result = wrapped(*args, **kwargs)
@@ -225,6 +233,8 @@ def run_config(function: F) -> F:
     @wrapt.decorator
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
+        if _disabled():
+            return result
         try:
             sink = _linkage.resolve("summary")
             if sink is not None and result is not None:

@@ -225,8 +225,13 @@ class RecordedRun:
 
 @attrs.define
 class RecordingBackend:
-    """A backend that keeps every run in memory, in creation order (:attr:`runs`)."""
+    """A backend that keeps every run in memory, in creation order (:attr:`runs`).
 
+    It is always written synchronously, on the calling thread (no dispatcher thread), so
+    strict-mode errors reach the test where the call was made.
+    """
+
+    synchronous = True  # read by the session: no dispatcher thread
     name: str = "recording"
     runs: list[RecordedRun] = attrs.field(factory=list)
 

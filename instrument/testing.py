@@ -27,7 +27,8 @@ class Recording:
 
     @property
     def runs(self) -> list[RecordedRun]:
-        """Every run started inside the block, in creation order."""
+        """Every run started inside the block, in creation order (held rows written first)."""
+        _linkage.flush_backend(self.backend)
         return list(self.backend.runs)
 
     def run(self) -> RecordedRun:
