@@ -437,6 +437,8 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
 
 
 def _adopt() -> Session | None:
+    if getattr(sys.modules.get("wandb"), "run", None) is None:  # the common case, without an import
+        return None
     from instrument._wandb_backend import WandbBackend
 
     run = WandbBackend().adopt()
