@@ -41,6 +41,9 @@ from instrument._records import Record
 #: The default queue bound, in records (one record is one history row, summary update, ...).
 DEFAULT_BOUND = 10_000
 
+#: Records the thread takes from the queue at once (fewer lock round trips with the writer).
+BATCH = 64
+
 #: Seconds between the thread's calls of ``on_idle`` (held rows gone idle are queued).
 IDLE_CHECK_SECONDS = 0.25
 
@@ -109,6 +112,9 @@ class Dispatcher:
         self._spill_reader: Any = None
         self.spilled = 0  # records written to the spill journal in all
         self.spill_path: Path | None = None
+        self._batch: list[Record] = []  # the records the thread took from the queue
+        self._current = 0  # the index in _batch of the record being written
+        self._abandoned = False  # close() timed out: the thread must not write the batch's rest
 
     # Writers (calling threads) -------------------------------------------------------------------
     def ensure_thread(self) -> None:
@@ -199,6 +205,9 @@ class Dispatcher:
             left = list(self._items)
             self._items.clear()
             busy = self._busy
+            if busy:
+                self._abandoned = True
+                left[:0] = self._batch[self._current + 1:]
             self._cond.notify_all()
             if left:
                 self._spill_records(left)
@@ -229,14 +238,14 @@ class Dispatcher:
         # "can't register atexit after shutdown" (wandb imports it), so it is imported now.
         import concurrent.futures.thread  # noqa: F401
 
-        thread = threading.Thread(target=self._run, name=f"instrument-dispatch-{self.name}", daemon=True)
+        thread = self._thread = threading.Thread(target=self._run, name=f"instrument-dispatch-{self.name}", daemon=True)
         self._progress = _monotonic()
         try:
             thread.start()
         except RuntimeError:  # interpreter shutdown: no new threads
+            self._thread = None
             self._inline = True
             return
-        self._thread = thread
         _LIVE.add(self)
         _register_exit_drain()
 
@@ -255,13 +264,18 @@ class Dispatcher:
         cond = self._cond
         while True:
             batch: list[Record] = []
+            lagging = False
+            oldest: float | None = None
             with cond:
                 while True:
                     now = _monotonic()
-                    if self._items:
+                    items = self._items
+                    if items:
                         if self._due(now):
-                            batch.append(self._items.popleft())
-                            if not self._items:
+                            oldest = self._oldest
+                            lagging = oldest is not None and now - oldest >= MAX_LAG_SECONDS
+                            batch = [items.popleft() for _ in range(min(len(items), BATCH))]
+                            if not items:
                                 self._oldest = None
                             break
                         timeout = QUIET_SECONDS
@@ -270,6 +284,7 @@ class Dispatcher:
                         return
                     elif self._spilling:
                         batch = self._unspill()
+                        lagging = True
                         if batch:
                             break
                         continue
@@ -284,18 +299,8 @@ class Dispatcher:
                     self._idle = False
                 self._busy = bool(batch)
                 self._progress = now
-            for record in batch:
-                try:
-                    self._deliver(record)
-                except Exception as error:  # noqa: BLE001 - the thread must outlive a bad record
-                    report(Problem("backend", f"instrument: run {self.name}: writing a {type(record).__name__} "
-                                   f"record failed ({type(error).__name__}: {error})"), once=True)
-                self._progress = _monotonic()
             if batch:
-                with cond:
-                    self._busy = False
-                    if self._waiters:
-                        cond.notify_all()
+                self._write(batch, lagging, oldest)
             if self._on_idle is not None and _monotonic() >= next_idle:
                 next_idle = _monotonic() + IDLE_CHECK_SECONDS
                 try:
@@ -303,6 +308,41 @@ class Dispatcher:
                 except Exception as error:  # noqa: BLE001
                     report(Problem("backend", f"instrument: run {self.name}: writing held rows failed "
                                    f"({type(error).__name__}: {error})"), once=True)
+
+    def _write(self, batch: list[Record], lagging: bool, oldest: float | None) -> None:
+        """Deliver *batch* in order; give the rest back to the queue if the writer got busy again."""
+        last = len(batch) - 1
+        self._batch = batch
+        for index, record in enumerate(batch):
+            with self._cond:
+                if self._abandoned:  # close() timed out and kept the rest of the batch on disk
+                    self._busy = False
+                    return
+                self._current = index
+            try:
+                self._deliver(record)
+            except Exception as error:  # noqa: BLE001 - the thread must outlive a bad record
+                report(Problem("backend", f"instrument: run {self.name}: writing a {type(record).__name__} "
+                               f"record failed ({type(error).__name__}: {error})"), once=True)
+            now = self._progress = _monotonic()
+            if (
+                index < last
+                and not lagging
+                and not self._waiters
+                and not self._closed
+                and now - self._last_put < QUIET_SECONDS
+                and len(self._items) + last - index < self.high_water
+            ):
+                with self._cond:  # yield to the writer: it runs Python, so do the rest in its next gap
+                    self._items.extendleft(reversed(batch[index + 1:]))
+                    if oldest is not None and (self._oldest is None or oldest < self._oldest):
+                        self._oldest = oldest
+                break
+        with self._cond:
+            self._busy = False
+            self._batch = []
+            if self._waiters:
+                self._cond.notify_all()
 
     # Spilling ------------------------------------------------------------------------------------
     def _folder(self) -> Path:

