@@ -18,6 +18,9 @@ the median over the processes. It measures:
    of the ten-key dict per step, and vs ten raw ``run.log`` calls per step (the seed's API).
 5. Peak RSS after 200,000 points with wandb stubbed slow (0.05 ms per ``run.log``) vs after
    1,000 points (the queue's bound keeps memory flat).
+6. A step of 2 ms of pure Python (the GIL held throughout) and one 10-metric point, 500 steps:
+   where ``run.log`` competes with the training thread for the GIL (WANDB_FACTS 5).
+7. The same with a step that releases the GIL (a 2 ms sleep, as a GPU step or a C kernel).
 
 Timings belong here, never in the test suite. ``benchmarks/test_benchmarks.py`` runs the
 in-process parts under pytest-benchmark when it is installed.
@@ -130,6 +133,46 @@ def child_metrics(kind: str, steps: int) -> dict[str, float]:
     return {"loop_us": loop / steps * 1e6, "cpu_us": cpu / steps * 1e6, "total_s": time.perf_counter() - start}
 
 
+def _spin(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+
+
+def child_python_bound(kind: str, steps: int, spin_ms: float, gil_free: bool = False) -> dict[str, float]:
+    """A training step of *spin_ms*, then one 10-metric point.
+
+    The step is pure Python holding the GIL, or (*gil_free*) a sleep that releases it, as a GPU
+    step or a C kernel does.
+    """
+    work = (lambda: time.sleep(spin_ms / 1000)) if gil_free else (lambda: _spin(spin_ms / 1000))
+    start = time.perf_counter()
+    if kind == "instrument":
+        import instrument
+
+        @instrument.training_stage("op")
+        def train_step(i: int) -> dict[str, float]:
+            work()
+            return _row(i)
+
+        loop_start = time.perf_counter()
+        for i in range(steps):
+            train_step(i)
+        loop = time.perf_counter() - loop_start
+        instrument.finish()
+    else:
+        import wandb
+
+        run = wandb.init(project="bench", settings=wandb.Settings(silent=True))
+        loop_start = time.perf_counter()
+        for i in range(steps):
+            work()
+            run.log({f"op/{k}": v for k, v in _row(i).items()} | {"op/step": i})
+        loop = time.perf_counter() - loop_start
+        run.finish()
+    return {"step_ms": loop / steps * 1e3, "total_s": time.perf_counter() - start}
+
+
 class _SlowRun:
     """A stand-in for ``wandb.Run`` whose ``log`` takes about 0.05 ms and keeps nothing."""
 
@@ -194,6 +237,10 @@ CHILDREN = {
     "metrics_instrument": lambda a: child_metrics("instrument", a.points),
     "metrics_raw_dict": lambda a: child_metrics("raw_dict", a.points),
     "metrics_raw_calls": lambda a: child_metrics("raw_calls", a.points),
+    "python_bound_instrument": lambda a: child_python_bound("instrument", a.points // 2, 2.0),
+    "python_bound_raw": lambda a: child_python_bound("raw", a.points // 2, 2.0),
+    "gil_free_instrument": lambda a: child_python_bound("instrument", a.points * 2, 2.0, gil_free=True),
+    "gil_free_raw": lambda a: child_python_bound("raw", a.points * 2, 2.0, gil_free=True),
     "memory_small": lambda a: child_memory(1_000),
     "memory_big": lambda a: child_memory(a.big),
 }
@@ -293,6 +340,16 @@ def main() -> None:
         mi["total_s"] / mc["total_s"], "", None)
     add("   vs 10 x run.log per step (seed): loop per step", f"{mi['loop_us']:.1f} us", f"{mc['loop_us']:.1f} us",
         mi["loop_us"] / mc["loop_us"], "", None)
+    pi, pr = m["python_bound_instrument"], m["python_bound_raw"]
+    add("6. 2 ms pure-Python step + 1 point: time per step", f"{pi['step_ms']:.2f} ms", f"{pr['step_ms']:.2f} ms",
+        pi["step_ms"] / pr["step_ms"], "", None)
+    add("   same, total wall incl. import, init, finish", f"{pi['total_s']:.2f} s", f"{pr['total_s']:.2f} s",
+        pi["total_s"] / pr["total_s"], "", None)
+    gi, gr = m["gil_free_instrument"], m["gil_free_raw"]
+    add("7. 2 ms GIL-free step (sleep) + 1 point: time per step", f"{gi['step_ms']:.2f} ms", f"{gr['step_ms']:.2f} ms",
+        gi["step_ms"] / gr["step_ms"], "", None)
+    add("   same, total wall incl. import, init, finish", f"{gi['total_s']:.2f} s", f"{gr['total_s']:.2f} s",
+        gi["total_s"] / gr["total_s"], "", None)
     small, big = m["memory_small"], m["memory_big"]
     grown = big["peak_mb"] - small["peak_mb"]
     add(f"5. peak RSS, {args.big:,} vs 1,000 points (slow stub)", f"{big['peak_mb']:.1f} MB",
