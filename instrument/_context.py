@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument import _linkage
-from instrument._env import WANDB_CONTEXT_FILE
+from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader
 from instrument._problems import InstrumentationError, Problem, report
 from instrument._records import ConfigUpdate, Record, SaveFile, SendAlert
@@ -45,6 +45,7 @@ class OwnerRun:
         mode: str | None = None,
         run_id: str | None = None,
         job_type: str = "pipeline",
+        redact_secrets: bool | None = None,
     ) -> None:
         from instrument._backend import new_run_id
 
@@ -63,13 +64,14 @@ class OwnerRun:
                 "tags": tuple(tags),
                 "config": dict(config or {}),
                 "mode": mode,
+                "redact_secrets": redact_secrets,
             },
             os.environ,
         )
         self.session.journal_dir = str(journal)
         self.session.start()
         self.context = _linkage.RunContext(
-            run_id=run_id,
+            run_id=self.session.id,  # not run_id: a failed init may have fallen back to a fresh id
             project=project,
             entity=entity,
             group=self.session.spec.group,
@@ -83,6 +85,7 @@ class OwnerRun:
         self._exported = False
         self._closed = False
         _linkage.push_pipeline(self.session)
+        _linkage.close_on_sigterm(self._terminate)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name=f"instrument-ingest-{run_id}", daemon=True)
         self._poller.start()
@@ -102,13 +105,18 @@ class OwnerRun:
         while not self._stop.wait(1.0):
             self.ingest()
 
-    def ingest(self) -> None:
-        """Write what the subprocesses journaled so far into the run."""
+    def ingest(self) -> bool:
+        """Write what the subprocesses journaled so far into the run; return whether it all went."""
         try:
             self.children.extend(_linkage.ingest(self.session, self.reader))
         except Exception as error:  # noqa: BLE001 - never raise into the orchestrator
             report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
                    once=True)
+            return False
+        return True
+
+    def _terminate(self, exit_code: int) -> None:
+        self.close(exit_code=exit_code)
 
     def close(self, error: BaseException | None = None, exit_code: int | None = None) -> None:
         """Drain the journals, record the children and finish the run; once.
@@ -120,17 +128,30 @@ class OwnerRun:
             return
         self._closed = True
         _linkage.pop_pipeline(self.session)
+        _linkage.forget_sigterm(self._terminate)
         if self._exported:
             if self._previous is None:
                 os.environ.pop(WANDB_CONTEXT_FILE, None)
             else:
                 os.environ[WANDB_CONTEXT_FILE] = self._previous
         self._stop.set()
-        self._poller.join()
-        self.ingest()
-        self.session.write([_linkage.pipeline_children_summary(self.children)])
-        self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error))
-        shutil.rmtree(self.folder, ignore_errors=True)
+        timeout = exit_timeout()
+        self._poller.join(timeout)
+        drained = not self._poller.is_alive() and self.ingest()
+        for path in self.reader.torn():
+            report(Problem("backend", f"instrument: the journal {path} ends with an incomplete record (its "
+                           "writer died while writing it); everything before it was kept"))
+        try:
+            self.session.write([_linkage.pipeline_children_summary(self.children)])
+        except Exception as error:  # noqa: BLE001 - never raise into the orchestrator
+            report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({error})"))
+        self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error), timeout)
+        if drained:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        else:
+            report(Problem("backend", f"instrument: the journals of run {self.id} were not fully read; they are "
+                           f"kept in {self.folder}; write them into an offline run with "
+                           f"`python -m instrument replay {self.folder}`"))
 
 
 class WandBContext:
@@ -249,6 +270,7 @@ def configure(
     tags: Sequence[str] = (),
     job_type: str | None = None,
     mode: str | None = None,
+    redact_secrets: bool = True,
 ) -> None:
     """Set what standalone and training runs of this process are started with.
 
@@ -257,8 +279,13 @@ def configure(
             subprocess still joins the pipeline's group and gets the ``parent:<id>`` tag.
         mode: ``online``/``offline``/``disabled``; default ``WANDB_MODE``, else online with
             credentials, else offline. A pipeline's context file wins over it in a child.
+        redact_secrets: replace the value of config keys that look like secrets (a segment of
+            the name, split on ``_ - . /``, is ``api_key``/``apikey``, ``token``, ``password``,
+            ``passwd`` or ``secret``; ``max_tokens`` is not) by ``"<redacted>"`` before config
+            leaves the process (to wandb or to a journal), with one warning per key. Default True.
     """
-    _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode)
+    _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode,
+                       redact_secrets=redact_secrets)
 
 
 def finish(exit_code: int = 0) -> None:
@@ -277,6 +304,7 @@ def create_wandb_context(
     group: str | None = None,
     tags: Sequence[str] = (),
     job_type: str = "pipeline",
+    redact_secrets: bool | None = None,
 ) -> WandBContext:
     """Start an orchestrator's run now and return a context that owns it (the seed's API).
 
@@ -287,10 +315,12 @@ def create_wandb_context(
         config: the run's config (nesting kept).
         run_id: the run id (default: a fresh one).
         mode, project, entity, name, group, tags, job_type: as ``wandb.init``'s arguments.
+        redact_secrets: as for :func:`pipeline`; None follows :func:`configure` (default True).
     """
     owner = OwnerRun(
         project=project, entity=entity, name=name, group=group, tags=tags,
         config=plain_config(config or {}), mode=mode, run_id=run_id, job_type=job_type,
+        redact_secrets=redact_secrets,
     )
     return WandBContext(lambda role: owner.session, owner=owner)
 

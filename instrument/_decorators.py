@@ -283,6 +283,9 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
     Args:
         project, name, group, tags, config, mode: as ``wandb.init``'s arguments; *mode* defaults
             to ``WANDB_MODE``, else online with credentials, else offline.
+        redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
+            (see :func:`instrument.configure`); None (default) follows ``configure``, which
+            defaults to True.
     """
 
     def __init__(
@@ -295,8 +298,10 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
         config: Any = None,
         mode: str | None = None,
         entity: str | None = None,
+        redact_secrets: bool | None = None,
     ) -> None:
         self.project = project
+        self.redact_secrets = redact_secrets
         self.name = name
         self.group = group
         self.tags = tuple(tags)
@@ -308,7 +313,7 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
     def __enter__(self) -> OwnerRun:
         active = OwnerRun(
             project=self.project, entity=self.entity, name=self.name, group=self.group,
-            tags=self.tags, config=self.config, mode=self.mode,
+            tags=self.tags, config=self.config, mode=self.mode, redact_secrets=self.redact_secrets,
         )
         active.export()
         self._active.append(active)

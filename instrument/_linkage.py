@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -32,7 +33,8 @@ from instrument import _env
 from instrument._backend import Backend, DisabledBackend, RunSpec
 from instrument._journal import JournalReader, JournalWriter
 from instrument._problems import InstrumentWarning, Problem, report
-from instrument._records import Record, SummaryUpdate
+from instrument._records import ConfigUpdate, Record, SummaryUpdate
+from instrument._redact import redact_config
 from instrument._session import Session
 
 CONTEXT_VERSION = 1
@@ -125,6 +127,8 @@ class JournalSink:
         for problem in problems:
             report(problem, once=problem.kind == "non_finite")
         for record in records:
+            if isinstance(record, ConfigUpdate) and _state.settings.redact_secrets:
+                record = attrs.evolve(record, values=redact_config(record.values))  # before it hits the disk
             try:
                 self.writer.append(record)
             except Exception as error:  # noqa: BLE001 - never raise into user code
@@ -142,6 +146,7 @@ class Settings:
     tags: tuple[str, ...] = ()
     job_type: str | None = None
     mode: str | None = None
+    redact_secrets: bool = True
 
 
 class _State:
@@ -210,10 +215,16 @@ def new_session(
 ) -> Session:
     """Return a new session for a run spec; resolves the mode and picks the backend.
 
-    *on_start* is called with the session once its run started (after the exit hooks are set).
+    Secret-looking config keys of the spec are redacted unless ``redact_secrets`` (a spec field
+    here, else ``configure(redact_secrets=...)``) is False. *on_start* is called with the session
+    once its run started (after the exit hooks are set).
     """
     mode, announce = _env.resolve_mode(spec_fields.pop("mode", None), environ)
-    spec = RunSpec(mode=mode, announce=announce, **spec_fields)
+    redact = spec_fields.pop("redact_secrets", None)
+    redact = _state.settings.redact_secrets if redact is None else redact
+    if redact and spec_fields.get("config"):
+        spec_fields["config"] = redact_config(spec_fields["config"])
+    spec = RunSpec(mode=mode, announce=announce, redact_secrets=redact, **spec_fields)
 
     def started(session: Session) -> None:
         _on_start(session)
@@ -285,7 +296,7 @@ def _context(environ: Mapping[str, str]) -> RunContext | None:
 def training_session(context: RunContext, environ: Mapping[str, str]) -> Session:
     """Return this process's training run for *context*, creating it on first use."""
     session = _state.training.get(context.run_id)
-    if session is None:
+    if session is None or session.finished:  # finished by hand: later points make a new run
         settings = _state.settings
         journal = journal_sink(context)
         session = new_session(
@@ -427,13 +438,71 @@ def _multiprocessing_child() -> bool:
 
 
 def _after_fork_in_child() -> None:
-    global _state, _forked, _lock
+    global _state, _forked, _lock, _forked_warned
     _forked = True
+    _forked_warned = False
     _lock = threading.RLock()
     _state = _State()
+    _terminators.clear()
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the child owns no pipeline run
+    except (ValueError, OSError):  # not the main thread
+        pass
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_terminators: list[Callable[[int], None]] = []
+
+
+def close_on_sigterm(close: Callable[[int], None]) -> None:
+    """Call *close(143)* if this process gets SIGTERM while it owns a pipeline run.
+
+    The handler is installed only in the main thread and only if SIGTERM still has its default
+    handler (a framework's own handler is left alone). It closes every registered owner, newest
+    first, finishes this process's other runs with exit code 143, then restores the default
+    handler and sends SIGTERM again, so the process ends as it would have without instrument.
+    """
+    with _lock:
+        _terminators.append(close)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):
+            pass
+
+
+def forget_sigterm(close: Callable[[int], None]) -> None:
+    """Undo :func:`close_on_sigterm`; restore the default handler once no owner is left."""
+    with _lock:
+        if close in _terminators:
+            _terminators.remove(close)
+        if _terminators or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _exit_code
+    _exit_code = 128 + signal.SIGTERM
+    for close in reversed(list(_terminators)):
+        try:
+            close(_exit_code)
+        except Exception:  # noqa: BLE001, S110 - dying anyway; finish what can be finished
+            pass
+    try:
+        finish_state(_exit_code)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def pipeline_children_summary(children: list[str]) -> SummaryUpdate:

@@ -7,16 +7,22 @@ touched by this module.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from typing import Literal
 
 import attrs
 
-Kind = Literal["unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend"]
+Kind = Literal[
+    "unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "config_change",
+    "backend", "redacted",
+]
 
-#: Kinds that are about the user's data rather than about instrumentation: never raised.
-_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend"})
+#: Kinds that are about the user's data, a documented rule or a failing backend rather than
+#: about bad input: never raised, even in strict mode (a changed config value keeps the last one,
+#: a secret is redacted, a backend fault is absorbed).
+_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "config_change", "redacted"})
 
 
 class InstrumentWarning(UserWarning):
@@ -38,7 +44,15 @@ class Problem:
 
 _strict_override: list[bool] = []
 _seen: set[tuple[str, str]] = set()
-_seen_lock = threading.Lock()
+_seen_lock = threading.RLock()  # re-entrant: a SIGTERM handler may report while the main thread does
+
+
+def _after_fork_in_child() -> None:
+    global _seen_lock
+    _seen_lock = threading.RLock()  # another thread may have held it at fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def strict() -> bool:

@@ -8,7 +8,12 @@ The session turns records into backend calls:
 * summary keys an eval set are remembered and re-asserted at finish if a series overwrote them;
 * config is deep-merged (wandb's ``config.update`` replaces a nested dict whole), last value wins
   with a warning;
-* a backend that fails never raises into user code: one warning per kind of fault.
+* a backend that fails never raises into user code: one warning per kind of fault, and no value
+  is lost: a run that cannot start online is started offline, and if that fails too (or a call
+  fails mid-run) the rest of the run goes to a call journal on disk that
+  ``python -m instrument replay`` writes into an offline run;
+* finishing is bounded: past ``INSTRUMENT_EXIT_TIMEOUT`` seconds it gives up with a warning that
+  says where the unsynced data is.
 
 The run starts on the first record. Writes are serialised by a lock, so several threads can log.
 """
@@ -16,12 +21,18 @@ The run starts on the first record. Writes are serialised by a lock, so several 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from instrument._backend import Backend, BackendRun, RunSpec
-from instrument._problems import Problem, report
+import attrs
+
+from instrument import _env
+from instrument._backend import Backend, BackendRun, RunSpec, new_run_id
+from instrument._journal import JournalRun, new_spill_folder
+from instrument._problems import InstrumentationError, Problem, report
+from instrument._redact import redact_config
 from instrument._records import (
     ConfigUpdate,
     LogArtifact,
@@ -85,6 +96,9 @@ class Session:
         self._overwritten: set[str] = set()
         self._config: dict[str, Any] = {}
         self._faults: set[str] = set()
+        self._gave_up = False  # starting failed everywhere, even the journal: records are dropped
+        self._spill: JournalRun | None = None  # where the rest of the run goes after a failed call
+        self._broken: BackendRun | None = None  # the run whose call failed (finished at the end)
         self.finished = False
         self.exit_code: int | None = None
 
@@ -99,17 +113,53 @@ class Session:
         return self._run is not None
 
     def start(self) -> BackendRun | None:
-        """Start the run now if it is not started yet; return it (None if starting failed)."""
+        """Start the run now if it is not started yet; return it (None if it cannot be kept).
+
+        If the backend raises (``wandb.init`` failing or timing out), a run that was not offline
+        is retried offline (a fresh id if wandb still holds the failed one), with one warning
+        naming the folder and the ``wandb sync`` command; if that fails too, the run's calls go
+        to a call journal, with one warning naming it and the ``python -m instrument replay``
+        command. Only if even the journal cannot be created are the records dropped (warned).
+        """
         with self._lock:
-            if self._run is None and not self.finished:
-                try:
-                    self._run = self.backend.start(self.spec)
-                except Exception as error:  # noqa: BLE001 - never raise into user code
-                    self._fault("init", f"starting the run failed ({type(error).__name__}: {error})")
-                    return None
-                if self._on_start is not None:
+            if self._run is None and not self.finished and not self._gave_up:
+                self._run = self._start_with_fallback()
+                if self._run is None:
+                    self._gave_up = True
+                elif self._on_start is not None:
                     self._on_start(self)
             return self._run
+
+    def _start_with_fallback(self) -> BackendRun | None:
+        try:
+            return self.backend.start(self.spec)
+        except Exception as error:  # noqa: BLE001 - never raise into user code
+            failure = f"starting run {self.spec.id} ({self.spec.mode}) failed ({_describe(error)})"
+        if self.spec.mode in ("online", "run"):
+            for spec in (attrs.evolve(self.spec, mode="offline"), attrs.evolve(self.spec, mode="offline", id=new_run_id())):
+                try:
+                    run = self.backend.start(spec)
+                except Exception:  # noqa: BLE001, S112 - the next fallback follows
+                    continue
+                renamed = f" under the new id {run.id} (wandb still held {self.spec.id})" if run.id != self.spec.id else ""
+                self.spec = spec
+                where = run.location()
+                self._fault("init", f"{failure}; the run was written offline{renamed} to {where} instead; "
+                            f"upload it later with `wandb sync {where}`")
+                return run
+        try:
+            journal = self._open_journal(reason=failure)
+        except OSError as error:
+            self._fault("init", f"{failure}, and its journal could not be created ({error}); the run's "
+                        "records are dropped")
+            return None
+        self._fault("init", f"{failure}; its records are kept in the journal {journal.folder}; write them "
+                    f"into an offline run with `python -m instrument replay {journal.folder}`")
+        return journal
+
+    def _open_journal(self, *, reason: str, partial: str | None = None) -> JournalRun:
+        root = _env.journal_root()
+        return JournalRun(new_spill_folder(root, self.spec.id), self.spec, reason=reason, partial=partial)
 
     def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
         """Report *problems*, then write *records* to the run in order."""
@@ -129,6 +179,8 @@ class Session:
                 self._call(record, run)
 
     def _call(self, record: Record, run: BackendRun) -> None:
+        if self._spill is not None:  # a call failed earlier: the rest of the run goes to its journal
+            run = self._spill
         try:
             if isinstance(record, Point):
                 self._point(record, run)
@@ -143,9 +195,34 @@ class Session:
                 run.log_artifact(record.path, record.type, name, record.aliases)
             elif isinstance(record, SendAlert):
                 run.alert(record.title, record.text, record.level)
+        except InstrumentationError:
+            raise  # strict mode: a problem with the user's value, not a backend fault
         except Exception as error:  # noqa: BLE001 - never raise into user code
-            kind = type(record).__name__
-            self._fault(kind, f"writing a {kind} record failed ({type(error).__name__}: {error})")
+            self._spill_from(record, run, error)
+
+    def _spill_from(self, record: Record, run: BackendRun, error: Exception) -> None:
+        """Keep *record*, whose write to *run* raised *error*, and every later record in a journal."""
+        kind = type(record).__name__
+        failure = f"writing a {kind} record to run {self.id} failed ({_describe(error)})"
+        if isinstance(run, JournalRun):
+            self._fault("journal", f"{failure}; the record was dropped")
+            return
+        try:
+            journal = self._open_journal(reason=failure, partial=_location(run))
+        except OSError as journal_error:
+            self._fault("journal", f"{failure}, and no journal could be created ({journal_error}); the "
+                        "record was dropped")
+            return
+        self._spill, self._broken = journal, run
+        if not self._adopted:
+            self._run = journal
+        self._defined.clear()  # the replayed run must declare its step axes again
+        self._fault("spill", f"{failure}; the values written before are in {_location(run)}, this record and "
+                    f"every later one of the run are kept in the journal {journal.folder}; once the run is "
+                    f"over, write them into an offline run with `python -m instrument replay {journal.folder}`")
+        if isinstance(record, Point) and record.axis is not None and record.step is None:
+            record = attrs.evolve(record, step=self._last_step.get(record.axis))  # the step it was given
+        self._call(record, journal)
 
     def _point(self, point: Point, run: BackendRun) -> None:
         row = dict(point.values)
@@ -183,10 +260,12 @@ class Session:
 
     def _configure(self, update: ConfigUpdate, run: BackendRun) -> None:
         values = {update.prefix: update.values} if update.prefix else update.values
+        if self.spec.redact_secrets:
+            values = redact_config(values)
         changed: list[str] = []
         deep_merge(self._config, values, "", changed)
         for change in changed:
-            report(Problem("config", f"instrument: config key {change}: the last value was kept",
+            report(Problem("config_change", f"instrument: config key {change}: the last value was kept",
                            change.split(" ", 1)[0]))
         run.update_config({key: self._config[key] for key in values})
 
@@ -194,11 +273,23 @@ class Session:
         if kind in self._faults:
             return
         self._faults.add(kind)
-        report(Problem("backend", f"instrument: {message}; the training goes on"))
+        goes_on = "" if kind.startswith("finish") else "; the training goes on"
+        report(Problem("backend", f"instrument: {message.rstrip('.')}{goes_on}"))
 
-    def finish(self, exit_code: int = 0) -> None:
-        """Re-assert the evals' summary values, then finish the run with *exit_code*; once."""
-        with self._lock:
+    def finish(self, exit_code: int = 0, timeout: float | None = None) -> None:
+        """Re-assert the evals' summary values, then finish the run with *exit_code*; once.
+
+        Bounded: the backend's finish runs in a daemon thread and is given *timeout* seconds
+        (default ``INSTRUMENT_EXIT_TIMEOUT``, 30 s); past it, finishing gives up with one warning
+        that says where the data not yet synced is. Never raises.
+        """
+        timeout = _env.exit_timeout() if timeout is None else timeout
+        if not self._lock.acquire(timeout=timeout):
+            self._fault("finish_timeout", f"finishing run {self.id}: another thread kept writing to it for more "
+                        f"than {timeout:g} s ({_env.INSTRUMENT_EXIT_TIMEOUT}); instrument gave up waiting. "
+                        f"{_unsynced(self._run)}")
+            return
+        try:
             if self.finished:
                 return
             if self._before_finish is not None:
@@ -208,18 +299,82 @@ class Session:
             run = self._run
             if run is None:
                 return
-            try:
-                reassert = {k: self._owned_summary[k] for k in self._overwritten}
+            reassert = {k: self._owned_summary[k] for k in self._overwritten}
+            spill, broken, adopted = self._spill, self._broken, self._adopted
+
+            def close() -> None:
+                target = spill or run
                 if reassert:
-                    run.update_summary(reassert)
-                if not self._adopted:
-                    run.finish(exit_code)
-            except Exception as error:  # noqa: BLE001 - never raise into user code
-                self._fault("finish", f"finishing run {self.id} failed ({type(error).__name__}: {error})")
+                    target.update_summary(reassert)
+                if spill is not None:
+                    spill.finish(exit_code)
+                if not adopted:
+                    (broken or run).finish(exit_code)
+
+            done, error = _bounded(close, timeout, name=f"instrument-finish-{self.id}")
+            if not done:
+                self._fault("finish_timeout", f"finishing run {self.id} took more than {timeout:g} s "
+                            f"({_env.INSTRUMENT_EXIT_TIMEOUT}); instrument gave up waiting. {_unsynced(run)}")
+            elif error is not None:
+                self._fault("finish", f"finishing run {self.id} failed ({_describe(error)}). "
+                            f"{_unsynced(spill or run)}")
+        finally:
+            self._lock.release()
 
     def location(self) -> str:
         """Where the run's data lives (for messages)."""
         return self._run.location() if self._run is not None else "(not started)"
+
+
+def _describe(error: BaseException) -> str:
+    """Return ``Type: first line of the message`` (wandb's messages run over several lines)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _location(run: BackendRun) -> str:
+    try:
+        return run.location()
+    except Exception:  # noqa: BLE001 - only for a message
+        return "(unknown)"
+
+
+def _unsynced(run: BackendRun | None) -> str:
+    """Say where the data of *run* that may not be synced is, and the command that syncs it."""
+    if run is None:
+        return "The run never started."
+    where = _location(run)
+    if isinstance(run, JournalRun):
+        return f"Its data is in the journal {where}; write it into an offline run with " \
+               f"`python -m instrument replay {where}`."
+    if os.path.isdir(where):
+        return f"Its data is in {where}; upload what is missing with `wandb sync {where}`."
+    return f"Its data is in {where}."
+
+
+def _bounded(function: Callable[[], None], timeout: float, name: str) -> tuple[bool, BaseException | None]:
+    """Run *function* in a daemon thread for at most *timeout* seconds.
+
+    Returns ``(done, error)``: whether it returned in time, and what it raised.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            function()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            errors.append(error)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no new threads (interpreter shutting down): run it here
+        target()
+        return True, errors[0] if errors else None
+    thread.join(timeout)
+    if thread.is_alive():
+        return False, None
+    return True, errors[0] if errors else None
 
 
 def _artifact_name(path: str) -> str:
