@@ -154,7 +154,10 @@ class JournalWriter:
             if isinstance(record, dict):
                 line = dict(record)
             else:
-                line = {"type": type(record).__name__, **attrs.asdict(record, recurse=False)}
+                fields = attrs.asdict(record, recurse=False)
+                if isinstance(record, LogArtifact):  # its own "type" field must not hide the record's
+                    fields["artifact_type"] = fields.pop("type")
+                line = {"type": type(record).__name__, **fields}
                 if isinstance(record, SaveFile | LogArtifact):
                     line["path"] = self._copy(record.path, getattr(record, "base_path", None))
                     line["base_path"] = str(self.files) if isinstance(record, SaveFile) else None
@@ -232,6 +235,8 @@ class JournalReader:
             return {"type": kind, **line}
         if "values" in line:
             line["values"] = _decode_value(line["values"], self.folder / f"files-{path.stem.split('-')[1]}")
+        if cls is LogArtifact:
+            line["type"] = line.pop("artifact_type")
         if cls in (SaveFile, LogArtifact):
             _inside(self.folder, line["path"])
             line["aliases"] = tuple(line.get("aliases", ())) if cls is LogArtifact else None
@@ -242,6 +247,32 @@ class JournalReader:
     def remove(self) -> None:
         """Delete the journal folder once everything in it was ingested."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def settle_file(path: str, base_path: str | None, location: str) -> tuple[str, str | None]:
+    """Copy a file handed over through a journal into the run's own ``files/`` folder.
+
+    wandb's offline ``run.save`` only links the file into the run (WANDB_FACTS 2.5), and the
+    journal folder is removed once drained, so the link would dangle by ``wandb sync`` time. A
+    file already inside ``files/`` is published as it is. Returns the ``(path, base_path)`` to
+    save; unchanged when *location* is not a run folder (the recording backend).
+    """
+    files = Path(location) / "files"
+    if not files.is_dir():
+        return path, base_path
+    source = Path(path)
+    base = Path(base_path) if base_path else source.parent
+    try:
+        relative = source.resolve().relative_to(base.resolve())
+    except ValueError:
+        relative = Path(source.name)
+    target = files / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
+    return str(target), str(files)
 
 
 def _mtime(path: Path) -> int:

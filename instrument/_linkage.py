@@ -31,9 +31,9 @@ import attrs
 
 from instrument import _env
 from instrument._backend import Backend, DisabledBackend, RunSpec
-from instrument._journal import JournalReader, JournalWriter
+from instrument._journal import JournalReader, JournalWriter, settle_file
 from instrument._problems import InstrumentWarning, Problem, report
-from instrument._records import ConfigUpdate, Record, SummaryUpdate
+from instrument._records import ConfigUpdate, Record, SaveFile, SummaryUpdate
 from instrument._redact import redact_config
 from instrument._session import Session
 
@@ -411,7 +411,13 @@ def ingest(session: Session, reader: JournalReader) -> list[str]:
         if isinstance(record, dict):
             if record.get("type") == "child":
                 children.append(str(record["run_id"]))
+            else:
+                report(Problem("backend", f"instrument: journal {reader.folder}: a line of unknown type "
+                               f"{record.get('type')!r} was skipped"), once=True)
             continue
+        if isinstance(record, SaveFile):
+            path, base = settle_file(record.path, record.base_path, session.location())
+            record = attrs.evolve(record, path=path, base_path=base)
         session.write([record])
     return children
 
@@ -424,8 +430,9 @@ def _warn_forked() -> None:
     if not _forked_warned:
         _forked_warned = True
         warnings.warn(
-            "instrument: this is a multiprocessing child (a DataLoader worker or a pool); decorated "
-            "calls here run as plain functions and log nothing",
+            "instrument: this is a forked or multiprocessing child process (a DataLoader worker, a "
+            "pool); decorated calls here run as plain functions and log nothing (the parent's run is "
+            "left alone)",
             InstrumentWarning,
             stacklevel=4,
         )
