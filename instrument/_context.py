@@ -84,6 +84,7 @@ class OwnerRun:
         self._previous: str | None = None
         self._exported = False
         self._closed = False
+        self._close_lock = threading.Lock()
         _linkage.push_pipeline(self.session)
         _linkage.close_on_sigterm(self._terminate)
         self._stop = threading.Event()
@@ -124,9 +125,10 @@ class OwnerRun:
         The exit code is *exit_code* if given, else derived from *error*: 0, n for
         ``SystemExit(n)``, 130 for Ctrl-C, 1 for any other exception.
         """
-        if self._closed:
-            return
-        self._closed = True
+        with self._close_lock:  # the main thread and a SIGTERM's finisher may both close it
+            if self._closed:
+                return
+            self._closed = True
         _linkage.pop_pipeline(self.session)
         _linkage.forget_sigterm(self._terminate)
         if self._exported:
@@ -143,8 +145,8 @@ class OwnerRun:
                            "writer died while writing it); everything before it was kept"))
         try:
             self.session.write([_linkage.pipeline_children_summary(self.children)])
-        except Exception as error:  # noqa: BLE001 - never raise into the orchestrator
-            report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({error})"))
+        except Exception as failure:  # noqa: BLE001 - never raise into the orchestrator
+            report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({failure})"))
         self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error), timeout)
         if drained:
             shutil.rmtree(self.folder, ignore_errors=True)

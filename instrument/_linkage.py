@@ -451,6 +451,8 @@ def _after_fork_in_child() -> None:
     _lock = threading.RLock()
     _state = _State()
     _terminators.clear()
+    _sigterm_finished.clear()
+    _sigterm_finishing.clear()
     try:
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the child owns no pipeline run
@@ -468,9 +470,11 @@ def close_on_sigterm(close: Callable[[int], None]) -> None:
     """Call *close(143)* if this process gets SIGTERM while it owns a pipeline run.
 
     The handler is installed only in the main thread and only if SIGTERM still has its default
-    handler (a framework's own handler is left alone). It closes every registered owner, newest
-    first, finishes this process's other runs with exit code 143, then restores the default
-    handler and sends SIGTERM again, so the process ends as it would have without instrument.
+    handler (a framework's own handler is left alone). On SIGTERM a thread closes every
+    registered owner, newest first, and finishes this process's other runs with exit code 143
+    (each bounded by ``INSTRUMENT_EXIT_TIMEOUT``) while the main thread goes on; then the default
+    handler is restored and SIGTERM raised again, so the process ends as it would have without
+    instrument. A second SIGTERM meanwhile ends it at once.
     """
     with _lock:
         _terminators.append(close)
@@ -497,19 +501,36 @@ def forget_sigterm(close: Callable[[int], None]) -> None:
             pass
 
 
+_sigterm_finished = threading.Event()
+_sigterm_finishing = threading.Event()
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
-    global _exit_code
-    _exit_code = 128 + signal.SIGTERM
-    for close in reversed(list(_terminators)):
-        try:
-            close(_exit_code)
-        except Exception:  # noqa: BLE001, S110 - dying anyway; finish what can be finished
-            pass
-    try:
-        finish_state(_exit_code)
-    finally:
+    # The main thread may have been interrupted while holding a lock (wandb's console wrapper,
+    # a run's lock), so the runs are finished on a thread of their own while the main thread goes
+    # on; that thread then signals the main thread again, which dies of the default action.
+    if _sigterm_finished.is_set() or _sigterm_finishing.is_set():  # finished, or a second SIGTERM
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _sigterm_finishing.set()
+    threading.Thread(target=_finish_after_sigterm, name="instrument-sigterm", daemon=True).start()
+
+
+def _finish_after_sigterm() -> None:
+    global _exit_code
+    _exit_code = 128 + signal.SIGTERM
+    try:
+        for close in reversed(list(_terminators)):
+            try:
+                close(_exit_code)
+            except Exception:  # noqa: BLE001, S110 - dying anyway; finish what can be finished
+                pass
+        finish_state(_exit_code)
+    finally:
+        _sigterm_finished.set()
+        _sigterm_finishing.clear()
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
 
 def pipeline_children_summary(children: list[str]) -> SummaryUpdate:
