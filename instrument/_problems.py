@@ -76,9 +76,9 @@ def origin(function: str) -> Iterator[None]:
         _origin.reset(token)
 
 
-def _message(problem: Problem) -> str:
+def with_origin(message: str) -> str:
+    """Return *message* (``"instrument: ..."``) naming the function of the enclosing :func:`origin`."""
     function = _origin.get()
-    message = problem.message
     if function and message.startswith("instrument: ") and not message.startswith(f"instrument: {function}:"):
         return f"instrument: {function}: {message[len('instrument: '):]}"
     return message
@@ -93,14 +93,14 @@ def report(problem: Problem, *, once: bool = False) -> None:
         InstrumentationError: strict mode is on and the problem is not advisory.
     """
     if problem.kind not in _ADVISORY and strict():
-        raise InstrumentationError(_message(problem))
+        raise InstrumentationError(with_origin(problem.message))
     if once:
         with _seen_lock:
             marker = (problem.kind, problem.key)
             if marker in _seen:
                 return
             _seen.add(marker)
-    warnings.warn(_message(problem), InstrumentWarning, stacklevel=3)
+    warnings.warn(with_origin(problem.message), InstrumentWarning, stacklevel=3)
 
 
 def reset_once() -> None:

@@ -32,7 +32,7 @@ import threading
 from typing import Any
 
 from instrument._backend import RunSpec
-from instrument._problems import InstrumentationError, strict
+from instrument._problems import InstrumentationError, strict, with_origin
 from instrument._values import Histogram, Image, Table
 
 _POLICIES = ("now", "end", "live")
@@ -41,7 +41,7 @@ _LEVELS = ("INFO", "WARN", "ERROR")
 
 def _reject(message: str) -> Exception:
     """Return the error for a call wandb would reject: loud in strict mode, wandb's otherwise."""
-    text = f"instrument: recording: {message}"
+    text = with_origin(f"instrument: {message}")
     return InstrumentationError(text) if strict() else ValueError(text)
 
 
@@ -108,9 +108,9 @@ def _null_nan(value: Any) -> Any:
     return value
 
 
-def _aggregate(ops: str, old: Any, value: Any, count: int) -> dict[str, Any]:
-    """Return the summary dict of a ``define_metric(summary=ops)`` key after *value* (the
-    *count*-th) was logged."""
+def _aggregate(ops: str, old: Any, value: Any, total: float, count: int) -> dict[str, Any]:
+    """Return the summary dict of a ``define_metric(summary=ops)`` key after *value* was logged;
+    *total* and *count* are the sum and number of values so far (wandb's mean is total/count)."""
     out: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
     for op in ops.split(","):
         previous = out.get(op)
@@ -123,7 +123,7 @@ def _aggregate(ops: str, old: Any, value: Any, count: int) -> dict[str, Any]:
         elif op == "first":
             out[op] = value if previous is None else previous
         elif op == "mean":
-            out[op] = value if previous is None else previous + (value - previous) / count
+            out[op] = total / count
     return out
 
 
@@ -157,6 +157,7 @@ class RecordedRun:
         self._history: list[dict[str, Any]] = []
         self._metrics: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, int] = {}
+        self._totals: dict[str, float] = {}
         self._files: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
@@ -282,11 +283,14 @@ class RecordedRun:
                 if key.startswith("_"):
                     continue
                 ops = self._metrics.get(key, {}).get("summary")
-                self._counts[key] = self._counts.get(key, 0) + 1
                 if not ops:
                     self._summary[key] = copy.deepcopy(value)
                 elif ops != "none" and isinstance(value, int | float) and not isinstance(value, bool):
-                    self._summary[key] = _aggregate(ops, self._summary.get(key), value, self._counts[key])
+                    self._counts[key] = self._counts.get(key, 0) + 1
+                    self._totals[key] = self._totals.get(key, 0) + value
+                    self._summary[key] = _aggregate(
+                        ops, self._summary.get(key), value, self._totals[key], self._counts[key]
+                    )
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
         """Record a ``define_metric`` declaration for the exact key *name*."""
@@ -332,7 +336,8 @@ class RecordedRun:
                 self._files.append({"path": name, "policy": policy, "source": match})
 
     def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
-        """Record a logged artifact.
+        """Record a logged artifact; ``latest`` is added to its aliases, as wandb
+        adds it (in no fixed order there; last here).
 
         Raises:
             ValueError, InstrumentationError: (the latter in strict mode) *path* does not exist.
@@ -340,7 +345,8 @@ class RecordedRun:
         if not os.path.exists(path):
             raise _reject(f"log_artifact({path!r}): no such file or folder (wandb raises ValueError)")
         with self._lock:
-            self._artifacts.append({"name": name, "type": type, "aliases": list(aliases),
+            every = list(aliases) if "latest" in aliases else [*aliases, "latest"]  # as wandb does
+            self._artifacts.append({"name": name, "type": type, "aliases": every,
                                     "path": os.path.abspath(path)})
 
     def alert(self, title: str, text: str, level: str) -> None:
