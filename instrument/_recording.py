@@ -41,8 +41,9 @@ _LEVELS = ("INFO", "WARN", "ERROR")
 
 def _reject(message: str) -> Exception:
     """Return the error for a call wandb would reject: loud in strict mode, wandb's otherwise."""
-    text = with_origin(f"instrument: {message}")
-    return InstrumentationError(text) if strict() else ValueError(text)
+    if strict():
+        return InstrumentationError(with_origin(f"instrument: {message}"))
+    return ValueError(message)  # the session's warning names the function around it
 
 
 def _image(value: Image, key: str) -> Any:
@@ -329,7 +330,7 @@ class RecordedRun:
             raise _reject(f"save({path!r}): base_path {base_path!r} is not a prefix of the path (wandb raises ValueError)")
         matches = sorted(p for p in glob.glob(str(source)) if os.path.isfile(p))
         if not matches:
-            raise _reject(f"save({path!r}): no file matches; wandb would save nothing and say nothing")
+            raise _reject(f"no file matches {path!r}; wandb would save nothing and say nothing")
         with self._lock:
             for match in matches:
                 name = pathlib.Path(match).relative_to(base).as_posix()
