@@ -210,3 +210,15 @@ def test_fixture_is_registered_through_the_entry_point() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert {"instrument": "instrument.pytest_plugin"} == project["entry-points"]["pytest11"]
+
+
+def test_readme_test_file_passes(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test file in the README's "Testing your instrumented code" section passes as written."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Testing your instrumented code", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makepyfile(test_training=code)
+    result = pytester.runpytest_subprocess(*QUIET, "-W", "error::pytest.PytestUnraisableExceptionWarning")
+    result.assert_outcomes(passed=4)
+    assert not (pytester.path / "wandb").exists()
