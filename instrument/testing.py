@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from instrument import _linkage
 from instrument._env import WANDB_CONTEXT_FILE
-from instrument._problems import pop_strict, push_strict, reset_once
+from instrument._problems import InstrumentationError, pop_strict, push_strict, reset_once
 from instrument._recording import RecordedRun, RecordingBackend
 
 __all__ = ["RecordedRun", "Recording", "RecordingBackend", "recording"]
@@ -122,6 +123,27 @@ class Recording:
 
 
 @contextlib.contextmanager
+def _thread_errors() -> Iterator[list[tuple[str, InstrumentationError]]]:
+    """Collect the InstrumentationErrors that end threads inside the block, so the block raises
+    them in its own thread; every other thread exception goes to the previous hook."""
+    caught: list[tuple[str, InstrumentationError]] = []
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, InstrumentationError):
+            caught.append((args.thread.name if args.thread is not None else "?", args.exc_value))
+        else:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield caught
+    finally:
+        if threading.excepthook is hook:
+            threading.excepthook = previous
+
+
+@contextlib.contextmanager
 def _finishing() -> Iterator[None]:
     """Finish the current state's runs when the block ends, with the exit code of how it ended."""
     try:
@@ -141,7 +163,8 @@ def recording(*, strict: bool = True) -> Iterator[Recording]:
     ``SystemExit(n)``, 130 for Ctrl-C), no active pipeline, and ``WANDB_CONTEXT_FILE`` hidden so
     a test run inside a real pipeline never writes into it. Settings from ``instrument.configure``
     carry in, and changes made inside stay inside. Threads started in the block write to it too.
-    The previous backend, state and strictness are restored on exit. Blocks nest.
+    The previous backend, state and strictness are restored on exit. Blocks nest. In strict
+    mode a problem that ended a thread started in the block is raised again when the block ends.
 
     Args:
         strict: raise :class:`~instrument.InstrumentationError` where production only warns (an
@@ -158,8 +181,11 @@ def recording(*, strict: bool = True) -> Iterator[Recording]:
         push_strict(strict)
         reset_once()
         try:
-            with _finishing():
+            with _thread_errors() as in_threads, _finishing():
                 yield recorded
+            if in_threads:
+                name, error = in_threads[0]
+                raise InstrumentationError(f"{error} (raised in thread {name!r})") from error
         finally:
             pop_strict()
             _linkage.pop_backend(previous)

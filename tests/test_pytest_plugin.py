@@ -125,6 +125,24 @@ def test_strict_by_default_names_function_and_key(user_project: pytest.Pytester)
     result.stdout.fnmatch_lines(["*InstrumentationError: instrument: train_step_with_meter: key 'operator/meter'*"])
 
 
+def test_strict_problem_in_a_thread_fails_the_test(user_project: pytest.Pytester) -> None:
+    """A problem raised in a thread the test started is reported on the test at teardown."""
+    user_project.makepyfile(
+        test_user="""
+        import threading
+        from user_code import train_step_with_meter
+
+        def test_meter_in_a_thread(instrument_recorder):
+            thread = threading.Thread(target=train_step_with_meter, name="loader")
+            thread.start()
+            thread.join()
+        """
+    )
+    result = user_project.runpytest(*QUIET)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*train_step_with_meter: key 'operator/meter'*raised in thread 'loader'*"])
+
+
 @pytest.mark.parametrize(
     ("marker", "args", "ini"),
     [

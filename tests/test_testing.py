@@ -177,6 +177,19 @@ class TestStrict:
             make_config(0.01)
             make_config(0.02)
 
+    def test_problem_in_a_thread_fails_the_block(self) -> None:
+        """A strict problem that ends a thread is raised again when the block ends, naming the thread."""
+
+        @instrument.training_stage("worker")
+        def leaky() -> dict[str, Any]:
+            return {"meter": object()}
+
+        with pytest.raises(InstrumentationError, match=r"leaky: key 'worker/meter'.*raised in thread 'loader'"):
+            with recording():
+                thread = threading.Thread(target=leaky, name="loader")
+                thread.start()
+                thread.join()
+
     def test_lenient_warns_and_keeps_the_data(self) -> None:
         """With strict=False the same problems warn and every valid value still lands."""
 
