@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import instrument
-from user_project.training import Data
+from .training import Data
 
 
 @instrument.eval_summary(prefix="eval")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import instrument
-from user_project.evaluation import evaluate
-from user_project.training import train
+from .evaluation import evaluate
+from .training import train
 
 DATA = [(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]
 
