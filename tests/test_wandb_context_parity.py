@@ -399,7 +399,7 @@ def test_load_from_env_without_the_variable_is_none() -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [(None, "cannot read"), ("{not json", "not a valid context file"),
-                                                  ('{"run_id": "x"}', "lacks journal_dir, mode")])
+                                                  ('{"run_id": "x"}', "mode is missing; journal_dir is missing")])
 def test_load_from_env_with_a_bad_file_names_it(tmp_path: Path, content: str | None, message: str) -> None:
     """A missing, corrupt or incomplete context file raises ContextFileError naming the file."""
     path = tmp_path / "context.json"
