@@ -17,7 +17,7 @@ from typing import Any
 from instrument import _linkage
 from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader
-from instrument._problems import InstrumentationError, Problem, report
+from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate, Record, SaveFile, SendAlert
 from instrument._routing import Role, plain_config, route
 from instrument._values import Image, Table
@@ -174,11 +174,14 @@ class WandBContext:
         """The id of the run this context owns (an orchestrator's), else None."""
         return self.owner.id if self.owner is not None else None
 
-    def _write(self, role: Role, records: Sequence[Record], problems: Sequence[Problem] = ()) -> None:
+    def _write(
+        self, role: Role, records: Sequence[Record], problems: Sequence[Problem] = (), function: str = "WandBContext"
+    ) -> None:
         try:
             sink = self._resolve(role)
             if sink is not None:
-                sink.write(records, problems)
+                with origin(function):
+                    sink.write(records, problems)
         except InstrumentationError:
             raise
         except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
@@ -187,7 +190,7 @@ class WandBContext:
 
     def _route(self, value: Any, role: Role, prefix: str | None, function: str, step: int | None = None) -> None:
         routed = route(value, role=role, prefix=prefix, function=function, step=step)
-        self._write(role, routed.records, routed.problems)
+        self._write(role, routed.records, routed.problems, function)
 
     def log_training_metric(self, stage: str, name: str, value: Any, step: int | None = None) -> None:
         """Log one metric point: history key ``<stage>/<name>`` on the axis ``<stage>/step``.
@@ -218,7 +221,7 @@ class WandBContext:
     def update_config(self, config: Any) -> None:
         """Merge *config* (a mapping, attrs or dataclass instance) into ``run.config`` at the top
         level, nesting kept; a changed value keeps the last one, with a warning naming the key."""
-        self._write("summary", [ConfigUpdate(values=plain_config(config))])
+        self._write("summary", [ConfigUpdate(values=plain_config(config))], function="WandBContext.update_config")
 
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         """Log a W&B table under *key* (in the summary: tables compare, they are not a series).
@@ -239,11 +242,12 @@ class WandBContext:
 
         *policy* is wandb's: ``now``, ``end`` or ``live``.
         """
-        self._write("summary", [SaveFile(path=os.fspath(path), base_path=base_path, policy=policy)])
+        self._write("summary", [SaveFile(path=os.fspath(path), base_path=base_path, policy=policy)],
+                    function="WandBContext.save_file")
 
     def alert(self, title: str, text: str = "", level: str = "WARN") -> None:
         """Send a W&B alert with *title*, *text* and *level* (``INFO``, ``WARN``, ``ERROR``)."""
-        self._write("summary", [SendAlert(title=title, text=text, level=level)])
+        self._write("summary", [SendAlert(title=title, text=text, level=level)], function="WandBContext.alert")
 
     def finish(self, exit_code: int = 0) -> None:
         """Finish the run this context owns, else this process's own runs (standalone, training)."""

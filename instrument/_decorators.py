@@ -18,7 +18,7 @@ import wrapt
 
 from instrument import _linkage
 from instrument._context import OwnerRun
-from instrument._problems import InstrumentationError, Problem, report
+from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate
 from instrument._routing import Role, plain_config, route
 
@@ -52,7 +52,8 @@ class _Emitter:
             routed = route(
                 value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
             )
-            sink.write(routed.records, routed.problems)
+            with origin(self.function):
+                sink.write(routed.records, routed.problems)
         except InstrumentationError:
             raise
         except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
@@ -228,7 +229,8 @@ def run_config(function: F) -> F:
         try:
             sink = _linkage.resolve("summary")
             if sink is not None and result is not None:
-                sink.write([ConfigUpdate(values=plain_config(result))])
+                with origin(name):
+                    sink.write([ConfigUpdate(values=plain_config(result))])
         except InstrumentationError:
             raise
         except Exception as error:  # noqa: BLE001 - instrumentation never breaks the program

@@ -32,7 +32,7 @@ import attrs
 from instrument import _env
 from instrument._backend import Backend, DisabledBackend, RunSpec
 from instrument._journal import JournalReader, JournalWriter, settle_file
-from instrument._problems import InstrumentWarning, Problem, report
+from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report
 from instrument._records import ConfigUpdate, Record, SaveFile, SummaryUpdate
 from instrument._redact import redact_config
 from instrument._session import Session
@@ -83,29 +83,46 @@ class RunContext:
         """Read a context file.
 
         Raises:
-            ContextFileError: the file is missing, unreadable, not JSON, or lacks a field; the
-                message names the file and what is wrong.
+            ContextFileError: the file is missing, unreadable, empty, not a JSON object, lacks a
+                field, has a field of the wrong type, names a mode wandb does not know, or was
+                written by a newer instrument; the message names the file and what is wrong.
         """
+        where = f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}"
         try:
             text = Path(path).read_text()
-        except OSError as error:
-            raise ContextFileError(
-                f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: cannot read the context file "
-                f"({error.strerror or error})"
-            ) from None
+        except (OSError, UnicodeDecodeError) as error:
+            detail = getattr(error, "strerror", None) or str(error)
+            raise ContextFileError(f"{where}: cannot read the context file ({detail})") from None
         try:
             data = json.loads(text)
-            names = {f.name for f in attrs.fields(cls)}
-            missing = sorted(n for n in ("run_id", "mode", "journal_dir") if n not in data)
-            if missing:
-                raise ContextFileError(
-                    f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: the context file lacks {', '.join(missing)}"
-                )
-            return cls(**{k: v for k, v in data.items() if k in names})
-        except (json.JSONDecodeError, TypeError, AttributeError) as error:
+        except json.JSONDecodeError as error:
+            detail = "the file is empty" if not text.strip() else f"not JSON: {error}"
+            raise ContextFileError(f"{where}: not a valid context file ({detail})") from None
+        if not isinstance(data, dict):
             raise ContextFileError(
-                f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: not a valid context file ({error})"
-            ) from None
+                f"{where}: not a valid context file (expected a JSON object, got {type(data).__name__})"
+            )
+        wrong = [f"{name} is missing" for name in ("run_id", "mode", "journal_dir") if name not in data]
+        for name in ("run_id", "mode", "journal_dir"):
+            if name in data and (not isinstance(data[name], str) or not data[name]):
+                wrong.append(f"{name} must be a non-empty string, got {type(data[name]).__name__} {data[name]!r}")
+        for name in ("project", "entity", "group"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                wrong.append(f"{name} must be a string or null, got {type(data[name]).__name__} {data[name]!r}")
+        if isinstance(data.get("mode"), str) and data["mode"]:
+            try:
+                _env.resolve_mode(data["mode"], {})
+            except ValueError:
+                wrong.append(f"mode {data['mode']!r} is not a wandb mode")
+        version = data.get("version", CONTEXT_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version > CONTEXT_VERSION:
+            wrong.append(f"version {version!r} is not one this instrument reads (up to {CONTEXT_VERSION})")
+        if wrong:
+            raise ContextFileError(f"{where}: not a valid context file: {'; '.join(wrong)}")
+        return cls(
+            run_id=data["run_id"], project=data.get("project"), entity=data.get("entity"),
+            group=data.get("group"), mode=data["mode"], journal_dir=data["journal_dir"], version=version,
+        )
 
 
 class Sink(Protocol):
@@ -405,7 +422,11 @@ def pop_pipeline(session: Session) -> None:
 
 
 def ingest(session: Session, reader: JournalReader) -> list[str]:
-    """Write the journal records found by *reader* into *session*; return children's run ids."""
+    """Write the journal records found by *reader* into *session*; return children's run ids.
+
+    Every record read is written. A problem a record raises in strict mode comes from another
+    process and cannot be raised there, so here it is a warning that names the run.
+    """
     children: list[str] = []
     for record in reader.read_new():
         if isinstance(record, dict):
@@ -418,7 +439,10 @@ def ingest(session: Session, reader: JournalReader) -> list[str]:
         if isinstance(record, SaveFile):
             path, base = settle_file(record.path, record.base_path, session.location())
             record = attrs.evolve(record, path=path, base_path=base)
-        session.write([record])
+        try:
+            session.write([record])
+        except InstrumentationError as error:
+            warnings.warn(f"{error} (a record journaled for run {session.id})", InstrumentWarning, stacklevel=2)
     return children
 
 

@@ -61,16 +61,17 @@ def redact(values: Any, found: list[str], path: str = "") -> Any:
     return values
 
 
-def redact_config(values: Any, function: str = "config") -> Any:
+def redact_config(values: Any) -> Any:
     """Return *values* redacted (see :func:`redact`), warning once per redacted key.
 
     The warning names the key and how to keep it (``redact_secrets=False`` on
-    ``instrument.configure()`` or ``instrument.pipeline()``).
+    ``instrument.configure()`` or ``instrument.pipeline()``); the function that wrote the
+    config is added by :func:`~instrument._problems.report`.
     """
     found: list[str] = []
     out = redact(values, found)
     for key in found:
-        report(Problem("redacted", f"instrument: {function}: config key {key!r} looks like a secret; its value "
+        report(Problem("redacted", f"instrument: config key {key!r} looks like a secret; its value "
                        f"was replaced by {REDACTED!r} before it left the process (pass redact_secrets=False "
                        "to instrument.configure() or instrument.pipeline() to keep it)", key), once=True)
     return out

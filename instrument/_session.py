@@ -11,7 +11,9 @@ The session turns records into backend calls:
 * a backend that fails never raises into user code: one warning per kind of fault, and no value
   is lost: a run that cannot start online is started offline, and if that fails too (or a call
   fails mid-run) the rest of the run goes to a call journal on disk that
-  ``python -m instrument replay`` writes into an offline run;
+  ``python -m instrument replay`` writes into an offline run; a call that wandb rejects for its
+  value (``ValueError``, ``TypeError``, a missing file...: see ``_REJECTIONS``) costs that
+  record only, with a warning;
 * finishing is bounded: past ``INSTRUMENT_EXIT_TIMEOUT`` seconds it gives up with a warning that
   says where the unsynced data is.
 
@@ -42,6 +44,12 @@ from instrument._records import (
     SendAlert,
     SummaryUpdate,
 )
+
+
+#: What a backend raises when it rejects one call for its value (a bad file policy, a file that
+#: does not exist, an image shape wandb cannot convert, an unknown alert level): that record is
+#: dropped with a warning. Anything else is a fault of the backend: the run spills to a journal.
+_REJECTIONS = (ValueError, TypeError, LookupError, AttributeError, FileNotFoundError)
 
 
 def _non_finite(value: Any) -> bool:
@@ -93,7 +101,9 @@ class Session:
         self._last_step: dict[str, int] = {}
         self._defined: set[str] = set()
         self._owned_summary: dict[str, Any] = {}
-        self._overwritten: set[str] = set()
+        self._overwritten: set[str] = set()  # owned summary keys a series wrote after the eval
+        self._series_keys: set[str] = set()  # every key logged to history
+        self._collided: set[str] = set()  # keys already warned about as eval/series collisions
         self._config: dict[str, Any] = {}
         self._faults: set[str] = set()
         self._gave_up = False  # starting failed everywhere, even the journal: records are dropped
@@ -162,12 +172,21 @@ class Session:
         return JournalRun(new_spill_folder(root, self.spec.id), self.spec, reason=reason, partial=partial)
 
     def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
-        """Report *problems*, then write *records* to the run in order."""
+        """Report *problems*, write *records* to the run in order, then report what writing found.
+
+        Problems found while writing (a series key that an eval owns, a stage going back, a
+        changed config value) are reported after every record was written, so strict mode's
+        :class:`~instrument.InstrumentationError` never loses a record.
+
+        Raises:
+            InstrumentationError: strict mode is on and a problem is not advisory.
+        """
         for problem in problems:
             report(problem, once=problem.kind == "non_finite")
         records = list(records)
         if not records:
             return
+        found: list[tuple[Problem, bool]] = []
         with self._lock:
             if self.finished:
                 self._fault("finished", f"run {self.id} is already finished; records after finish were dropped")
@@ -176,18 +195,20 @@ class Session:
             if run is None:
                 return
             for record in records:
-                self._call(record, run)
+                self._call(record, run, found)
+        for problem, once in found:
+            report(problem, once=once)
 
-    def _call(self, record: Record, run: BackendRun) -> None:
+    def _call(self, record: Record, run: BackendRun, found: list[tuple[Problem, bool]]) -> None:
         if self._spill is not None:  # a call failed earlier: the rest of the run goes to its journal
             run = self._spill
         try:
             if isinstance(record, Point):
-                self._point(record, run)
+                self._point(record, run, found)
             elif isinstance(record, SummaryUpdate):
-                self._summary(record, run)
+                self._summary(record, run, found)
             elif isinstance(record, ConfigUpdate):
-                self._configure(record, run)
+                self._configure(record, run, found)
             elif isinstance(record, SaveFile):
                 run.save(record.path, record.base_path, record.policy)
             elif isinstance(record, LogArtifact):
@@ -196,11 +217,16 @@ class Session:
             elif isinstance(record, SendAlert):
                 run.alert(record.title, record.text, record.level)
         except InstrumentationError:
-            raise  # strict mode: a problem with the user's value, not a backend fault
-        except Exception as error:  # noqa: BLE001 - never raise into user code
-            self._spill_from(record, run, error)
+            raise  # strict mode: a problem with the user's values, not a backend fault
+        except _REJECTIONS as error:  # wandb rejected this value; the run itself is fine
+            kind = type(record).__name__
+            self._fault(f"rejected {kind}", f"writing a {kind} record to run {self.id} failed ({_describe(error)}); "
+                        "wandb rejected it, so it was dropped")
+        except Exception as error:  # noqa: BLE001 - a backend fault: never raise into user code
+            self._spill_from(record, run, error, found)
 
-    def _spill_from(self, record: Record, run: BackendRun, error: Exception) -> None:
+    def _spill_from(self, record: Record, run: BackendRun, error: Exception,
+                    found: list[tuple[Problem, bool]]) -> None:
         """Keep *record*, whose write to *run* raised *error*, and every later record in a journal."""
         kind = type(record).__name__
         failure = f"writing a {kind} record to run {self.id} failed ({_describe(error)})"
@@ -222,24 +248,32 @@ class Session:
                     f"over, write them into an offline run with `python -m instrument replay {journal.folder}`")
         if isinstance(record, Point) and record.axis is not None and record.step is None:
             record = attrs.evolve(record, step=self._last_step.get(record.axis))  # the step it was given
-        self._call(record, journal)
+        self._call(record, journal, found)
 
-    def _point(self, point: Point, run: BackendRun) -> None:
+    def _collision(self, key: str, found: list[tuple[Problem, bool]]) -> None:
+        """Note that *key* is both an eval's summary key and a series key; warn once per key."""
+        if key not in self._collided:
+            self._collided.add(key)
+            found.append((Problem("collision", f"instrument: key {key!r} is both an eval's summary key and a "
+                                  "series key; the series values stay in history and the summary keeps the "
+                                  "eval's value", key), False))
+
+    def _point(self, point: Point, run: BackendRun, found: list[tuple[Problem, bool]]) -> None:
         row = dict(point.values)
         for key, value in row.items():
             if _non_finite(value):
-                report(Problem("non_finite", f"instrument: key {key!r} is {value}; kept as is in history", key), once=True)
-            if key in self._owned_summary and key not in self._overwritten:
-                self._overwritten.add(key)
-                report(Problem("collision", f"instrument: key {key!r} is an eval's summary key; the series "
-                               "value lands in history and the eval's summary value is kept", key))
+                found.append((Problem("non_finite", f"instrument: key {key!r} is {value}; kept as is in history",
+                                      key), True))
+            if key in self._owned_summary:
+                self._overwritten.add(key)  # wandb's summary now holds the series value
+                self._collision(key, found)
         if point.axis is not None:
             axis_key = f"{point.axis}/step"
             step = point.step if point.step is not None else self._next_step.get(point.axis, 0)
             last = self._last_step.get(point.axis)
             if last is not None and step < last:
-                report(Problem("step_back", f"instrument: stage {point.axis!r} went back from step {last} to "
-                               f"{step}; the point is kept on the {axis_key} axis", axis_key), once=True)
+                found.append((Problem("step_back", f"instrument: stage {point.axis!r} went back from step {last} "
+                                      f"to {step}; the point is kept on the {axis_key} axis", axis_key), True))
             self._last_step[point.axis] = step
             self._next_step[point.axis] = step + 1
             for key in row:
@@ -247,26 +281,29 @@ class Session:
                     self._defined.add(key)
                     run.define_metric(key, axis_key, point.summary.get(key))
             row[axis_key] = step
+        self._series_keys.update(row)
         run.log(row)
 
-    def _summary(self, update: SummaryUpdate, run: BackendRun) -> None:
+    def _summary(self, update: SummaryUpdate, run: BackendRun, found: list[tuple[Problem, bool]]) -> None:
         for key, value in update.values.items():
             if isinstance(value, float) and math.isnan(value):
-                report(Problem("non_finite", f"instrument: summary key {key!r} is NaN; wandb stores NaN in "
-                               "the summary as null", key), once=True)
+                found.append((Problem("non_finite", f"instrument: summary key {key!r} is NaN; wandb stores NaN "
+                                      "in the summary as null", key), True))
+            if update.owned and key in self._series_keys:
+                self._collision(key, found)
         if update.owned:
             self._owned_summary.update(update.values)
         run.update_summary(dict(update.values))
 
-    def _configure(self, update: ConfigUpdate, run: BackendRun) -> None:
+    def _configure(self, update: ConfigUpdate, run: BackendRun, found: list[tuple[Problem, bool]]) -> None:
         values = {update.prefix: update.values} if update.prefix else update.values
         if self.spec.redact_secrets:
             values = redact_config(values)
         changed: list[str] = []
         deep_merge(self._config, values, "", changed)
         for change in changed:
-            report(Problem("config_change", f"instrument: config key {change}: the last value was kept",
-                           change.split(" ", 1)[0]))
+            found.append((Problem("config", f"instrument: config key {change}: the last value was kept",
+                                  change.split(" ", 1)[0]), False))
         run.update_config({key: self._config[key] for key in values})
 
     def _fault(self, kind: str, message: str) -> None:

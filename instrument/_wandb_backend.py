@@ -86,7 +86,9 @@ class WandbRun:
         self.run.config.update(values, allow_val_change=True)
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
-        self.run.save(path, base_path=base_path, policy=policy)
+        saved = self.run.save(path, base_path=base_path, policy=policy)
+        if isinstance(saved, list) and not saved:  # wandb saves nothing for no match, silently
+            raise FileNotFoundError(f"no file matches {path!r}; nothing was saved")
 
     def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
         import wandb

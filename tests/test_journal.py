@@ -44,7 +44,7 @@ def test_a_childs_files_artifacts_and_media_reach_the_owner_through_the_journal(
     run = recorded.runs[0]
     assert owner.id == run.id
     assert (0.09, 1, 1) == (run.summary["eval/nrmse"], len(run.tables["eval/table"]), len(run.images["eval/sample"]))
-    assert [("model", ["best"])] == [(a["type"], a["aliases"]) for a in run.artifacts]
+    assert [("model", ["best", "latest"])] == [(a["type"], sorted(a["aliases"])) for a in run.artifacts]
     assert "report.txt" in [Path(f["path"]).name for f in run.files]  # beside wandb's requirements.txt
 
 
@@ -102,13 +102,13 @@ def test_a_call_journal_replays_every_call_with_media_and_frozen_file_copies(
     run = target.runs[0]
     assert ("r1", "p", "g", ("a",), {"lr": 0.1, "batch": 32}, 3) == (
         run.id, run.project, run.group, run.tags, run.config, run.exit_code)
-    assert ({"step_metric": "op/step", "summary": "min"}, [[2, 2, 3]]) == (
-        run.metrics["op/loss"], [list(image["shape"]) for image in run.images["op/img"]])
+    assert ({"step_metric": "op/step", "summary": "min"}, [(2, 2)]) == (
+        run.metrics["op/loss"], [(image["width"], image["height"]) for image in run.images["op/img"]])
     assert np.isnan(run.history[0]["op/loss"]) and [[1], [2]] == run.tables["eval/table"][0]["rows"]
     assert [("T", "text", "WARN")] == [(a["title"], a["text"], a["level"]) for a in run.alerts]
-    assert [("dataset", "notes", ["v1"])] == [(a["type"], a["name"], a["aliases"]) for a in run.artifacts]
+    assert [("dataset", "notes", ["latest", "v1"])] == [(a["type"], a["name"], sorted(a["aliases"])) for a in run.artifacts]
     assert 7 == replayed.count
-    assert ["as saved"] == [Path(f["path"]).read_text() for f in run.files]  # copied when saved
+    assert [("notes.txt", "as saved")] == [(f["path"], Path(f["source"]).read_text()) for f in run.files]
 
 
 def test_replay_refuses_a_journal_whose_writer_is_still_running(tmp_path: Path) -> None:
