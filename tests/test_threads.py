@@ -4,6 +4,7 @@ a thread through ``contextvars.copy_context()``."""
 from __future__ import annotations
 
 import contextvars
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -124,3 +125,20 @@ for _ in range(3):
     assert [(100, 100, 0)] * 3 == [
         (len(run.series("train/loss")), len(run.series("test/test_acc")), run.exit_code) for run in runs
     ]
+
+
+def test_the_readme_thread_example_works_as_written() -> None:
+    """The README's copy_context example puts a thread's ``instrument.log`` on the stage's axis."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## What instrument promises", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {
+        "instrument": instrument, "monitor_gradients": lambda: instrument.log({"grad_norm": 3.0}),
+    }
+    before = set(threading.enumerate())
+    with recording() as recorded:
+        exec(textwrap.dedent(code), namespace)  # noqa: S102 - the README's own snippet
+        namespace["train_epoch"](None)  # type: ignore[operator]
+        for thread in set(threading.enumerate()) - before:
+            thread.join()
+    assert [(0, 3.0)] == recorded.run().series("operator/grad_norm")
