@@ -246,8 +246,8 @@ def test_artifacts_are_logged(written: tuple[RunFile, pathlib.Path, list[str]]) 
     """Artifact markers and WandBContext.log_artifact log artifacts with type, name, aliases and content."""
     run, _, _ = written
     logged = {a["name"]: a for a in run.artifacts if not a["name"].startswith("run-")}
-    assert ("model", ["latest", "best"], ["model.pt"]) == (
-        logged["model"]["type"], logged["model"]["aliases"], logged["model"]["manifest_entries"])
+    assert ("model", ["best", "latest"], ["model.pt"]) == (
+        logged["model"]["type"], sorted(logged["model"]["aliases"]), logged["model"]["manifest_entries"])
     assert ("checkpoint", ["w.bin"]) == (logged["ckpt-dir"]["type"], logged["ckpt-dir"]["manifest_entries"])
 
 
