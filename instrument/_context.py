@@ -230,7 +230,9 @@ class WandBContext:
         name). *policy* is wandb's: ``now`` (copied into the run at once), ``end`` (copied again
         at finish) or ``live`` (a symlink that follows the file).
         """
-        value = self._marker("save_file", os.fspath(path), lambda: File(path, policy=policy, base_path=base_path))  # type: ignore[arg-type]
+        value = self._marker(
+            "save_file", os.fspath(path), lambda: File(path, policy=policy, base_path=base_path)  # type: ignore[arg-type]
+        )
         if value is not None:
             self._route({"file": value}, "summary", None, "WandBContext.save_file")
 

@@ -81,7 +81,9 @@ class Alert:
 
     title: str = attrs.field(converter=str)
     text: str = attrs.field(default="", converter=str)
-    level: AlertLevel = attrs.field(default="WARN", validator=attrs.validators.in_(("INFO", "WARN", "ERROR")))
+    level: AlertLevel = attrs.field(
+        default="WARN", validator=attrs.validators.in_(("INFO", "WARN", "ERROR"))
+    )
 
 
 def _path(value: str | os.PathLike[str]) -> str:

@@ -191,7 +191,7 @@ def test_pil_image_is_an_image() -> None:
 
 
 def test_image_of_a_bad_shape_is_reported_with_shape_and_dtype() -> None:
-    """An Image of shape 5x5x2 (neither HWC nor CHW) is dropped with a problem naming key, shape and dtype; the rest lands."""
+    """An Image of shape 5x5x2 (neither HWC nor CHW) is dropped, naming key, shape and dtype; the rest lands."""
     routed = evaluation({"img": instrument.Image(np.zeros((5, 5, 2), np.uint8)), "ok": 1})
     assert {"eval/ok": 1} == only(routed, SummaryUpdate).values
     (problem,) = routed.problems
