@@ -303,3 +303,36 @@ def test_eval_summary_takes_its_prefix_positionally() -> None:
     with recording() as recorded:
         evaluate()
     assert 0.1 == recorded.run().summary["eval_small/nrmse"]
+
+
+def test_run_config_takes_dataclasses_attrs_and_omegaconf() -> None:
+    """run_config writes a dataclass, an attrs instance and an OmegaConf config with nesting kept."""
+    import dataclasses
+    import pathlib
+
+    import attrs
+
+    omegaconf = pytest.importorskip("omegaconf")
+
+    @dataclasses.dataclass
+    class Data:
+        root: pathlib.Path
+
+    @attrs.define
+    class Train:
+        data: Data
+        steps: tuple[int, ...]
+
+    @instrument.run_config
+    def from_attrs() -> Train:
+        return Train(Data(pathlib.Path("d")), (1, 2))
+
+    @instrument.run_config
+    def from_omegaconf() -> Any:
+        return omegaconf.OmegaConf.create({"model": {"width": 8, "name": "${model.width}x"}})
+
+    with recording() as recorded:
+        made = from_attrs()
+        from_omegaconf()
+    assert isinstance(made, Train)
+    assert {"data": {"root": "d"}, "steps": [1, 2], "model": {"width": 8, "name": "8x"}} == recorded.run().config

@@ -60,6 +60,7 @@ out = pathlib.Path("out")
 (out / "final.txt").write_text("end v1")
 (out / "model.pt").write_bytes(b"weights v1")
 (out / "imperative.txt").write_text("imperative")
+(out / "live.log").write_text("live v1")
 (out / "ckpt").mkdir()
 (out / "ckpt" / "w.bin").write_bytes(b"w")
 
@@ -81,6 +82,7 @@ def train():
             "phase": "warmup",
             "grad": {"norm": {"l2": 2.0}},
             "weights": np.arange(10.0) + i,
+            "tensor_hist": FakeTensor(np.arange(4.0)),
             "sample": np.full((4, 4, 3), 10 * i, np.uint8),
             "rows": instrument.Table(["i"], [[i]]),
             "final": instrument.Summary({"best": 0.1}),
@@ -109,6 +111,7 @@ def evaluate():
         "hist": np.arange(100.0),
         "report": pathlib.Path("out/sub/report.txt"),
         "final": instrument.File("out/final.txt", policy="end", base_path="out"),
+        "live": instrument.File("out/live.log", policy="live"),
         "ckpt": instrument.Artifact("out/model.pt", aliases=("best",)),
         "config": instrument.Config({"samples": 8, "tau": 0.5}),
         "curve": instrument.Series({"point": 0.5}),
@@ -136,6 +139,7 @@ context.alert("Ctx alert", "body", "ERROR")
 context.log_eval_summary({"nrmse": 0.5}, prefix="ctx")
 (out / "sub" / "report.txt").write_text("now v2")
 (out / "final.txt").write_text("end v2")
+(out / "live.log").write_text("live v2")
 caught.__exit__(None, None, None)
 print(json.dumps([str(w.message) for w in seen]))
 """
@@ -182,8 +186,8 @@ def test_stage_media_are_logged_on_the_stage_axis(written: tuple[RunFile, pathli
     run, files, _ = written
     rows = rows_with(run, "operator/sample")
     assert [0, 1, 2] == [row["operator/step"] for row in rows]
-    assert ["histogram", "image-file", "table-file"] == [rows[0][k]["_type"] for k in
-                                                         ("operator/weights", "operator/sample", "operator/rows")]
+    assert ["histogram", "histogram", "image-file", "table-file"] == [rows[0][k]["_type"] for k in (
+        "operator/weights", "operator/tensor_hist", "operator/sample", "operator/rows")]
     assert (files / rows[2]["operator/sample"]["path"]).is_file()
     assert (files / rows[2]["operator/rows"]["path"]).is_file()
     assert 0.1 == run.summary["operator/final/best"] and [] == rows_with(run, "operator/final/best")
@@ -233,12 +237,16 @@ def test_tables_hold_their_rows(written: tuple[RunFile, pathlib.Path, list[str]]
 
 @pytest.mark.slow
 def test_saved_files_are_copies_under_their_relative_paths(written: tuple[RunFile, pathlib.Path, list[str]]) -> None:
-    """A Path is saved now as a copy (later changes do not show); an end file holds its final contents."""
+    """A Path is saved now as a copy (later changes do not show), an end file holds its final contents, a live
+    file stays wandb's symlink that follows the file."""
     run, files, _ = written
     saved = {f["path"]: f["policy"] for f in run.files if not f["path"].startswith("media/")}
-    assert {"out/sub/report.txt": "now", "final.txt": "end", "out/imperative.txt": "now"}.items() <= saved.items()
-    assert not (files / "out/sub/report.txt").is_symlink()
-    assert ("now v1", "end v2") == ((files / "out/sub/report.txt").read_text(), (files / "final.txt").read_text())
+    assert {"out/sub/report.txt": "now", "final.txt": "end", "out/imperative.txt": "now",
+            "out/live.log": "live"}.items() <= saved.items()
+    assert (False, False, True) == tuple((files / name).is_symlink() for name in
+                                         ("out/sub/report.txt", "final.txt", "out/live.log"))
+    assert ("now v1", "end v2", "live v2") == tuple((files / name).read_text() for name in
+                                                    ("out/sub/report.txt", "final.txt", "out/live.log"))
 
 
 @pytest.mark.slow
