@@ -17,7 +17,7 @@ from typing import Any
 from instrument import _linkage
 from instrument._env import WANDB_CONTEXT_FILE
 from instrument._journal import JournalReader
-from instrument._problems import InstrumentationError, Problem, report
+from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate, Record
 from instrument._routing import Role, plain_config, route
 from instrument._values import Alert, Artifact, File, Image, Table
@@ -151,11 +151,14 @@ class WandBContext:
         """The id of the run this context owns (an orchestrator's), else None."""
         return self.owner.id if self.owner is not None else None
 
-    def _write(self, role: Role, records: Sequence[Record], problems: Sequence[Problem] = ()) -> None:
+    def _write(
+        self, role: Role, records: Sequence[Record], problems: Sequence[Problem] = (), function: str = "WandBContext"
+    ) -> None:
         try:
             sink = self._resolve(role)
             if sink is not None:
-                sink.write(records, problems)
+                with origin(function):
+                    sink.write(records, problems)
         except InstrumentationError:
             raise
         except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
@@ -164,7 +167,7 @@ class WandBContext:
 
     def _route(self, value: Any, role: Role, prefix: str | None, function: str, step: int | None = None) -> None:
         routed = route(value, role=role, prefix=prefix, function=function, step=step)
-        self._write(role, routed.records, routed.problems)
+        self._write(role, routed.records, routed.problems, function)
 
     def log_training_metric(self, stage: str, name: str, value: Any, step: int | None = None) -> None:
         """Log one metric point: history key ``<stage>/<name>`` on the axis ``<stage>/step``.
@@ -195,27 +198,22 @@ class WandBContext:
     def update_config(self, config: Any) -> None:
         """Merge *config* (a mapping, attrs or dataclass instance) into ``run.config`` at the top
         level, nesting kept; a changed value keeps the last one, with a warning naming the key."""
-        self._write("summary", [ConfigUpdate(values=plain_config(config))])
+        self._write("summary", [ConfigUpdate(values=plain_config(config))], function="WandBContext.update_config")
 
-    def _marker(self, function: str, key: str, make: Callable[[], Any]) -> Any:
-        """Build a marker from a method's arguments; bad arguments are reported, not raised."""
-        try:
-            return make()
-        except (TypeError, ValueError) as error:
-            report(Problem("unroutable", f"instrument: WandBContext.{function}: key {key!r}: {error}; "
-                           "nothing was logged", key))
-            return None
+    def _refuse(self, function: str, key: str, message: str) -> None:
+        """Report a bad argument of a method (an error in strict mode); nothing is logged."""
+        report(Problem("unroutable", f"instrument: WandBContext.{function}: {message}", key))
 
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         """Log a W&B table under *key* (in the summary: tables compare, they are not a series).
 
-        *columns* are names; *data* rows of cells as ``instrument.Table`` takes them. A row whose
-        length differs from the columns is reported (an error in strict mode) and nothing is
-        logged.
+        *columns* are names; *data* rows of cells as ``instrument.Table`` takes them.
+
+        Raises:
+            ValueError: a row's length differs from the number of columns (at the call, as the
+                seed's ``log_table`` documents).
         """
-        table = self._marker("log_table", key, lambda: Table(columns, data))
-        if table is not None:
-            self._route({key: table}, "summary", None, "WandBContext.log_table")
+        self._route({key: Table(columns, data)}, "summary", None, "WandBContext.log_table")
 
     def log_image(self, key: str, image: Any, caption: str | None = None) -> None:
         """Log an image under *key* (summary): a numpy array (HxW, HxWxC, CxHxW; uint8 or float
@@ -230,11 +228,12 @@ class WandBContext:
         name). *policy* is wandb's: ``now`` (copied into the run at once), ``end`` (copied again
         at finish) or ``live`` (a symlink that follows the file).
         """
-        value = self._marker(
-            "save_file", os.fspath(path), lambda: File(path, policy=policy, base_path=base_path)  # type: ignore[arg-type]
-        )
-        if value is not None:
-            self._route({"file": value}, "summary", None, "WandBContext.save_file")
+        if policy not in ("now", "end", "live"):
+            self._refuse("save_file", os.fspath(path), f"policy {policy!r} is not one of now, end, live; "
+                         f"{os.fspath(path)!r} was not saved")
+            return
+        value = File(path, policy=policy, base_path=base_path)  # type: ignore[arg-type]
+        self._route({"file": value}, "summary", None, "WandBContext.save_file")
 
     def log_artifact(
         self, path: str | os.PathLike[str], type: str = "model", name: str | None = None, aliases: Sequence[str] = ()
@@ -251,9 +250,12 @@ class WandBContext:
 
         Another level is reported (an error in strict mode) and no alert is sent.
         """
-        value = self._marker("alert", title, lambda: Alert(title, text, level))  # type: ignore[arg-type]
-        if value is not None:
-            self._route({"alert": value}, "summary", None, "WandBContext.alert")
+        if level not in ("INFO", "WARN", "ERROR"):
+            self._refuse("alert", title, f"level {level!r} is not one of INFO, WARN, ERROR; alert {title!r} "
+                         "was not sent")
+            return
+        value = Alert(title, text, level)  # type: ignore[arg-type]
+        self._route({"alert": value}, "summary", None, "WandBContext.alert")
 
     def finish(self, exit_code: int = 0) -> None:
         """Finish the run this context owns, else this process's own runs (standalone, training)."""

@@ -19,7 +19,7 @@ import wrapt
 
 from instrument import _linkage
 from instrument._context import OwnerRun
-from instrument._problems import InstrumentationError, Problem, report
+from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate
 from instrument._routing import Role, plain_config, route
 
@@ -71,7 +71,8 @@ class _Emitter:
             routed = route(
                 value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
             )
-            sink.write(routed.records, routed.problems)
+            with origin(self.function):
+                sink.write(routed.records, routed.problems)
         except InstrumentationError:
             raise
         except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
@@ -280,7 +281,8 @@ def _write_config(name: str, result: Any) -> None:
             return
         sink = _linkage.resolve("summary")
         if sink is not None:
-            sink.write([ConfigUpdate(values=plain_config(result))])
+            with origin(name):
+                sink.write([ConfigUpdate(values=plain_config(result))])
     except InstrumentationError:
         raise
     except Exception as error:  # noqa: BLE001 - instrumentation never breaks the program

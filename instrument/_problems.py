@@ -7,8 +7,11 @@ touched by this module.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import Literal
 
 import attrs
@@ -37,6 +40,9 @@ class Problem:
 
 
 _strict_override: list[bool] = []
+#: The decorated function (or ``WandBContext`` method) whose values are being written: problems
+#: found below the routing (in the session, in a backend) name it in their message.
+_origin: contextvars.ContextVar[str | None] = contextvars.ContextVar("instrument_origin", default=None)
 _seen: set[tuple[str, str]] = set()
 _seen_lock = threading.Lock()
 
@@ -60,21 +66,41 @@ def pop_strict() -> None:
     _strict_override.pop()
 
 
+@contextlib.contextmanager
+def origin(function: str) -> Iterator[None]:
+    """Name *function* in the message of every problem reported inside the block."""
+    token = _origin.set(function)
+    try:
+        yield
+    finally:
+        _origin.reset(token)
+
+
+def with_origin(message: str) -> str:
+    """Return *message* (``"instrument: ..."``) naming the function of the enclosing :func:`origin`."""
+    function = _origin.get()
+    if function and message.startswith("instrument: ") and not message.startswith(f"instrument: {function}:"):
+        return f"instrument: {function}: {message[len('instrument: '):]}"
+    return message
+
+
 def report(problem: Problem, *, once: bool = False) -> None:
     """Raise *problem* in strict mode, else warn; with *once*, warn once per kind and key.
+
+    The message names the function being written for (:func:`origin`) when it does not already.
 
     Raises:
         InstrumentationError: strict mode is on and the problem is not advisory.
     """
     if problem.kind not in _ADVISORY and strict():
-        raise InstrumentationError(problem.message)
+        raise InstrumentationError(with_origin(problem.message))
     if once:
         with _seen_lock:
             marker = (problem.kind, problem.key)
             if marker in _seen:
                 return
             _seen.add(marker)
-    warnings.warn(problem.message, InstrumentWarning, stacklevel=3)
+    warnings.warn(with_origin(problem.message), InstrumentWarning, stacklevel=3)
 
 
 def reset_once() -> None:

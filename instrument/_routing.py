@@ -143,7 +143,7 @@ def as_step(value: object) -> int | None:
 
 def _type_name(value: object) -> str:
     kind = type(value)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _problem(kind: Kind, function: str, key: str, detail: str) -> Problem:

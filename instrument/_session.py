@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from instrument._backend import Backend, BackendRun, RunSpec
-from instrument._problems import Problem, report
+from instrument._problems import InstrumentationError, Problem, report
 from instrument._records import (
     ConfigUpdate,
     LogArtifact,
@@ -143,6 +143,8 @@ class Session:
                 run.log_artifact(record.path, record.type, name, record.aliases)
             elif isinstance(record, SendAlert):
                 run.alert(record.title, record.text, record.level)
+        except InstrumentationError:
+            raise  # strict mode: a problem with the user's values, not a backend fault
         except Exception as error:  # noqa: BLE001 - never raise into user code
             kind = type(record).__name__
             self._fault(kind, f"writing a {kind} record failed ({type(error).__name__}: {error})")

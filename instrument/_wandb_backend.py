@@ -6,6 +6,8 @@ when a run is really started, never at ``import instrument``.
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -36,6 +38,10 @@ def image_frames(image: Image) -> list[Any]:
     return [data]
 
 
+#: The name the recording backend imports (``instrument._recording``).
+image_array = image_frames
+
+
 def to_wandb(value: Any) -> Any:
     """Return *value* with instrument's media values turned into wandb objects (recursively).
 
@@ -59,12 +65,20 @@ def to_wandb(value: Any) -> Any:
     return value
 
 
-def _files_of(source: Path) -> list[Path]:
+def _files_of(source: Path, shown: str) -> list[Path]:
+    """Return the files to save for *source*: itself, every file of a folder, or a glob's matches.
+
+    Raises:
+        FileNotFoundError: nothing matches (wandb would save nothing, silently).
+    """
     if source.is_dir():
         return sorted(p for p in source.rglob("*") if p.is_file())
     if source.is_file():
         return [source]
-    raise FileNotFoundError(f"no file or folder at {source}")
+    matches = sorted(Path(p) for p in glob.glob(str(source)) if os.path.isfile(p))
+    if not matches:
+        raise FileNotFoundError(f"no file matches {shown!r}; nothing was saved")
+    return matches
 
 
 class WandbRun:
@@ -94,7 +108,8 @@ class WandbRun:
         self.run.config.update(values, allow_val_change=True)
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
-        """Save the file (or every file of the folder) at *path* under ``files/<relative path>``.
+        """Save the file (every file of a folder, every match of a glob) at *path* under
+        ``files/<relative path>``.
 
         The relative path is taken against *base_path* (routing made it absolute). wandb's
         ``run.save`` only symlinks (WANDB_FACTS 2.5, trap 12): a later ``wandb sync`` would upload
@@ -104,12 +119,13 @@ class WandbRun:
         wandb's symlink, which follows the file.
 
         Raises:
-            FileNotFoundError: nothing exists at *path*.
+            FileNotFoundError: nothing matches *path*.
         """
         source = Path(path)
         base = Path(base_path) if base_path else source.parent
         files_root = Path(self.run.settings.files_dir)
-        for file in _files_of(source):
+        shown = os.path.relpath(source) if source.is_relative_to(Path.cwd()) else str(source)
+        for file in _files_of(source, shown):
             if policy == "live":
                 self.run.save(str(file), base_path=str(base), policy="live", glob=False)
                 continue

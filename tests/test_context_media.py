@@ -15,6 +15,8 @@ def test_context_media_methods_land_like_an_eval(tmp_path: pathlib.Path, monkeyp
     """Tables, images, files, artifacts and alerts from WandBContext land where an eval's would."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out").mkdir()
+    (tmp_path / "out/r.txt").write_text("r")
+    (tmp_path / "out/model.pt").write_bytes(b"m")
     with recording() as recorded:
         context = instrument.current()
         context.log_table("eval/cmp", ["a", "b"], [[1, np.float32(0.5)]])
@@ -24,28 +26,26 @@ def test_context_media_methods_land_like_an_eval(tmp_path: pathlib.Path, monkeyp
         context.alert("T", "body", "ERROR")
     run = recorded.run()
     assert [{"_type": "table", "columns": ["a", "b"], "rows": [[1, 0.5]]}] == run.tables["eval/cmp"]
-    assert [{"_type": "image", "shape": (4, 5, 3), "caption": "c"}] == run.images["eval/img"]
-    assert [{"path": str(tmp_path / "out/r.txt"), "base_path": str(tmp_path), "policy": "end"}] == run.files
-    assert [{"path": str(tmp_path / "out/model.pt"), "type": "model", "name": "model", "aliases": ["best"]}] == (
-        run.artifacts)
+    assert [{"_type": "image", "width": 5, "height": 4, "caption": "c"}] == run.images["eval/img"]
+    assert ["out/r.txt", "end"] == [run.files[0]["path"], run.files[0]["policy"]]
+    assert ["model", "model", ["best", "latest"]] == [
+        run.artifacts[0]["type"], run.artifacts[0]["name"], sorted(run.artifacts[0]["aliases"])]
     assert [{"title": "T", "text": "body", "level": "ERROR"}] == run.alerts
     assert [] == run.history
 
 
 def test_context_bad_arguments_warn_and_log_nothing() -> None:
-    """A ragged table, a bad policy or level warn naming the method and key; nothing is logged."""
+    """A bad policy or level warns naming the method and the value; nothing is logged."""
     with recording(strict=False) as recorded:
         context = instrument.current()
-        with pytest.warns(instrument.InstrumentWarning, match=r"log_table: key 'eval/t'.*row 0"):
-            context.log_table("eval/t", ["a", "b"], [[1]])
-        with pytest.warns(instrument.InstrumentWarning, match=r"save_file: key 'r.txt'.*policy"):
+        with pytest.warns(instrument.InstrumentWarning, match=r"save_file: policy 'sometimes'.*'r.txt'"):
             context.save_file("r.txt", policy="sometimes")
-        with pytest.warns(instrument.InstrumentWarning, match=r"alert: key 'T'.*level"):
+        with pytest.warns(instrument.InstrumentWarning, match=r"alert: level 'LOUD'.*'T'"):
             context.alert("T", level="LOUD")
     assert [] == recorded.runs
 
 
 def test_context_bad_arguments_raise_in_strict_mode() -> None:
-    """In strict mode a ragged table raises InstrumentationError."""
-    with recording(), pytest.raises(instrument.InstrumentationError, match="log_table"):
-        instrument.current().log_table("eval/t", ["a", "b"], [[1]])
+    """In strict mode a bad policy raises InstrumentationError naming the method."""
+    with recording(), pytest.raises(instrument.InstrumentationError, match="save_file: policy"):
+        instrument.current().save_file("r.txt", policy="sometimes")
