@@ -88,6 +88,12 @@ class Model:
         """A classmethod, decorator under @classmethod."""
         return {"name": name}
 
+    @instrument.training_stage("model")
+    @classmethod
+    def class_steps(cls, n: int) -> Iterator[dict[str, int]]:
+        """A classmethod generator, decorator above @classmethod."""
+        yield {"n": n}
+
     @instrument.eval_summary(prefix="static")
     @staticmethod
     def score(value: float) -> dict[str, float]:
@@ -110,4 +116,5 @@ async def check_types() -> None:
     assert_type(Model().step(1.0), dict[str, float])
     assert_type(Model.evaluate("m"), dict[str, str])
     assert_type(Model.score(1.0), dict[str, float])
+    assert_type(Model.class_steps(2), Iterator[dict[str, int]])
     instrument.log({"loss": 0.1}, step=3)
