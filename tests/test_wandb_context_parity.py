@@ -42,7 +42,7 @@ BAD = {
                       r"WandBContext.update_config: config key lr \(1 -> 2\)"),
     "log_image": ('ctx.log_image("viz/bad", np.zeros((7, 5, 7), dtype=np.uint8))',
                   r"WandBContext.log_image: .*shape"),
-    "save_file": ('ctx.save_file("missing.txt")', r"WandBContext.save_file: .*no file matches 'missing.txt'"),
+    "save_file": ('ctx.save_file("missing.txt")', r"WandBContext.save_file: .*no file matches '.*missing.txt'"),
     "alert": ('ctx.alert("t", level="LOUD")', r"WandBContext.alert: .*LOUD"),
 }
 
@@ -378,8 +378,6 @@ def test_context_file_hands_each_method_to_a_real_child(method: str, wandb_pipel
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the pipeline removes its journal folder at close, and wandb saved the "
-                   "child's file as a symlink into it: the run's copy dangles (wandb sync would fail)")
 def test_a_childs_saved_file_survives_the_pipeline(wandb_pipeline: dict[str, Any]) -> None:
     """The file a child saved is still readable in the pipeline run's files folder after the run ended."""
     (saved,) = wandb_pipeline["root"].glob("wandb/*-run-*/files/report.txt")
