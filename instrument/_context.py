@@ -18,9 +18,9 @@ from instrument import _linkage
 from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader
 from instrument._problems import InstrumentationError, Problem, origin, report
-from instrument._records import ConfigUpdate, Record, SaveFile, SendAlert
+from instrument._records import ConfigUpdate, Record
 from instrument._routing import Role, plain_config, route
-from instrument._values import Image, Table
+from instrument._values import Alert, Artifact, File, Image, Table
 
 Resolver = Callable[[Role], "_linkage.Sink | None"]
 
@@ -223,31 +223,62 @@ class WandBContext:
         level, nesting kept; a changed value keeps the last one, with a warning naming the key."""
         self._write("summary", [ConfigUpdate(values=plain_config(config))], function="WandBContext.update_config")
 
+    def _refuse(self, function: str, key: str, message: str) -> None:
+        """Report a bad argument of a method (an error in strict mode); nothing is logged."""
+        report(Problem("unroutable", f"instrument: WandBContext.{function}: {message}", key))
+
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         """Log a W&B table under *key* (in the summary: tables compare, they are not a series).
 
+        *columns* are names; *data* rows of cells as ``instrument.Table`` takes them.
+
         Raises:
-            ValueError: a row's length differs from the number of columns.
+            ValueError: a row's length differs from the number of columns (at the call, as the
+                seed's ``log_table`` documents).
         """
         self._route({key: Table(columns, data)}, "summary", None, "WandBContext.log_table")
 
     def log_image(self, key: str, image: Any, caption: str | None = None) -> None:
         """Log an image under *key* (summary): a numpy array (HxW, HxWxC, CxHxW; uint8 or float
-        0..1), a PIL image, or a ``wandb.Image``."""
+        0..1; a batch NxHxWxC is a list of images), a PIL image, a path, or a ``wandb.Image``."""
         value = image if type(image).__module__.startswith("wandb") else Image(image, caption=caption)
         self._route({key: value}, "summary", None, "WandBContext.log_image")
 
     def save_file(self, path: str | os.PathLike[str], base_path: str | None = None, policy: str = "now") -> None:
-        """Save the file at *path* with the run (Files tab), relative to *base_path*.
+        """Save the file (or folder) at *path* with the run (Files tab), as ``instrument.File``.
 
-        *policy* is wandb's: ``now``, ``end`` or ``live``.
+        It keeps its path relative to *base_path*, else to the working directory (else only its
+        name). *policy* is wandb's: ``now`` (copied into the run at once), ``end`` (copied again
+        at finish) or ``live`` (a symlink that follows the file).
         """
-        self._write("summary", [SaveFile(path=os.fspath(path), base_path=base_path, policy=policy)],
-                    function="WandBContext.save_file")
+        if policy not in ("now", "end", "live"):
+            self._refuse("save_file", os.fspath(path), f"policy {policy!r} is not one of now, end, live; "
+                         f"{os.fspath(path)!r} was not saved")
+            return
+        value = File(path, policy=policy, base_path=base_path)  # type: ignore[arg-type]
+        self._route({"file": value}, "summary", None, "WandBContext.save_file")
+
+    def log_artifact(
+        self, path: str | os.PathLike[str], type: str = "model", name: str | None = None, aliases: Sequence[str] = ()
+    ) -> None:
+        """Log the file or folder at *path* as a W&B artifact (``instrument.Artifact``).
+
+        *name* defaults to the path's stem; *aliases* are added to ``latest``.
+        """
+        value = Artifact(path, type=type, name=name, aliases=tuple(aliases))
+        self._route({"artifact": value}, "summary", None, "WandBContext.log_artifact")
 
     def alert(self, title: str, text: str = "", level: str = "WARN") -> None:
-        """Send a W&B alert with *title*, *text* and *level* (``INFO``, ``WARN``, ``ERROR``)."""
-        self._write("summary", [SendAlert(title=title, text=text, level=level)], function="WandBContext.alert")
+        """Send a W&B alert with *title*, *text* and *level* (``INFO``, ``WARN``, ``ERROR``).
+
+        Another level is reported (an error in strict mode) and no alert is sent.
+        """
+        if level not in ("INFO", "WARN", "ERROR"):
+            self._refuse("alert", title, f"level {level!r} is not one of INFO, WARN, ERROR; alert {title!r} "
+                         "was not sent")
+            return
+        value = Alert(title, text, level)  # type: ignore[arg-type]
+        self._route({"alert": value}, "summary", None, "WandBContext.alert")
 
     def finish(self, exit_code: int = 0) -> None:
         """Finish the run this context owns, else this process's own runs (standalone, training)."""

@@ -19,19 +19,20 @@ redacted before config reaches a journal (``instrument._redact``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from instrument._backend import RunSpec
-from instrument._problems import Problem, report
 from instrument._records import (
     ConfigUpdate,
     LogArtifact,
@@ -41,52 +42,99 @@ from instrument._records import (
     SendAlert,
     SummaryUpdate,
 )
+from instrument._problems import Problem, report
+from instrument._routing import is_pil_image, is_wandb_value
 from instrument._values import Histogram, Image, Table
 
 _RECORDS: dict[str, type[Any]] = {
     cls.__name__: cls for cls in (Point, SummaryUpdate, ConfigUpdate, SaveFile, LogArtifact, SendAlert)
 }
 
+#: The key that marks an encoded media value inside a journal line.
+_MEDIA = "__media__"
+
 
 class JournalError(ValueError):
     """A journal line cannot be read, or names a file outside the journal folder."""
 
 
-def _encode_value(value: Any, files: Path) -> Any:
-    if isinstance(value, Table):
-        return {"__media__": "table", "columns": list(value.columns), "rows": [list(r) for r in value.rows]}
-    if isinstance(value, Histogram):
-        return {"__media__": "histogram", "values": list(value.values)}
-    if isinstance(value, Image):
-        from instrument._wandb_backend import image_array
+class _Encoder:
+    """Turns the media of one record into JSON, copying their pixels and files into *files*."""
 
-        names = []
-        for array in image_array(value):
+    def __init__(self, files: Path, counter: Iterator[int]) -> None:
+        self.files = files
+        self.counter = counter
+
+    def name(self, suffix: str) -> str:
+        return f"media-{next(self.counter)}{suffix}"
+
+    def value(self, key: str, value: Any) -> Any:
+        if isinstance(value, Table):
+            return {_MEDIA: "table", "columns": list(value.columns),
+                    "rows": [[self.value(key, cell) for cell in row] for row in value.rows]}
+        if isinstance(value, Histogram):
+            return {_MEDIA: "histogram", "values": list(value.values), "num_bins": value.num_bins}
+        if isinstance(value, Image):
+            return {_MEDIA: "image", "file": self.image_file(value.data), "caption": value.caption}
+        if is_wandb_value(value):
+            return self.wandb_value(key, value)
+        if isinstance(value, dict):
+            return {k: self.value(k, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(key, v) for v in value]
+        return value
+
+    def image_file(self, data: Any) -> str:
+        if isinstance(data, str):  # a path: hand over a copy
+            name = self.name(Path(data).suffix)
+            shutil.copy2(data, self.files / name)
+        elif is_pil_image(data):
+            name = self.name(".png")
+            data.save(self.files / name, format="PNG")
+        else:  # a uint8 array, converted by routing: kept exactly
             import numpy as np
 
-            name = f"image-{os.getpid()}-{threading.get_ident()}-{len(list(files.iterdir()))}.npy"
-            np.save(files / name, np.asarray(array))
-            names.append(name)
-        return {"__media__": "image", "files": names, "caption": value.caption}
-    if isinstance(value, dict):
-        return {k: _encode_value(v, files) for k, v in value.items()}
-    return value
+            name = self.name(".npy")
+            np.save(self.files / name, data, allow_pickle=False)
+        return name
+
+    def wandb_value(self, key: str, value: Any) -> Any:
+        kind = type(value).__name__
+        if kind == "Table" and hasattr(value, "columns") and hasattr(value, "data"):
+            return self.value(key, Table(value.columns, value.data))
+        path = getattr(value, "_path", None)
+        if kind == "Image" and isinstance(path, str) and os.path.isfile(path):
+            return self.value(key, Image(path, caption=getattr(value, "_caption", None)))
+        report(Problem("unroutable", f"instrument: key {key!r}: a wandb.{kind} cannot cross from this "
+                       "subprocess to the pipeline run; use instrument.Table, instrument.Image or "
+                       "instrument.Histogram; it was dropped", key))
+        return _DROP
+
+
+_DROP: Any = object()
+
+
+def _without_dropped(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not _DROP}
 
 
 def _decode_value(value: Any, files: Path) -> Any:
     if isinstance(value, dict):
-        media = value.get("__media__")
+        media = value.get(_MEDIA)
         if media == "table":
-            return Table(value["columns"], value["rows"])
+            return Table(value["columns"], [[_decode_value(c, files) for c in row] for row in value["rows"]])
         if media == "histogram":
-            return Histogram(value["values"])
+            return Histogram(value["values"], num_bins=value.get("num_bins", 64))
         if media == "image":
-            import numpy as np
+            path = _inside(files, value["file"])
+            if path.suffix == ".npy":
+                import numpy as np
 
-            arrays = [np.load(_inside(files, name)) for name in value["files"]]
-            data = arrays[0] if len(arrays) == 1 else np.stack(arrays)
-            return Image(data, caption=value.get("caption"))
+                return Image(np.load(path, allow_pickle=False), caption=value.get("caption"))
+            return Image(str(path), caption=value.get("caption"))
         return {k: _decode_value(v, files) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_value(v, files) for v in value]
     return value
 
 
@@ -132,7 +180,15 @@ def _copy_into(source: str, base_path: str | None, target_root: Path) -> Path:
 
 
 class JournalWriter:
-    """Append records to this process's journal file in *folder* (created 0600, flushed per record)."""
+    """Append records to this process's journal file in *folder* (created 0600, flushed per record).
+
+    Media and files cross with the record: pixels of an ``Image`` as ``.npy`` (exactly as routed)
+    or PNG (a PIL image), image files, saved files and artifacts as copies in ``files-<pid>/``
+    next to the journal, taken when the record is written. The owner uploads only these copies,
+    so the child may delete or change its files once the call returned. A saved file keeps its
+    path relative to its base folder; a ``"live"`` file becomes ``"now"`` (a copy cannot follow
+    the original, as wandb itself does when it copies).
+    """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
@@ -140,6 +196,7 @@ class JournalWriter:
         self.path = self.folder / f"journal-{os.getpid()}-{threading.get_ident()}.jsonl"
         self._lock = threading.RLock()  # re-entrant: a SIGTERM handler may close it mid-append
         self._fd: int | None = None
+        self._counter = itertools.count()
 
     def _open(self) -> int:
         if self._fd is None:
@@ -148,30 +205,43 @@ class JournalWriter:
         return self._fd
 
     def append(self, record: Record | dict[str, Any]) -> None:
-        """Write one record as a JSON line; files it names are copied into the journal folder."""
+        """Write one record as a JSON line; media and files it names are copied next to it.
+
+        Raises:
+            OSError: a file the record names cannot be read or copied (nothing is written).
+        """
         with self._lock:
             fd = self._open()
-            if isinstance(record, dict):
-                line = dict(record)
-            else:
-                fields = attrs.asdict(record, recurse=False)
-                if isinstance(record, LogArtifact):  # its own "type" field must not hide the record's
-                    fields["artifact_type"] = fields.pop("type")
-                line = {"type": type(record).__name__, **fields}
-                if isinstance(record, SaveFile | LogArtifact):
-                    line["path"] = self._copy(record.path, getattr(record, "base_path", None))
-                    line["base_path"] = str(self.files) if isinstance(record, SaveFile) else None
-                    if isinstance(record, LogArtifact):
-                        line.pop("base_path")
-                for field in ("values",):
-                    if field in line:
-                        line[field] = _encode_value(line[field], self.files)
-                if "aliases" in line:
-                    line["aliases"] = list(line["aliases"])
-            os.write(fd, (json.dumps(line) + "\n").encode())
+            line = dict(record) if isinstance(record, dict) else self._line(record)
+            os.write(fd, (json.dumps(line, default=str) + "\n").encode())
 
-    def _copy(self, source: str, base_path: str | None) -> str:
-        return str(_copy_into(source, base_path, self.files))
+    def _line(self, record: Record) -> dict[str, Any]:
+        # The record's class goes under "record": "type" is a field of LogArtifact (the artifact type).
+        line: dict[str, Any] = {"record": type(record).__name__, **attrs.asdict(record, recurse=False)}
+        if isinstance(record, SaveFile):
+            source = Path(record.path)
+            base = Path(record.base_path) if record.base_path else source.parent
+            relative = source.relative_to(base) if source.is_relative_to(base) else Path(source.name)
+            line["path"] = self._copy(source, self.files / relative)
+            line["base_path"] = str(self.files)
+            line["policy"] = "now" if record.policy == "live" else record.policy
+        elif isinstance(record, LogArtifact):
+            folder = self.files / f"artifact-{next(self._counter)}"
+            line["path"] = self._copy(Path(record.path), folder / Path(record.path).name)
+            line["aliases"] = list(record.aliases)
+        elif isinstance(record, Point | SummaryUpdate):
+            encoder = _Encoder(self.files, self._counter)
+            line["values"] = _without_dropped({k: encoder.value(k, v) for k, v in record.values.items()})
+        return line
+
+    @staticmethod
+    def _copy(source: Path, target: Path) -> str:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+        return str(target)
 
     def close(self) -> None:
         """Close the journal file (it stays on disk for the owner)."""
@@ -229,19 +299,15 @@ class JournalReader:
     def _decode(self, line: dict[str, Any], path: Path) -> Record | dict[str, Any]:
         if not isinstance(line, dict):
             raise ValueError("a journal line must be a JSON object")
-        kind = line.pop("type", None)
-        cls = _RECORDS.get(kind or "")
+        cls = _RECORDS.get(line.pop("record", None) or "")
         if cls is None:
-            return {"type": kind, **line}
-        if "values" in line:
+            return line  # a plain message, such as {"type": "child", "run_id": ...}
+        if cls in (Point, SummaryUpdate):
             line["values"] = _decode_value(line["values"], self.folder / f"files-{path.stem.split('-')[1]}")
-        if cls is LogArtifact:
-            line["type"] = line.pop("artifact_type")
-        if cls in (SaveFile, LogArtifact):
+        elif cls in (SaveFile, LogArtifact):
             _inside(self.folder, line["path"])
-            line["aliases"] = tuple(line.get("aliases", ())) if cls is LogArtifact else None
-            if cls is SaveFile:
-                line.pop("aliases")
+            if cls is LogArtifact:
+                line["aliases"] = tuple(line.get("aliases", ()))
         return cls(**line)  # type: ignore[no-any-return]
 
     def remove(self) -> None:
@@ -323,6 +389,7 @@ class JournalRun:
         self._lock = threading.RLock()
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._copies = 0
+        self._counter = itertools.count()
         spec_fields = attrs.asdict(spec)
         spec_fields["tags"] = list(spec.tags)
         self._write({"type": "run", "version": SPILL_VERSION, "spec": spec_fields, "reason": reason,
@@ -344,9 +411,13 @@ class JournalRun:
         target = _copy_into(path, base_path, root)
         return str(target.relative_to(self.folder)), str(root.relative_to(self.folder))
 
+    def _encode(self, values: dict[str, Any]) -> dict[str, Any]:
+        encoder = _Encoder(self.files, self._counter)
+        return _without_dropped({key: encoder.value(key, value) for key, value in values.items()})
+
     def log(self, row: dict[str, Any]) -> None:
         """Journal ``run.log(row)``."""
-        self._call("log", row=_encode_value(row, self.files))
+        self._call("log", row=self._encode(row))
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
         """Journal ``run.define_metric``."""
@@ -354,7 +425,7 @@ class JournalRun:
 
     def update_summary(self, values: dict[str, Any]) -> None:
         """Journal ``run.summary.update``."""
-        self._call("update_summary", values=_encode_value(values, self.files))
+        self._call("update_summary", values=self._encode(values))
 
     def update_config(self, values: dict[str, Any]) -> None:
         """Journal ``run.config.update``."""

@@ -53,8 +53,8 @@ def test_bad_lines_are_skipped_with_a_warning_and_the_rest_is_read(tmp_path: Pat
     journal = tmp_path / "journal-7-1.jsonl"
     journal.write_text("\n".join([
         "not json",
-        json.dumps({"type": "SummaryUpdate", "values": {"a": 1}, "owned": True, "surprise": 1}),
-        json.dumps({"type": "SummaryUpdate", "values": {"b": 2}, "owned": True}),
+        json.dumps({"record": "SummaryUpdate", "values": {"a": 1}, "owned": True, "surprise": 1}),
+        json.dumps({"record": "SummaryUpdate", "values": {"b": 2}, "owned": True}),
         "[1, 2]",
     ]) + "\n")
     with warnings.catch_warnings(record=True) as caught:
@@ -69,7 +69,7 @@ def test_a_torn_last_line_waits_until_it_is_complete(tmp_path: Path) -> None:
     writer = JournalWriter(tmp_path)
     writer.append(SummaryUpdate(values={"a": 1}))
     with writer.path.open("ab") as handle:
-        handle.write(b'{"type": "SummaryUpdate", "values": {"b"')
+        handle.write(b'{"record": "SummaryUpdate", "values": {"b"')
     reader = JournalReader(tmp_path)
     assert ([SummaryUpdate(values={"a": 1})], [writer.path]) == (reader.read_new(), reader.torn())
     with writer.path.open("ab") as handle:

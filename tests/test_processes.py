@@ -98,7 +98,7 @@ def evaluate():
 evaluate()
 journal = next(iter(_linkage._state.journals.values())).writer.path
 with open(journal, "ab") as handle:  # die in the middle of writing a record
-    handle.write(b'{"type": "SummaryUpdate", "values": {"eval/lost"')
+    handle.write(b'{"record": "SummaryUpdate", "values": {"eval/lost"')
 os.kill(os.getpid(), signal.SIGKILL)
 '''
 

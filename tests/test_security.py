@@ -125,15 +125,15 @@ def test_journal_lines_cannot_reach_files_outside_the_journal(tmp_path: Path) ->
             (files / "folder").mkdir()
             (files / "folder" / "link.txt").symlink_to(outside)
             lines = [
-                {"type": "SaveFile", "path": str(outside), "base_path": None, "policy": "now"},
-                {"type": "SaveFile", "path": str(files / ".." / ".." / ".." / "private.txt"), "base_path": None,
+                {"record": "SaveFile", "path": str(outside), "base_path": None, "policy": "now"},
+                {"record": "SaveFile", "path": str(files / ".." / ".." / ".." / "private.txt"), "base_path": None,
                  "policy": "now"},
-                {"type": "SaveFile", "path": str(files / "link.txt"), "base_path": None, "policy": "now"},
-                {"type": "LogArtifact", "path": str(files / "folder"), "artifact_type": "model", "name": "m",
+                {"record": "SaveFile", "path": str(files / "link.txt"), "base_path": None, "policy": "now"},
+                {"record": "LogArtifact", "path": str(files / "folder"), "type": "model", "name": "m",
                  "aliases": []},
-                {"type": "SummaryUpdate", "values": {"img": {"__media__": "image", "files": ["../../x.npy"],
-                                                             "caption": None}}, "owned": True},
-                {"type": "SummaryUpdate", "values": {"eval/ok": 1.0}, "owned": True},
+                {"record": "SummaryUpdate", "values": {"img": {"__media__": "image", "file": "../../x.npy",
+                                                               "caption": None}}, "owned": True},
+                {"record": "SummaryUpdate", "values": {"eval/ok": 1.0}, "owned": True},
             ]
             (journal / "journal-1-1.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     run = recorded.run()

@@ -42,7 +42,7 @@ BAD = {
                       r"WandBContext.update_config: config key lr \(1 -> 2\)"),
     "log_image": ('ctx.log_image("viz/bad", np.zeros((7, 5, 7), dtype=np.uint8))',
                   r"WandBContext.log_image: .*shape"),
-    "save_file": ('ctx.save_file("missing.txt")', r"WandBContext.save_file: .*no file matches 'missing.txt'"),
+    "save_file": ('ctx.save_file("missing.txt")', r"WandBContext.save_file: .*no file matches '.*missing.txt'"),
     "alert": ('ctx.alert("t", level="LOUD")', r"WandBContext.alert: .*LOUD"),
 }
 
