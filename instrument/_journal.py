@@ -315,32 +315,6 @@ class JournalReader:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def settle_file(path: str, base_path: str | None, location: str) -> tuple[str, str | None]:
-    """Copy a file handed over through a journal into the run's own ``files/`` folder.
-
-    wandb's offline ``run.save`` only links the file into the run (WANDB_FACTS 2.5), and the
-    journal folder is removed once drained, so the link would dangle by ``wandb sync`` time. A
-    file already inside ``files/`` is published as it is. Returns the ``(path, base_path)`` to
-    save; unchanged when *location* is not a run folder (the recording backend).
-    """
-    files = Path(location) / "files"
-    if not files.is_dir():
-        return path, base_path
-    source = Path(path)
-    base = Path(base_path) if base_path else source.parent
-    try:
-        relative = source.resolve().relative_to(base.resolve())
-    except ValueError:
-        relative = Path(source.name)
-    target = files / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        shutil.copytree(source, target, dirs_exist_ok=True)
-    else:
-        shutil.copy2(source, target)
-    return str(target), str(files)
-
-
 def _mtime(path: Path) -> int:
     try:
         return path.stat().st_mtime_ns

@@ -31,9 +31,9 @@ import attrs
 
 from instrument import _env
 from instrument._backend import Backend, DisabledBackend, RunSpec
-from instrument._journal import JournalReader, JournalWriter, settle_file
+from instrument._journal import JournalReader, JournalWriter
 from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report
-from instrument._records import ConfigUpdate, Record, SaveFile, SummaryUpdate
+from instrument._records import ConfigUpdate, Record, SummaryUpdate
 from instrument._redact import redact_config
 from instrument._session import Session
 
@@ -436,9 +436,6 @@ def ingest(session: Session, reader: JournalReader) -> list[str]:
                 report(Problem("backend", f"instrument: journal {reader.folder}: a line of unknown type "
                                f"{record.get('type')!r} was skipped"), once=True)
             continue
-        if isinstance(record, SaveFile):
-            path, base = settle_file(record.path, record.base_path, session.location())
-            record = attrs.evolve(record, path=path, base_path=base)
         try:
             session.write([record])
         except InstrumentationError as error:

@@ -27,8 +27,7 @@ from typing import Any
 import attrs
 
 from instrument._backend import Backend, RunSpec
-from instrument._journal import SPILL_FILE, JournalError, JournalReader, JournalRun, read_call_journal, settle_file
-from instrument._records import SaveFile
+from instrument._journal import SPILL_FILE, JournalError, JournalReader, JournalRun, read_call_journal
 from instrument._linkage import RunContext, pipeline_children_summary
 from instrument._problems import Problem, report
 from instrument._session import Session
@@ -136,8 +135,6 @@ def _replay_calls(folder: Path, *, run_id: str | None, keep: bool, force: bool, 
     try:
         run = backend.start(spec)
         for method, args in calls:
-            if method == "save":  # the journal is removed below: keep a copy in the run, not a link
-                args["path"], args["base_path"] = settle_file(args["path"], args["base_path"], run.location())
             getattr(run, method)(**args)
         run.finish(1 if exit_code is None else exit_code)
         location = run.location()
@@ -177,10 +174,6 @@ def _replay_records(journal: Path, *, run_id: str | None, keep: bool, backend: B
                 report(Problem("backend", f"instrument replay: {journal}: a line of unknown type "
                                f"{record.get('type')!r} was skipped"), once=True)
             continue
-        if isinstance(record, SaveFile):
-            session.start()
-            path, base = settle_file(record.path, record.base_path, session.location())
-            record = attrs.evolve(record, path=path, base_path=base)
         session.write([record])
     if children:
         session.write([pipeline_children_summary(children)])
