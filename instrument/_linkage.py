@@ -551,7 +551,10 @@ def _finish_after_sigterm() -> None:
     finally:
         _sigterm_finished.set()
         _sigterm_finishing.clear()
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        try:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        except (OSError, ValueError):  # the main thread already ended: the interpreter is exiting
+            pass
 
 
 def pipeline_children_summary(children: list[str]) -> SummaryUpdate:
