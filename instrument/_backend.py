@@ -37,6 +37,8 @@ class RunSpec:
     config: Mapping[str, Any] = attrs.field(factory=dict)
     mode: str = "offline"
     announce: bool = False  # print where an offline run went (mode was defaulted to offline)
+    redact_secrets: bool = True  # replace secret-looking config values (instrument._redact)
+    resume: str | None = None  # wandb.init's resume= (``"allow"`` when a journal is replayed)
 
 
 class BackendRun(Protocol):

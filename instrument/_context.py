@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from instrument import _linkage
-from instrument._env import WANDB_CONTEXT_FILE
+from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader
-from instrument._problems import InstrumentationError, Problem, report
-from instrument._records import ConfigUpdate, Record, SaveFile, SendAlert
+from instrument._problems import InstrumentationError, Problem, origin, report
+from instrument._records import ConfigUpdate, Record
 from instrument._routing import Role, as_step, plain_config, route, route_numbers
-from instrument._values import Image, Table
+from instrument._values import Alert, Artifact, File, Image, Table
 
 Resolver = Callable[[Role], "_linkage.Sink | None"]
 
@@ -45,6 +45,7 @@ class OwnerRun:
         mode: str | None = None,
         run_id: str | None = None,
         job_type: str = "pipeline",
+        redact_secrets: bool | None = None,
     ) -> None:
         from instrument._backend import new_run_id
 
@@ -63,13 +64,14 @@ class OwnerRun:
                 "tags": tuple(tags),
                 "config": dict(config or {}),
                 "mode": mode,
+                "redact_secrets": redact_secrets,
             },
             os.environ,
         )
         self.session.journal_dir = str(journal)
         self.session.start()
         self.context = _linkage.RunContext(
-            run_id=run_id,
+            run_id=self.session.id,  # not run_id: a failed init may have fallen back to a fresh id
             project=project,
             entity=entity,
             group=self.session.spec.group,
@@ -82,7 +84,9 @@ class OwnerRun:
         self._previous: str | None = None
         self._exported = False
         self._closed = False
+        self._close_lock = threading.Lock()
         _linkage.push_pipeline(self.session)
+        _linkage.close_on_sigterm(self._terminate)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name=f"instrument-ingest-{run_id}", daemon=True)
         self._poller.start()
@@ -102,13 +106,18 @@ class OwnerRun:
         while not self._stop.wait(1.0):
             self.ingest()
 
-    def ingest(self) -> None:
-        """Write what the subprocesses journaled so far into the run."""
+    def ingest(self) -> bool:
+        """Write what the subprocesses journaled so far into the run; return whether it all went."""
         try:
             self.children.extend(_linkage.ingest(self.session, self.reader))
         except Exception as error:  # noqa: BLE001 - never raise into the orchestrator
             report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
                    once=True)
+            return False
+        return True
+
+    def _terminate(self, exit_code: int) -> None:
+        self.close(exit_code=exit_code)
 
     def close(self, error: BaseException | None = None, exit_code: int | None = None) -> None:
         """Drain the journals, record the children and finish the run; once.
@@ -116,21 +125,35 @@ class OwnerRun:
         The exit code is *exit_code* if given, else derived from *error*: 0, n for
         ``SystemExit(n)``, 130 for Ctrl-C, 1 for any other exception.
         """
-        if self._closed:
-            return
-        self._closed = True
+        with self._close_lock:  # the main thread and a SIGTERM's finisher may both close it
+            if self._closed:
+                return
+            self._closed = True
         _linkage.pop_pipeline(self.session)
+        _linkage.forget_sigterm(self._terminate)
         if self._exported:
             if self._previous is None:
                 os.environ.pop(WANDB_CONTEXT_FILE, None)
             else:
                 os.environ[WANDB_CONTEXT_FILE] = self._previous
         self._stop.set()
-        self._poller.join()
-        self.ingest()
-        self.session.write([_linkage.pipeline_children_summary(self.children)])
-        self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error))
-        shutil.rmtree(self.folder, ignore_errors=True)
+        timeout = exit_timeout()
+        self._poller.join(timeout)
+        drained = not self._poller.is_alive() and self.ingest()
+        for path in self.reader.torn():
+            report(Problem("backend", f"instrument: the journal {path} ends with an incomplete record (its "
+                           "writer died while writing it); everything before it was kept"))
+        try:
+            self.session.write([_linkage.pipeline_children_summary(self.children)])
+        except Exception as failure:  # noqa: BLE001 - never raise into the orchestrator
+            report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({failure})"))
+        self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error), timeout)
+        if drained:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        else:
+            report(Problem("backend", f"instrument: the journals of run {self.id} were not fully read; they are "
+                           f"kept in {self.folder}; write them into an offline run with "
+                           f"`python -m instrument replay {self.folder}`"))
 
 
 class WandBContext:
@@ -155,13 +178,16 @@ class WandBContext:
         """Whether this context writes nowhere for sure (mode disabled): skip all work."""
         return self._resolve is _linkage.resolve and _linkage.disabled()
 
-    def _write(self, role: Role, records: Sequence[Record], problems: Sequence[Problem] = ()) -> None:
+    def _write(
+        self, role: Role, records: Sequence[Record], problems: Sequence[Problem] = (), function: str = "WandBContext"
+    ) -> None:
         if self._off():
             return
         try:
             sink = self._resolve(role)
             if sink is not None:
-                sink.write(records, problems)
+                with origin(function):
+                    sink.write(records, problems)
         except InstrumentationError:
             raise
         except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
@@ -172,7 +198,7 @@ class WandBContext:
         if self._off():
             return
         routed = route(value, role=role, prefix=prefix, function=function, step=step)
-        self._write(role, routed.records, routed.problems)
+        self._write(role, routed.records, routed.problems, function)
 
     def log_training_metric(self, stage: str, name: str, value: Any, step: int | None = None) -> None:
         """Log one metric point: history key ``<stage>/<name>`` on the axis ``<stage>/step``.
@@ -193,7 +219,7 @@ class WandBContext:
         if routed is None:
             self._route({name: value}, "series", stage, "WandBContext.log_training_metric", exact)
         else:
-            self._write("series", routed.records)
+            self._write("series", routed.records, (), "WandBContext.log_training_metric")
 
     def log_eval_summary(self, metrics: Mapping[str, Any], prefix: str = "eval") -> None:
         """Set final metrics in ``run.summary`` as ``<prefix>/<key>``; never in history.
@@ -207,32 +233,64 @@ class WandBContext:
     def update_config(self, config: Any) -> None:
         """Merge *config* (a mapping, attrs or dataclass instance) into ``run.config`` at the top
         level, nesting kept; a changed value keeps the last one, with a warning naming the key."""
-        self._write("summary", [ConfigUpdate(values=plain_config(config))])
+        self._write("summary", [ConfigUpdate(values=plain_config(config))], function="WandBContext.update_config")
+
+    def _refuse(self, function: str, key: str, message: str) -> None:
+        """Report a bad argument of a method (an error in strict mode); nothing is logged."""
+        report(Problem("unroutable", f"instrument: WandBContext.{function}: {message}", key))
 
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         """Log a W&B table under *key* (in the summary: tables compare, they are not a series).
 
+        *columns* are names; *data* rows of cells as ``instrument.Table`` takes them.
+
         Raises:
-            ValueError: a row's length differs from the number of columns.
+            ValueError: a row's length differs from the number of columns (at the call, as the
+                seed's ``log_table`` documents).
         """
         self._route({key: Table(columns, data)}, "summary", None, "WandBContext.log_table")
 
     def log_image(self, key: str, image: Any, caption: str | None = None) -> None:
         """Log an image under *key* (summary): a numpy array (HxW, HxWxC, CxHxW; uint8 or float
-        0..1), a PIL image, or a ``wandb.Image``."""
+        0..1; a batch NxHxWxC is a list of images), a PIL image, a path, or a ``wandb.Image``."""
         value = image if type(image).__module__.startswith("wandb") else Image(image, caption=caption)
         self._route({key: value}, "summary", None, "WandBContext.log_image")
 
     def save_file(self, path: str | os.PathLike[str], base_path: str | None = None, policy: str = "now") -> None:
-        """Save the file at *path* with the run (Files tab), relative to *base_path*.
+        """Save the file (or folder) at *path* with the run (Files tab), as ``instrument.File``.
 
-        *policy* is wandb's: ``now``, ``end`` or ``live``.
+        It keeps its path relative to *base_path*, else to the working directory (else only its
+        name). *policy* is wandb's: ``now`` (copied into the run at once), ``end`` (copied again
+        at finish) or ``live`` (a symlink that follows the file).
         """
-        self._write("summary", [SaveFile(path=os.fspath(path), base_path=base_path, policy=policy)])
+        if policy not in ("now", "end", "live"):
+            self._refuse("save_file", os.fspath(path), f"policy {policy!r} is not one of now, end, live; "
+                         f"{os.fspath(path)!r} was not saved")
+            return
+        value = File(path, policy=policy, base_path=base_path)  # type: ignore[arg-type]
+        self._route({"file": value}, "summary", None, "WandBContext.save_file")
+
+    def log_artifact(
+        self, path: str | os.PathLike[str], type: str = "model", name: str | None = None, aliases: Sequence[str] = ()
+    ) -> None:
+        """Log the file or folder at *path* as a W&B artifact (``instrument.Artifact``).
+
+        *name* defaults to the path's stem; *aliases* are added to ``latest``.
+        """
+        value = Artifact(path, type=type, name=name, aliases=tuple(aliases))
+        self._route({"artifact": value}, "summary", None, "WandBContext.log_artifact")
 
     def alert(self, title: str, text: str = "", level: str = "WARN") -> None:
-        """Send a W&B alert with *title*, *text* and *level* (``INFO``, ``WARN``, ``ERROR``)."""
-        self._write("summary", [SendAlert(title=title, text=text, level=level)])
+        """Send a W&B alert with *title*, *text* and *level* (``INFO``, ``WARN``, ``ERROR``).
+
+        Another level is reported (an error in strict mode) and no alert is sent.
+        """
+        if level not in ("INFO", "WARN", "ERROR"):
+            self._refuse("alert", title, f"level {level!r} is not one of INFO, WARN, ERROR; alert {title!r} "
+                         "was not sent")
+            return
+        value = Alert(title, text, level)  # type: ignore[arg-type]
+        self._route({"alert": value}, "summary", None, "WandBContext.alert")
 
     def finish(self, exit_code: int = 0) -> None:
         """Finish the run this context owns, else this process's own runs (standalone, training)."""
@@ -261,6 +319,7 @@ def configure(
     tags: Sequence[str] = (),
     job_type: str | None = None,
     mode: str | None = None,
+    redact_secrets: bool = True,
     synchronous: bool = False,
 ) -> None:
     """Set what standalone and training runs of this process are started with.
@@ -270,14 +329,16 @@ def configure(
             subprocess still joins the pipeline's group and gets the ``parent:<id>`` tag.
         mode: ``online``/``offline``/``disabled``; default ``WANDB_MODE``, else online with
             credentials, else offline. A pipeline's context file wins over it in a child.
+        redact_secrets: replace the value of config keys that look like secrets (a segment of
+            the name, split on ``_ - . /``, is ``api_key``/``apikey``, ``token``, ``password``,
+            ``passwd`` or ``secret``; ``max_tokens`` is not) by ``"<redacted>"`` before config
+            leaves the process (to wandb or to a journal), with one warning per key. Default True.
         synchronous: make runs created from now on call wandb on the calling thread, in call
             order, instead of on their dispatcher thread (debugging; as ``INSTRUMENT_SYNC=1``).
             Slower: each ``run.log`` then costs the caller about 0.4 ms.
     """
-    _linkage.configure(
-        project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode,
-        synchronous=synchronous,
-    )
+    _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode,
+                       redact_secrets=redact_secrets, synchronous=synchronous)
 
 
 def finish(exit_code: int = 0) -> None:
@@ -315,6 +376,7 @@ def create_wandb_context(
     group: str | None = None,
     tags: Sequence[str] = (),
     job_type: str = "pipeline",
+    redact_secrets: bool | None = None,
 ) -> WandBContext:
     """Start an orchestrator's run now and return a context that owns it (the seed's API).
 
@@ -325,10 +387,12 @@ def create_wandb_context(
         config: the run's config (nesting kept).
         run_id: the run id (default: a fresh one).
         mode, project, entity, name, group, tags, job_type: as ``wandb.init``'s arguments.
+        redact_secrets: as for :func:`pipeline`; None follows :func:`configure` (default True).
     """
     owner = OwnerRun(
         project=project, entity=entity, name=name, group=group, tags=tags,
         config=plain_config(config or {}), mode=mode, run_id=run_id, job_type=job_type,
+        redact_secrets=redact_secrets,
     )
     return WandBContext(lambda role: owner.session, owner=owner)
 

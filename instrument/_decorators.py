@@ -12,17 +12,36 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+import attrs
 import wrapt
 
 from instrument import _linkage
 from instrument._context import OwnerRun
-from instrument._problems import InstrumentationError, Problem, report
+from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate
 from instrument._routing import Role, join, plain_config, route, route_numbers
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class Decorator(Protocol):
+    """What ``training_stage(...)``, ``eval_summary(...)`` and ``run_config()`` return.
+
+    It keeps the decorated callable's exact type (its ``ParamSpec`` and return type), so type
+    checkers and IDEs see the original signature; ``classmethod`` and ``staticmethod`` objects
+    (the decorator written above ``@classmethod``) keep theirs too.
+    """
+
+    @overload
+    def __call__(self, function: classmethod[T, P, R], /) -> classmethod[T, P, R]: ...
+    @overload
+    def __call__(self, function: staticmethod[P, R], /) -> staticmethod[P, R]: ...
+    @overload
+    def __call__(self, function: Callable[P, R], /) -> Callable[P, R]: ...
 
 _SUMMARY_OPS = frozenset({"min", "max", "mean", "last", "first", "none"})
 
@@ -58,7 +77,8 @@ class _Emitter:
             routed = (route_numbers(value, self.prefix, step, self.full_summary) if self.role == "series" else None) or route(
                 value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
             )
-            sink.write(routed.records, routed.problems)
+            with origin(self.function):
+                sink.write(routed.records, routed.problems)
         except InstrumentationError:
             raise
         except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
@@ -66,9 +86,26 @@ class _Emitter:
                            f"({type(error).__name__}: {error}); the function's value was returned"), once=True)
 
 
-def _wrap(emitter: _Emitter, function: Callable[..., Any], *, returns: bool = True) -> Any:
+def _kind(function: Any) -> str:
+    """Classify a callable once: ``asyncgen``, ``coroutine``, ``generator`` or ``plain``.
+
+    A ``classmethod``/``staticmethod`` object (the decorator written above it) is classified by
+    the function it holds.
+    """
+    target = function.__func__ if isinstance(function, classmethod | staticmethod) else function
+    if inspect.isasyncgenfunction(target):
+        return "asyncgen"
+    if inspect.iscoroutinefunction(target):
+        return "coroutine"
+    if inspect.isgeneratorfunction(target):
+        return "generator"
+    return "plain"
+
+
+def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
     """Return *function* wrapped for its kind, each wrapper calling *emitter*."""
-    if inspect.isasyncgenfunction(function):
+    kind = _kind(function)
+    if kind == "asyncgen":
 
         @wrapt.decorator
         async def async_gen_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> AsyncIterator[Any]:
@@ -94,7 +131,7 @@ def _wrap(emitter: _Emitter, function: Callable[..., Any], *, returns: bool = Tr
 
         return async_gen_wrapper(function)
 
-    if inspect.iscoroutinefunction(function):
+    if kind == "coroutine":
 
         @wrapt.decorator
         async def coroutine_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -109,7 +146,7 @@ def _wrap(emitter: _Emitter, function: Callable[..., Any], *, returns: bool = Tr
 
         return coroutine_wrapper(function)
 
-    if inspect.isgeneratorfunction(function):
+    if kind == "generator":
 
         @wrapt.decorator
         def generator_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Iterator[Any]:
@@ -151,8 +188,9 @@ def _wrap(emitter: _Emitter, function: Callable[..., Any], *, returns: bool = Tr
     return function_wrapper(function)
 
 
-def _qualname(function: Callable[..., Any]) -> str:
-    return getattr(function, "__qualname__", None) or getattr(function, "__name__", repr(function))
+def _qualname(function: Any) -> str:
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    return name if isinstance(name, str) else repr(function)
 
 
 def _check_name(decorator: str, argument: str, value: object) -> str:
@@ -164,7 +202,7 @@ def _check_name(decorator: str, argument: str, value: object) -> str:
     return value
 
 
-def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Callable[[F], F]:
+def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Decorator:
     """Decorate a training step: each call (or each yield) is one point of the stage's series.
 
     A returned mapping ``{"loss": 0.1}`` becomes ``<name>/loss`` in history, on the stage's own
@@ -195,57 +233,115 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Ca
                 f"op; use one or more of {sorted(_SUMMARY_OPS)} joined with ','"
             )
 
-    def decorate(function: F) -> F:
-        return _wrap(_Emitter("series", name, _qualname(function), ops), function)  # type: ignore[no-any-return]
+    def decorate(function: Any) -> Any:
+        return _wrap(_Emitter("series", name, _qualname(function), ops), function)
 
-    return decorate
+    return cast(Decorator, decorate)
 
 
-def eval_summary(function: F | None = None, *, prefix: str = "eval") -> Any:
+@overload
+def eval_summary(function: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def eval_summary(function: str = ..., /, *, prefix: str = ...) -> Decorator: ...
+
+
+def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
     """Decorate an evaluation: the returned mapping goes to ``run.summary`` as ``<prefix>/key``.
 
-    Never into history. Usable bare (``@eval_summary``) or called (``@eval_summary(prefix="x")``).
-    Inside a pipeline's subprocess the summary lands in the pipeline run (through the journal).
+    Never into history. Usable bare (``@eval_summary``) or called (``@eval_summary(prefix="x")``,
+    or ``@eval_summary("x")``). Inside a pipeline's subprocess the summary lands in the pipeline
+    run (through the journal). Tables and images go to the summary too; a ``Series`` marker is a
+    point on the axis ``<prefix>/step``; a ``Config`` marker is merged into
+    ``run.config[<prefix>]``.
 
     Args:
-        function: the function, when used bare.
+        function: the function, when used bare; or the prefix, when called with one argument.
         prefix: put before every key (``"eval"``).
 
     Raises:
         ValueError: *prefix* is empty or not a string.
     """
+    if isinstance(function, str):
+        function, prefix = None, function
     _check_name("eval_summary", "prefix", prefix)
 
-    def decorate(function: F) -> F:
-        return _wrap(_Emitter("summary", prefix, _qualname(function), {}), function)  # type: ignore[no-any-return]
+    def decorate(function: Any) -> Any:
+        return _wrap(_Emitter("summary", prefix, _qualname(function), {}), function)
 
-    return decorate(function) if function is not None else decorate
+    return decorate(function) if function is not None else cast(Decorator, decorate)
 
 
-def run_config(function: F) -> F:
+def _config_mapping(result: Any) -> bool:
+    if isinstance(result, Mapping) or attrs.has(type(result)) or type(result).__module__.startswith("omegaconf"):
+        return True
+    return hasattr(result, "__dataclass_fields__") and not isinstance(result, type)
+
+
+def _write_config(name: str, result: Any) -> None:
+    """Write what a ``run_config`` function returned to ``run.config``; never raises a fault."""
+    if result is None or _disabled():
+        return
+    try:
+        if not _config_mapping(result):
+            report(Problem("unroutable", f"instrument: {name}: run_config expects a mapping (dict, attrs or "
+                           f"dataclass instance, OmegaConf config), got {type(result).__module__}."
+                           f"{type(result).__qualname__}; nothing was written to the config", "config"))
+            return
+        sink = _linkage.resolve("summary")
+        if sink is not None:
+            with origin(name):
+                sink.write([ConfigUpdate(values=plain_config(result))])
+    except InstrumentationError:
+        raise
+    except Exception as error:  # noqa: BLE001 - instrumentation never breaks the program
+        report(Problem("backend", f"instrument: {name}: writing the config failed ({error})"), once=True)
+
+
+@overload
+def run_config(function: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def run_config() -> Decorator: ...
+
+
+def run_config(function: Any = None, /) -> Any:
     """Decorate a function that returns the run's config: it goes to ``run.config``, nesting kept.
 
-    The returned mapping (a dict, an attrs or dataclass instance, an OmegaConf config) is written
-    at the top level of the config and returned unchanged. Paths become strings, tuples lists.
+    The returned mapping (a dict, an attrs or dataclass instance, an OmegaConf config if
+    OmegaConf is installed) is written at the top level of the config and returned unchanged.
+    Paths become strings, tuples lists. Works on plain functions and coroutine functions
+    (the awaited result is written), methods included; usable bare or called
+    (``@run_config()``). Anything but a mapping is reported, naming the function and the type.
+
+    Raises:
+        TypeError: when applied to a generator or async generator function (a config is one
+            value, not a stream).
     """
-    name = _qualname(function)
 
-    @wrapt.decorator
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        result = wrapped(*args, **kwargs)
-        if _disabled():
+    def decorate(function: Any) -> Any:
+        name = _qualname(function)
+        kind = _kind(function)
+        if kind in ("generator", "asyncgen"):
+            raise TypeError(f"instrument.run_config: {name} is a {kind} function; a config is one returned "
+                            "mapping, so decorate a plain or async function")
+        if kind == "coroutine":
+
+            @wrapt.decorator
+            async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+                result = await wrapped(*args, **kwargs)
+                _write_config(name, result)
+                return result
+
+            return async_wrapper(function)
+
+        @wrapt.decorator
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            result = wrapped(*args, **kwargs)
+            _write_config(name, result)
             return result
-        try:
-            sink = _linkage.resolve("summary")
-            if sink is not None and result is not None:
-                sink.write([ConfigUpdate(values=plain_config(result))])
-        except InstrumentationError:
-            raise
-        except Exception as error:  # noqa: BLE001 - instrumentation never breaks the program
-            report(Problem("backend", f"instrument: {name}: writing the config failed ({error})"), once=True)
-        return result
 
-    return wrapper(function)  # type: ignore[no-any-return]
+        return wrapper(function)
+
+    return decorate(function) if function is not None else cast(Decorator, decorate)
 
 
 def log(values: Mapping[str, Any], step: int | None = None) -> None:
@@ -293,6 +389,9 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
     Args:
         project, name, group, tags, config, mode: as ``wandb.init``'s arguments; *mode* defaults
             to ``WANDB_MODE``, else online with credentials, else offline.
+        redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
+            (see :func:`instrument.configure`); None (default) follows ``configure``, which
+            defaults to True.
     """
 
     def __init__(
@@ -305,8 +404,10 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
         config: Any = None,
         mode: str | None = None,
         entity: str | None = None,
+        redact_secrets: bool | None = None,
     ) -> None:
         self.project = project
+        self.redact_secrets = redact_secrets
         self.name = name
         self.group = group
         self.tags = tuple(tags)
@@ -318,7 +419,7 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
     def __enter__(self) -> OwnerRun:
         active = OwnerRun(
             project=self.project, entity=self.entity, name=self.name, group=self.group,
-            tags=self.tags, config=self.config, mode=self.mode,
+            tags=self.tags, config=self.config, mode=self.mode, redact_secrets=self.redact_secrets,
         )
         active.export()
         self._active.append(active)
@@ -329,7 +430,9 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
     ) -> None:
         self._active.pop().close(error)
 
-    def __call__(self, function: F) -> F:
+    def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
+        """Run *function* inside this pipeline (a new pipeline run per call); coroutine
+        functions are awaited inside it."""
         @wrapt.decorator
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             with self:
@@ -342,5 +445,5 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
                 with self:
                     return await wrapped(*args, **kwargs)
 
-            return async_wrapper(function)  # type: ignore[no-any-return]
-        return wrapper(function)  # type: ignore[no-any-return]
+            return cast("Callable[P, R]", async_wrapper(function))
+        return cast("Callable[P, R]", wrapper(function))

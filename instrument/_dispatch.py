@@ -11,8 +11,8 @@ queue and a daemon thread hands them to the backend in order (FIFO per run):
   seconds while a writer waits, new records are appended to an on-disk journal (the format of
   :mod:`instrument._journal`) and the writer goes on; when the backend moves again the thread
   writes the journal's records into the run, in order, before taking new ones from the queue.
-  Records the backend still has not taken when the run must finish are kept there too, with one
-  warning naming the folder.
+  Records the backend still has not taken when the run must finish are handed back by
+  :meth:`Dispatcher.close`; the session keeps them in the run's call journal.
 * **Drained before wandb tears down.** wandb registers its exit hooks at ``wandb.init`` and
   ``atexit`` runs last-registered first, so a hook registered before the run started would run
   after wandb's teardown. The drain is registered with ``threading._register_atexit`` instead
@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import tempfile
 import threading
 import time
 import weakref
@@ -74,7 +75,8 @@ class Dispatcher:
             queue's lock (the session queues rows it held for coalescing once they are idle).
         on_flush: called by :meth:`flush` before it drains (the session queues every row it
             holds).
-        spill_folder: returns the folder records spill to (called once, when spilling starts).
+        spill_root: returns the folder under which the spill folder is made (called once, when
+            spilling starts; default ``<WANDB_DIR>/wandb``).
     """
 
     def __init__(
@@ -86,7 +88,7 @@ class Dispatcher:
         stall_timeout: float = 60.0,
         on_idle: Callable[[], None] | None = None,
         on_flush: Callable[[], None] | None = None,
-        spill_folder: Callable[[], Path] | None = None,
+        spill_root: Callable[[], Path] | None = None,
     ) -> None:
         self.name = name
         self.bound = max(1, bound)
@@ -95,7 +97,7 @@ class Dispatcher:
         self._deliver = deliver
         self._on_idle = on_idle
         self._on_flush = on_flush
-        self._spill_folder = spill_folder
+        self._spill_root = spill_root
         self._cond = threading.Condition(threading.Lock())
         self._items: collections.deque[Record] = collections.deque()
         self._thread: threading.Thread | None = None
@@ -115,6 +117,7 @@ class Dispatcher:
         self._batch: list[Record] = []  # the records the thread took from the queue
         self._current = 0  # the index in _batch of the record being written
         self._abandoned = False  # close() timed out: the thread must not write the batch's rest
+        self._gave_up_at: float | None = None  # _progress when a drain last timed out
 
     # Writers (calling threads) -------------------------------------------------------------------
     def ensure_thread(self) -> None:
@@ -161,12 +164,14 @@ class Dispatcher:
             while len(self._items) >= self.bound and not self._spilling and not self._closed:
                 if _monotonic() - self._progress >= self.stall_timeout:
                     self._spilling = started_spilling = True
+                    folder = self._folder()
                     break
                 self._wait(IDLE_CHECK_SECONDS)
         if started_spilling:
             report(Problem("backend", f"instrument: run {self.name}: the backend made no progress for "
-                           f"{self.stall_timeout:g} s; new records are kept on disk in {self._folder()} "
-                           "and written to the run when it moves again"), once=True)
+                           f"{self.stall_timeout:g} s; new records are kept on disk in {folder} and written to "
+                           "the run when it moves again (should this process die first: `python -m instrument "
+                           f"replay {folder} --run-id {self.name}`); the training goes on"), once=True)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued record was handed to the backend; True if done in *timeout* s.
@@ -179,10 +184,11 @@ class Dispatcher:
         deadline = None if timeout is None else _monotonic() + timeout
         with self._cond:
             while self._items or self._busy or self._spilling:
-                if not self._thread.is_alive():
-                    return False
+                if not self._thread.is_alive() or self._progress == self._gave_up_at:
+                    return False  # dead, or no progress since an earlier drain gave up: no second wait
                 remaining = IDLE_CHECK_SECONDS if deadline is None else min(IDLE_CHECK_SECONDS, deadline - _monotonic())
                 if remaining <= 0:
+                    self._gave_up_at = self._progress
                     return False
                 self._wait(remaining)
         return True
@@ -193,33 +199,32 @@ class Dispatcher:
             self._on_flush()
         return self.drain(timeout)
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Drain (see :meth:`drain`), then stop the thread; True if everything was written.
+    def close(self, timeout: float | None = None) -> tuple[bool, list[Record]]:
+        """Drain (see :meth:`drain`), then stop the thread.
 
-        What the backend did not take in *timeout* seconds is kept in the spill journal and a
-        warning names the folder: nothing queued is dropped.
+        Returns:
+            Whether everything was written in *timeout* seconds, and the records the backend
+            never took (a hung backend), in order: the rest of the batch the thread holds, the
+            queue, and what spilled to disk (the spill folder is removed). The caller keeps them.
+            A second call hands back nothing.
         """
+        if self._closed:
+            return not (self._items or self._busy), []
         drained = self.drain(timeout)
         with self._cond:
             self._closed = True
-            left = list(self._items)
-            self._items.clear()
-            busy = self._busy
-            if busy:
+            left: list[Record] = []
+            if self._busy:
                 self._abandoned = True
-                left[:0] = self._batch[self._current + 1:]
+                left.extend(self._batch[self._current + 1:])
+                del self._batch[self._current + 1:]
+            left.extend(self._items)
+            self._items.clear()
+            if self._spill is not None:
+                left.extend(self._take_spilled())
+            self._spilling = False
             self._cond.notify_all()
-            if left:
-                self._spill_records(left)
-            spill, self._spill = self._spill, None
-        if spill is not None:
-            spill.close()
-        if not drained:
-            kept = f"{self.spilled} record(s) were kept in {self.spill_path}" if self.spilled else "nothing was queued"
-            hung = "; the record being written when time ran out may be lost" if busy else ""
-            report(Problem("backend", f"instrument: run {self.name}: the backend did not take every record within "
-                           f"{timeout:g} s; {kept}{hung}"))
-        return drained
+        return drained, left
 
     def _wait(self, timeout: float) -> None:
         """Wait on the condition as a writer or drainer (the caller holds it); wake the thread."""
@@ -346,8 +351,15 @@ class Dispatcher:
 
     # Spilling ------------------------------------------------------------------------------------
     def _folder(self) -> Path:
+        """The spill folder: a private one (mode 0700) made under the spill root on first use."""
         if self.spill_path is None:
-            self.spill_path = self._spill_folder() if self._spill_folder is not None else _default_spill(self.name)
+            root = self._spill_root() if self._spill_root is not None else _env.journal_root()
+            prefix = f"instrument-queue-{self.name}-"
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                self.spill_path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+            except OSError:
+                self.spill_path = Path(tempfile.mkdtemp(prefix=prefix))
         return self.spill_path
 
     def _spill_records(self, records: Sequence[Record]) -> None:
@@ -355,9 +367,7 @@ class Dispatcher:
         from instrument._journal import JournalWriter
 
         if self._spill is None:
-            folder = self._folder()
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._spill = JournalWriter(folder)
+            self._spill = JournalWriter(self._folder())
         for record in records:
             try:
                 self._spill.append(record)
@@ -365,6 +375,18 @@ class Dispatcher:
             except Exception as error:  # noqa: BLE001 - never raise into user code
                 report(Problem("backend", f"instrument: run {self.name}: a {type(record).__name__} record could "
                                f"not be kept on disk ({type(error).__name__}: {error}); it was lost"), once=True)
+
+    def _take_spilled(self) -> list[Record]:
+        """Return every spilled record not written yet and remove the spill folder (condition held)."""
+        from instrument._journal import JournalReader
+
+        reader = self._spill_reader or JournalReader(self._folder())
+        self._spill.close()
+        records = [r for r in reader.read_new() if not isinstance(r, dict)]
+        reader.remove()
+        self._spill = self._spill_reader = None
+        self.spill_path = None
+        return records  # type: ignore[return-value]
 
     def _unspill(self) -> list[Record]:
         """Return the next spilled records to write (the caller holds the condition).
@@ -389,11 +411,6 @@ class Dispatcher:
             if self._waiters:
                 self._cond.notify_all()
         return records
-
-
-def _default_spill(name: str) -> Path:
-    root = Path(os.environ.get(_env.WANDB_DIR) or Path.cwd())
-    return root / "wandb" / f"instrument-spill-{name}-{os.getpid()}"
 
 
 # Exit: drain every live dispatcher when the main thread ends, before atexit hooks ---------------

@@ -28,7 +28,9 @@ WANDB_DIR = "WANDB_DIR"
 #: from warnings into exceptions. Default off; the pytest fixture turns it on.
 INSTRUMENT_STRICT = "INSTRUMENT_STRICT"
 
-#: Seconds that finishing may take before it gives up with a warning. Default 30.
+#: Seconds that finishing a run may take (wandb's upload at the end, a hung backend, a thread
+#: still writing) before instrument gives up with a warning that says where the unsynced data
+#: is. Default 30; also passed to wandb as its ``finish_timeout`` setting.
 INSTRUMENT_EXIT_TIMEOUT = "INSTRUMENT_EXIT_TIMEOUT"
 
 #: ``1``/``true`` makes every run write to wandb on the calling thread, in call order (debugging,
@@ -90,6 +92,12 @@ def stall_timeout(environ: Mapping[str, str] = os.environ) -> float:
     except ValueError:
         return 60.0
     return value if value > 0 else 60.0
+
+
+def journal_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """Return the folder under which a run's call journal is created when wandb fails:
+    ``<WANDB_DIR>/wandb`` (default ``./wandb``), next to wandb's own run folders."""
+    return Path(environ.get(WANDB_DIR) or os.getcwd()) / "wandb"
 
 
 def has_credentials(environ: Mapping[str, str] = os.environ) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -32,8 +33,9 @@ import attrs
 from instrument import _env
 from instrument._backend import Backend, DisabledBackend, RunSpec
 from instrument._journal import JournalReader, JournalWriter
-from instrument._problems import InstrumentWarning, Problem, report
-from instrument._records import Record, SummaryUpdate
+from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report
+from instrument._records import ConfigUpdate, Record, SummaryUpdate
+from instrument._redact import redact_config
 from instrument._session import Session
 
 CONTEXT_VERSION = 1
@@ -82,29 +84,46 @@ class RunContext:
         """Read a context file.
 
         Raises:
-            ContextFileError: the file is missing, unreadable, not JSON, or lacks a field; the
-                message names the file and what is wrong.
+            ContextFileError: the file is missing, unreadable, empty, not a JSON object, lacks a
+                field, has a field of the wrong type, names a mode wandb does not know, or was
+                written by a newer instrument; the message names the file and what is wrong.
         """
+        where = f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}"
         try:
             text = Path(path).read_text()
-        except OSError as error:
-            raise ContextFileError(
-                f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: cannot read the context file "
-                f"({error.strerror or error})"
-            ) from None
+        except (OSError, UnicodeDecodeError) as error:
+            detail = getattr(error, "strerror", None) or str(error)
+            raise ContextFileError(f"{where}: cannot read the context file ({detail})") from None
         try:
             data = json.loads(text)
-            names = {f.name for f in attrs.fields(cls)}
-            missing = sorted(n for n in ("run_id", "mode", "journal_dir") if n not in data)
-            if missing:
-                raise ContextFileError(
-                    f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: the context file lacks {', '.join(missing)}"
-                )
-            return cls(**{k: v for k, v in data.items() if k in names})
-        except (json.JSONDecodeError, TypeError, AttributeError) as error:
+        except json.JSONDecodeError as error:
+            detail = "the file is empty" if not text.strip() else f"not JSON: {error}"
+            raise ContextFileError(f"{where}: not a valid context file ({detail})") from None
+        if not isinstance(data, dict):
             raise ContextFileError(
-                f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}: not a valid context file ({error})"
-            ) from None
+                f"{where}: not a valid context file (expected a JSON object, got {type(data).__name__})"
+            )
+        wrong = [f"{name} is missing" for name in ("run_id", "mode", "journal_dir") if name not in data]
+        for name in ("run_id", "mode", "journal_dir"):
+            if name in data and (not isinstance(data[name], str) or not data[name]):
+                wrong.append(f"{name} must be a non-empty string, got {type(data[name]).__name__} {data[name]!r}")
+        for name in ("project", "entity", "group"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                wrong.append(f"{name} must be a string or null, got {type(data[name]).__name__} {data[name]!r}")
+        if isinstance(data.get("mode"), str) and data["mode"]:
+            try:
+                _env.resolve_mode(data["mode"], {})
+            except ValueError:
+                wrong.append(f"mode {data['mode']!r} is not a wandb mode")
+        version = data.get("version", CONTEXT_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version > CONTEXT_VERSION:
+            wrong.append(f"version {version!r} is not one this instrument reads (up to {CONTEXT_VERSION})")
+        if wrong:
+            raise ContextFileError(f"{where}: not a valid context file: {'; '.join(wrong)}")
+        return cls(
+            run_id=data["run_id"], project=data.get("project"), entity=data.get("entity"),
+            group=data.get("group"), mode=data["mode"], journal_dir=data["journal_dir"], version=version,
+        )
 
 
 class Sink(Protocol):
@@ -126,6 +145,8 @@ class JournalSink:
         for problem in problems:
             report(problem, once=problem.kind == "non_finite")
         for record in records:
+            if isinstance(record, ConfigUpdate) and _state.settings.redact_secrets:
+                record = attrs.evolve(record, values=redact_config(record.values))  # before it hits the disk
             try:
                 self.writer.append(record)
             except Exception as error:  # noqa: BLE001 - never raise into user code
@@ -143,6 +164,7 @@ class Settings:
     tags: tuple[str, ...] = ()
     job_type: str | None = None
     mode: str | None = None
+    redact_secrets: bool = True
     synchronous: bool = False
 
 
@@ -214,10 +236,16 @@ def new_session(
 ) -> Session:
     """Return a new session for a run spec; resolves the mode and picks the backend.
 
-    *on_start* is called with the session once its run started (after the exit hooks are set).
+    Secret-looking config keys of the spec are redacted unless ``redact_secrets`` (a spec field
+    here, else ``configure(redact_secrets=...)``) is False. *on_start* is called with the session
+    once its run started (after the exit hooks are set).
     """
     mode, announce = _env.resolve_mode(spec_fields.pop("mode", None), environ)
-    spec = RunSpec(mode=mode, announce=announce, **spec_fields)
+    redact = spec_fields.pop("redact_secrets", None)
+    redact = _state.settings.redact_secrets if redact is None else redact
+    if redact and spec_fields.get("config"):
+        spec_fields["config"] = redact_config(spec_fields["config"])
+    spec = RunSpec(mode=mode, announce=announce, redact_secrets=redact, **spec_fields)
 
     def started(session: Session) -> None:
         _on_start(session)
@@ -359,7 +387,7 @@ def _context(environ: Mapping[str, str]) -> RunContext | None:
 def training_session(context: RunContext, environ: Mapping[str, str]) -> Session:
     """Return this process's training run for *context*, creating it on first use."""
     session = _state.training.get(context.run_id)
-    if session is None:
+    if session is None or session.finished:  # finished by hand: later points make a new run
         settings = _state.settings
         journal = journal_sink(context)
         session = new_session(
@@ -472,14 +500,24 @@ def pop_pipeline(session: Session) -> None:
 
 
 def ingest(session: Session, reader: JournalReader) -> list[str]:
-    """Write the journal records found by *reader* into *session*; return children's run ids."""
+    """Write the journal records found by *reader* into *session*; return children's run ids.
+
+    Every record read is written. A problem a record raises in strict mode comes from another
+    process and cannot be raised there, so here it is a warning that names the run.
+    """
     children: list[str] = []
     for record in reader.read_new():
         if isinstance(record, dict):
             if record.get("type") == "child":
                 children.append(str(record["run_id"]))
+            else:
+                report(Problem("backend", f"instrument: journal {reader.folder}: a line of unknown type "
+                               f"{record.get('type')!r} was skipped"), once=True)
             continue
-        session.write([record])
+        try:
+            session.write([record])
+        except InstrumentationError as error:
+            warnings.warn(f"{error} (a record journaled for run {session.id})", InstrumentWarning, stacklevel=2)
     return children
 
 
@@ -491,8 +529,9 @@ def _warn_forked() -> None:
     if not _forked_warned:
         _forked_warned = True
         warnings.warn(
-            "instrument: this is a multiprocessing child (a DataLoader worker or a pool); decorated "
-            "calls here run as plain functions and log nothing",
+            "instrument: this is a forked or multiprocessing child process (a DataLoader worker, a "
+            "pool); decorated calls here run as plain functions and log nothing (the parent's run is "
+            "left alone)",
             InstrumentWarning,
             stacklevel=4,
         )
@@ -505,13 +544,95 @@ def _multiprocessing_child() -> bool:
 
 
 def _after_fork_in_child() -> None:
-    global _state, _forked, _lock
+    global _state, _forked, _lock, _forked_warned
     _forked = True
+    _forked_warned = False
     _lock = threading.RLock()
     _state = _State()
+    _terminators.clear()
+    _sigterm_finished.clear()
+    _sigterm_finishing.clear()
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the child owns no pipeline run
+    except (ValueError, OSError):  # not the main thread
+        pass
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_terminators: list[Callable[[int], None]] = []
+
+
+def close_on_sigterm(close: Callable[[int], None]) -> None:
+    """Call *close(143)* if this process gets SIGTERM while it owns a pipeline run.
+
+    The handler is installed only in the main thread and only if SIGTERM still has its default
+    handler (a framework's own handler is left alone). On SIGTERM a thread closes every
+    registered owner, newest first, and finishes this process's other runs with exit code 143
+    (each bounded by ``INSTRUMENT_EXIT_TIMEOUT``) while the main thread goes on; then the default
+    handler is restored and SIGTERM raised again, so the process ends as it would have without
+    instrument. A second SIGTERM meanwhile ends it at once.
+    """
+    with _lock:
+        _terminators.append(close)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):
+            pass
+
+
+def forget_sigterm(close: Callable[[int], None]) -> None:
+    """Undo :func:`close_on_sigterm`; restore the default handler once no owner is left."""
+    with _lock:
+        if close in _terminators:
+            _terminators.remove(close)
+        if _terminators or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+
+_sigterm_finished = threading.Event()
+_sigterm_finishing = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # The main thread may have been interrupted while holding a lock (wandb's console wrapper,
+    # a run's lock), so the runs are finished on a thread of their own while the main thread goes
+    # on; that thread then signals the main thread again, which dies of the default action.
+    if _sigterm_finished.is_set() or _sigterm_finishing.is_set():  # finished, or a second SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _sigterm_finishing.set()
+    threading.Thread(target=_finish_after_sigterm, name="instrument-sigterm", daemon=True).start()
+
+
+def _finish_after_sigterm() -> None:
+    global _exit_code
+    _exit_code = 128 + signal.SIGTERM
+    try:
+        for close in reversed(list(_terminators)):
+            try:
+                close(_exit_code)
+            except Exception:  # noqa: BLE001, S110 - dying anyway; finish what can be finished
+                pass
+        finish_state(_exit_code)
+    finally:
+        _sigterm_finished.set()
+        _sigterm_finishing.clear()
+        try:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        except (OSError, ValueError):  # the main thread already ended: the interpreter is exiting
+            pass
 
 
 def pipeline_children_summary(children: list[str]) -> SummaryUpdate:

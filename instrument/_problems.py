@@ -7,16 +7,21 @@ touched by this module.
 
 from __future__ import annotations
 
+import contextvars
+import os
 import threading
 import warnings
 from typing import Literal
 
 import attrs
 
-Kind = Literal["unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend"]
+Kind = Literal[
+    "unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend", "redacted",
+]
 
-#: Kinds that are about the user's data rather than about instrumentation: never raised.
-_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend"})
+#: Kinds that are about the user's data, a chosen rule or a failing backend rather than about bad
+#: input: never raised, even in strict mode (a secret is redacted, a backend fault is absorbed).
+_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted"})
 
 
 class InstrumentWarning(UserWarning):
@@ -37,8 +42,19 @@ class Problem:
 
 
 _strict_override: list[bool] = []
+#: The decorated function (or ``WandBContext`` method) whose values are being written: problems
+#: found below the routing (in the session, in a backend) name it in their message.
+_origin: contextvars.ContextVar[str | None] = contextvars.ContextVar("instrument_origin", default=None)
 _seen: set[tuple[str, str]] = set()
-_seen_lock = threading.Lock()
+_seen_lock = threading.RLock()  # re-entrant: a SIGTERM handler may report while the main thread does
+
+
+def _after_fork_in_child() -> None:
+    global _seen_lock
+    _seen_lock = threading.RLock()  # another thread may have held it at fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def strict() -> bool:
@@ -60,21 +76,50 @@ def pop_strict() -> None:
     _strict_override.pop()
 
 
+class origin:  # noqa: N801 - used like a function: ``with origin(name):``
+    """Name *function* in the message of every problem reported inside the block.
+
+    A small class rather than a ``contextlib.contextmanager``: it wraps every logging call, and
+    a generator-based context manager costs several times more.
+    """
+
+    __slots__ = ("function", "token")
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+
+    def __enter__(self) -> None:
+        self.token = _origin.set(self.function)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _origin.reset(self.token)
+
+
+def with_origin(message: str) -> str:
+    """Return *message* (``"instrument: ..."``) naming the function of the enclosing :func:`origin`."""
+    function = _origin.get()
+    if function and message.startswith("instrument: ") and not message.startswith(f"instrument: {function}:"):
+        return f"instrument: {function}: {message[len('instrument: '):]}"
+    return message
+
+
 def report(problem: Problem, *, once: bool = False) -> None:
     """Raise *problem* in strict mode, else warn; with *once*, warn once per kind and key.
+
+    The message names the function being written for (:func:`origin`) when it does not already.
 
     Raises:
         InstrumentationError: strict mode is on and the problem is not advisory.
     """
     if problem.kind not in _ADVISORY and strict():
-        raise InstrumentationError(problem.message)
+        raise InstrumentationError(with_origin(problem.message))
     if once:
         with _seen_lock:
             marker = (problem.kind, problem.key)
             if marker in _seen:
                 return
             _seen.add(marker)
-    warnings.warn(problem.message, InstrumentWarning, stacklevel=3)
+    warnings.warn(with_origin(problem.message), InstrumentWarning, stacklevel=3)
 
 
 def reset_once() -> None:

@@ -1,42 +1,117 @@
 """The recording backend: runs kept in memory, the oracle for tests.
 
-It keeps wandb's rules that matter to users (WANDB_FACTS): every ``log`` appends a history row
-with an increasing ``_step`` and updates the summary with the row's values, unless a metric's
-``define_metric(summary=...)`` says otherwise (then the summary value is ``{"min": v}`` and so
-on, or absent for ``"none"``); summary updates never touch history; config updates merge at the
-top level. Values read back are deep copies: later writes never change them.
+It keeps the rules of wandb 0.31 that users' assertions depend on (WANDB_FACTS):
+
+* every ``log`` appends one history row with the next ``_step`` (0, 1, 2, ...) and sets the
+  summary to the row's values (2.1), unless ``define_metric(summary=...)`` says otherwise: then
+  the summary value is ``{"min": v}`` and so on, or absent for ``"none"`` (1.4);
+* a summary update never touches history (2.1), and a NaN set in the summary is stored as
+  ``None`` (wandb writes null; section 6);
+* a config update replaces top-level keys (``config.update``; the session deep-merges first);
+* what wandb rejects is rejected: a file policy other than ``now``/``end``/``live`` or a
+  ``base_path`` that is not a prefix of the path (ValueError in ``run.save``), an artifact path
+  that does not exist, an alert level other than INFO/WARN/ERROR, an image array of a shape
+  wandb cannot convert. A ``save`` whose path matches no file is rejected too: wandb saves
+  nothing and says nothing (2.5), which a test should hear about. In strict mode the rejection
+  is an :class:`~instrument.InstrumentationError` that reaches the test; otherwise it is the
+  ``ValueError`` wandb raises, which the session turns into one warning.
+
+Everything read back is plain data (numbers, strings, lists, dicts; media as small dicts such
+as ``{"_type": "table", "columns": [...], "rows": [...]}``) and a deep copy: later writes never
+change what a test already holds.
 """
 
 from __future__ import annotations
 
 import copy
+import glob
+import math
+import os
+import pathlib
 import threading
 from typing import Any
 
-import attrs
-
 from instrument._backend import RunSpec
+from instrument._problems import InstrumentationError, strict, with_origin
 from instrument._values import Histogram, Image, Table
 
+_POLICIES = ("now", "end", "live")
+_LEVELS = ("INFO", "WARN", "ERROR")
 
-def _snapshot(value: Any) -> Any:
+
+def _reject(message: str) -> Exception:
+    """Return the error for a call wandb would reject: loud in strict mode, wandb's otherwise."""
+    if strict():
+        return InstrumentationError(with_origin(f"instrument: {message}"))
+    return ValueError(message)  # the session's warning names the function around it
+
+
+def _image(value: Image, key: str) -> Any:
+    """Return what a test needs to know of an image: size and caption; reject bad shapes."""
+    from instrument._wandb_backend import image_array  # imports numpy only for numpy data
+
+    pictures = []
+    for picture in image_array(value):
+        shape = getattr(picture, "shape", None)
+        if shape is not None:
+            shape = tuple(shape)
+            if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))):
+                raise _reject(f"key {key!r}: an image of shape {shape} cannot be converted by wandb "
+                              "(expected HxW, HxWxC or CxHxW with C of 1, 3 or 4)")
+            height, width = shape[0], shape[1]
+        else:
+            width, height = getattr(picture, "size", (None, None))
+        pictures.append({"_type": "image", "width": width, "height": height, "caption": value.caption})
+    return pictures[0] if len(pictures) == 1 else pictures
+
+
+def _foreign(value: Any) -> dict[str, Any]:
+    """Describe a wandb object the user passed in as is (``wandb.Image``, ``wandb.Table``)."""
+    kind = type(value).__name__
+    if kind == "Table":
+        return {"_type": "table", "columns": list(getattr(value, "columns", [])),
+                "rows": [list(r) for r in getattr(value, "data", [])]}
+    if kind == "Image":
+        return {"_type": "image", "width": getattr(value, "_width", None),
+                "height": getattr(value, "_height", None), "caption": getattr(value, "_caption", None)}
+    return {"_type": f"wandb.{kind}"}
+
+
+def _snapshot(value: Any, key: str = "") -> Any:
+    """Return *value* as plain data, deep-copied; media become small dicts."""
     if isinstance(value, Table):
-        return {"_type": "table", "columns": list(value.columns), "rows": [list(r) for r in value.rows]}
+        return {"_type": "table", "columns": list(value.columns), "rows": [copy.deepcopy(list(r)) for r in value.rows]}
     if isinstance(value, Histogram):
         return {"_type": "histogram", "values": list(value.values)}
     if isinstance(value, Image):
-        shape = getattr(value.data, "shape", None) or getattr(value.data, "size", None)
-        return {"_type": "image", "shape": tuple(shape) if shape is not None else None, "caption": value.caption}
+        return _image(value, key)
     if type(value).__module__.split(".")[0] == "wandb":
-        return {"_type": f"wandb.{type(value).__name__}"}
+        return _foreign(value)
     if isinstance(value, dict):
-        return {k: _snapshot(v) for k, v in value.items()}
+        return {k: _snapshot(v, f"{key}/{k}" if key else k) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_snapshot(v) for v in value]
+        return [_snapshot(v, key) for v in value]
     return copy.deepcopy(value)
 
 
-def _aggregate(ops: str, old: Any, value: Any, count: int) -> dict[str, Any]:
+def _media_kind(snapshot: Any) -> str | None:
+    first = snapshot[0] if isinstance(snapshot, list) and snapshot else snapshot
+    kind = first.get("_type") if isinstance(first, dict) else None
+    return {"table": "tables", "image": "images"}.get(kind or "")
+
+
+def _null_nan(value: Any) -> Any:
+    """Return *value* with NaN floats as None, as wandb stores a summary."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _null_nan(v) for k, v in value.items()}
+    return value
+
+
+def _aggregate(ops: str, old: Any, value: Any, total: float, count: int) -> dict[str, Any]:
+    """Return the summary dict of a ``define_metric(summary=ops)`` key after *value* was logged;
+    *total* and *count* are the sum and number of values so far (wandb's mean is total/count)."""
     out: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
     for op in ops.split(","):
         previous = out.get(op)
@@ -49,46 +124,82 @@ def _aggregate(ops: str, old: Any, value: Any, count: int) -> dict[str, Any]:
         elif op == "first":
             out[op] = value if previous is None else previous
         elif op == "mean":
-            out[op] = value if previous is None else previous + (value - previous) / count
+            out[op] = total / count
     return out
 
 
 class RecordedRun:
-    """One run as the recording backend saw it; every attribute is a snapshot of plain data.
+    """One run as the recording backend saw it; every attribute reads back a snapshot of plain data.
 
     Attributes:
-        id, project, entity, name, group, job_type, tags: what the run was started with.
-        config: ``run.config`` (nested dicts). summary: ``run.summary`` in wandb's shapes.
-        history: the rows in log order, each with ``_step``.
-        tables, images: ``{key: [value, ...]}`` for each media value logged (history or summary).
-        files: saved files ``{"path", "base_path", "policy"}``. artifacts, alerts: dicts.
+        id, project, entity, name, group, job_type, tags, mode: what the run was started with
+            (``wandb.init``'s arguments; *mode* is the one wandb would have used).
+        config: ``run.config``, nested dicts.
+        summary: ``run.summary`` in wandb's shapes (``{"min": v}`` for a ``summary="min"`` key).
+        history: the rows in log order, each with its ``_step``.
+        metrics: the ``define_metric`` declarations, ``{key: {"step_metric", "summary"}}``.
+        tables, images: ``{key: [value, ...]}``, one entry per table or image logged under *key*
+            (to history or summary), in order.
+        files: saved files ``{"path", "policy", "source"}``; *path* is where wandb puts the file
+            in the run (relative to its ``files/`` folder), *source* the absolute file saved.
+        artifacts: ``{"name", "type", "aliases", "path"}``. alerts: ``{"title", "text", "level"}``.
         finished: whether the run was finished; exit_code: its exit code, else None.
+
+    The methods after :meth:`series` are the backend protocol the session calls; spy on them
+    with pytest-mock (``mocker.spy(RecordedRun, "log")``) to see every call.
     """
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
         self.id = spec.id
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._config: dict[str, Any] = copy.deepcopy(dict(spec.config))
         self._summary: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
         self._metrics: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, int] = {}
+        self._totals: dict[str, float] = {}
         self._files: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
-        self._media: dict[str, dict[str, list[Any]]] = {"table": {}, "image": {}}
+        self._media: dict[str, dict[str, list[Any]]] = {"tables": {}, "images": {}}
         self.finished = False
         self.exit_code: int | None = None
-        self.calls: list[tuple[str, Any]] = []
 
-    project = property(lambda self: self.spec.project, doc="The run's project.")
-    entity = property(lambda self: self.spec.entity, doc="The run's entity.")
-    name = property(lambda self: self.spec.name, doc="The run's display name.")
-    group = property(lambda self: self.spec.group, doc="The run's group.")
-    job_type = property(lambda self: self.spec.job_type, doc="The run's job type.")
-    tags = property(lambda self: tuple(self.spec.tags), doc="The run's tags.")
-    mode = property(lambda self: self.spec.mode, doc="The mode the run would have had on wandb.")
+    @property
+    def project(self) -> str | None:
+        """The run's project (``wandb.init(project=...)``)."""
+        return self.spec.project
+
+    @property
+    def entity(self) -> str | None:
+        """The run's entity."""
+        return self.spec.entity
+
+    @property
+    def name(self) -> str | None:
+        """The run's display name."""
+        return self.spec.name
+
+    @property
+    def group(self) -> str | None:
+        """The run's group (a pipeline and its children share one)."""
+        return self.spec.group
+
+    @property
+    def job_type(self) -> str | None:
+        """The run's job type: ``"pipeline"``, ``"train"``, or None for a standalone run."""
+        return self.spec.job_type
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The run's tags (a child of a pipeline has ``parent:<pipeline id>``)."""
+        return tuple(self.spec.tags)
+
+    @property
+    def mode(self) -> str:
+        """The mode wandb would have run in (``online``, ``offline``, ``disabled``)."""
+        return self.spec.mode
 
     @property
     def config(self) -> dict[str, Any]:
@@ -110,83 +221,89 @@ class RecordedRun:
 
     @property
     def metrics(self) -> dict[str, dict[str, Any]]:
-        """``define_metric`` declarations: ``{name: {"step_metric", "summary"}}``."""
+        """``define_metric`` declarations: ``{key: {"step_metric", "summary"}}``."""
         with self._lock:
             return copy.deepcopy(self._metrics)
 
     @property
     def tables(self) -> dict[str, list[Any]]:
-        """Tables logged, by key: ``{"columns": [...], "rows": [[...]]}`` each."""
+        """Tables logged, by key, in order: ``{"_type": "table", "columns": [...], "rows": [[...]]}``."""
         with self._lock:
-            return copy.deepcopy(self._media["table"])
+            return copy.deepcopy(self._media["tables"])
 
     @property
     def images(self) -> dict[str, list[Any]]:
-        """Images logged, by key: ``{"shape", "caption"}`` each."""
+        """Images logged, by key, in order: ``{"_type": "image", "width", "height", "caption"}``
+        (a list of those for a batch)."""
         with self._lock:
-            return copy.deepcopy(self._media["image"])
+            return copy.deepcopy(self._media["images"])
 
     @property
     def files(self) -> list[dict[str, Any]]:
-        """Files saved with the run."""
+        """Files saved with the run, in order: ``{"path", "policy", "source"}``."""
         with self._lock:
             return copy.deepcopy(self._files)
 
     @property
     def artifacts(self) -> list[dict[str, Any]]:
-        """Artifacts logged: ``{"path", "type", "name", "aliases"}``."""
+        """Artifacts logged, in order: ``{"name", "type", "aliases", "path"}``."""
         with self._lock:
             return copy.deepcopy(self._artifacts)
 
     @property
     def alerts(self) -> list[dict[str, Any]]:
-        """Alerts sent: ``{"title", "text", "level"}``."""
+        """Alerts sent, in order: ``{"title", "text", "level"}``."""
         with self._lock:
             return copy.deepcopy(self._alerts)
 
     def series(self, key: str) -> list[tuple[Any, Any]]:
-        """Return ``(step, value)`` for each row holding *key*, on the key's own step axis.
+        """Return ``(step, value)`` for each history row holding *key*, in log order.
 
-        The axis is the ``step_metric`` declared for *key*, else ``_step``.
+        The step is read on the key's own axis: the ``step_metric`` declared for *key* (a stage's
+        ``<stage>/step``), else ``_step``. A key never logged gives ``[]``.
         """
         with self._lock:
             axis = self._metrics.get(key, {}).get("step_metric") or "_step"
             return [(row.get(axis), copy.deepcopy(row[key])) for row in self._history if key in row]
 
-    def _media_of(self, values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            kind = "table" if isinstance(value, Table) else "image" if isinstance(value, Image) else None
+    def _keep_media(self, snapshot: dict[str, Any]) -> None:
+        for key, value in snapshot.items():
+            kind = _media_kind(value)
             if kind is not None:
-                self._media[kind].setdefault(key, []).append(_snapshot(value))
+                self._media[kind].setdefault(key, []).append(copy.deepcopy(value))
 
     # BackendRun protocol -------------------------------------------------------------------------
     def log(self, row: dict[str, Any]) -> None:
-        """Append a history row and update the summary as wandb does."""
+        """Append a history row with the next ``_step`` and update the summary as wandb does."""
+        snapshot = _snapshot(row)  # outside the lock: may reject (bad image) before anything lands
         with self._lock:
-            snapshot = _snapshot(row)
             snapshot["_step"] = len(self._history)
             self._history.append(snapshot)
-            self._media_of(row)
+            self._keep_media(snapshot)
             for key, value in snapshot.items():
                 if key.startswith("_"):
                     continue
                 ops = self._metrics.get(key, {}).get("summary")
-                self._counts[key] = self._counts.get(key, 0) + 1
                 if not ops:
-                    self._summary[key] = value
-                elif ops != "none" and isinstance(value, int | float):
-                    self._summary[key] = _aggregate(ops, self._summary.get(key), value, self._counts[key])
+                    self._summary[key] = copy.deepcopy(value)
+                elif ops != "none" and isinstance(value, int | float) and not isinstance(value, bool):
+                    self._counts[key] = self._counts.get(key, 0) + 1
+                    self._totals[key] = self._totals.get(key, 0) + value
+                    self._summary[key] = _aggregate(
+                        ops, self._summary.get(key), value, self._totals[key], self._counts[key]
+                    )
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
-        """Record a ``define_metric`` declaration."""
+        """Record a ``define_metric`` declaration for the exact key *name*."""
         with self._lock:
             self._metrics[name] = {"step_metric": step_metric, "summary": summary}
 
     def update_summary(self, values: dict[str, Any]) -> None:
-        """Set summary keys; no history row."""
+        """Set summary keys (NaN becomes None, as wandb stores it); no history row."""
+        snapshot = _null_nan(_snapshot(values))
         with self._lock:
-            self._summary.update(_snapshot(values))
-            self._media_of(values)
+            self._summary.update(snapshot)
+            self._keep_media(snapshot)
 
     def update_config(self, values: dict[str, Any]) -> None:
         """Set top-level config keys."""
@@ -194,17 +311,54 @@ class RecordedRun:
             self._config.update(copy.deepcopy(values))
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
-        """Record a saved file."""
+        """Record the files *path* (a path or glob) matches, named as wandb names them in the run.
+
+        Raises:
+            ValueError, InstrumentationError: (the latter in strict mode) the policy is not
+                ``now``/``end``/``live``, *base_path* is not a prefix of *path*, or no file matches.
+        """
+        if policy not in _POLICIES:
+            raise _reject(f"save({path!r}): policy {policy!r} is not one of {list(_POLICIES)} (wandb raises ValueError)")
+        source = pathlib.Path(os.path.abspath(path))
+        if base_path is not None:
+            base = pathlib.Path(os.path.abspath(base_path))
+        elif not pathlib.PurePath(path).is_absolute():
+            base = pathlib.Path(os.path.abspath("."))
+        else:
+            base = source.parent.parent  # wandb keeps one folder level of an absolute path
+        if not source.is_relative_to(base):
+            raise _reject(f"save({path!r}): base_path {base_path!r} is not a prefix of the path (wandb raises ValueError)")
+        matches = sorted(p for p in glob.glob(str(source)) if os.path.isfile(p))
+        if not matches:
+            raise _reject(f"no file matches {path!r}; wandb would save nothing and say nothing")
         with self._lock:
-            self._files.append({"path": path, "base_path": base_path, "policy": policy})
+            for match in matches:
+                name = pathlib.Path(match).relative_to(base).as_posix()
+                self._files.append({"path": name, "policy": policy, "source": match})
 
     def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
-        """Record a logged artifact."""
+        """Record a logged artifact; ``latest`` is added to its aliases, as wandb
+        adds it (in no fixed order there; last here).
+
+        Raises:
+            ValueError, InstrumentationError: (the latter in strict mode) *path* does not exist.
+        """
+        if not os.path.exists(path):
+            raise _reject(f"log_artifact({path!r}): no such file or folder (wandb raises ValueError)")
         with self._lock:
-            self._artifacts.append({"path": path, "type": type, "name": name, "aliases": list(aliases)})
+            every = list(aliases) if "latest" in aliases else [*aliases, "latest"]  # as wandb does
+            self._artifacts.append({"name": name, "type": type, "aliases": every,
+                                    "path": os.path.abspath(path)})
 
     def alert(self, title: str, text: str, level: str) -> None:
-        """Record an alert."""
+        """Record an alert.
+
+        Raises:
+            ValueError, InstrumentationError: (the latter in strict mode) *level* is not INFO,
+                WARN or ERROR (wandb has no such ``AlertLevel``).
+        """
+        if level not in _LEVELS:
+            raise _reject(f"alert({title!r}): level {level!r} is not one of {list(_LEVELS)}")
         with self._lock:
             self._alerts.append({"title": title, "text": text, "level": level})
 
@@ -219,28 +373,40 @@ class RecordedRun:
         return f"memory (recorded run {self.id})"
 
     def __repr__(self) -> str:
-        return (f"RecordedRun(id={self.id!r}, job_type={self.job_type!r}, group={self.group!r}, "
-                f"rows={len(self._history)}, finished={self.finished})")
+        with self._lock:
+            state = f"finished, exit_code={self.exit_code}" if self.finished else "running"
+            return (f"<RecordedRun {self.id} project={self.project!r} group={self.group!r} "
+                    f"job_type={self.job_type!r} tags={list(self.tags)} history={len(self._history)} rows "
+                    f"summary={sorted(self._summary)} {state}>")
 
 
-@attrs.define
 class RecordingBackend:
     """A backend that keeps every run in memory, in creation order (:attr:`runs`).
 
-    It is always written synchronously, on the calling thread (no dispatcher thread), so
-    strict-mode errors reach the test where the call was made.
+    Attributes:
+        name: ``"recording"``.
+        synchronous: True: sessions write to it in the caller's thread, so a strict-mode
+            :class:`~instrument.InstrumentationError` reaches the code under test.
+        runs: the :class:`RecordedRun` objects started, in creation order.
     """
 
-    synchronous = True  # read by the session: no dispatcher thread
-    name: str = "recording"
-    runs: list[RecordedRun] = attrs.field(factory=list)
+    name = "recording"
+    synchronous = True
+
+    def __init__(self) -> None:
+        self.runs: list[RecordedRun] = []
+        self._lock = threading.Lock()
 
     def start(self, spec: RunSpec) -> RecordedRun:
-        """Record a new run from *spec*."""
+        """Start (record) a new run from *spec* and return it."""
         run = RecordedRun(spec)
-        self.runs.append(run)
+        with self._lock:
+            self.runs.append(run)
         return run
 
     def adopt(self) -> None:
-        """Return None: a recording never adopts a foreign run."""
+        """Return None: a recording never adopts a run some other code started."""
         return None
+
+    def __repr__(self) -> str:
+        return f"<RecordingBackend {len(self.runs)} runs>"

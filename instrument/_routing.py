@@ -1,32 +1,41 @@
 """Pure routing: (returned value, decorator role, prefix) -> records and problems.
 
-No wandb, no I/O, no global state. numpy, torch and pandas objects are recognised by duck typing
-and their module name, so none of them is imported here unless the caller already handed one in.
+The one place the rules of README "Where values land" live. No wandb, no global state, no I/O
+(only the working directory is read, to keep a saved file's path relative to it). numpy,
+torch, pandas, PIL and OmegaConf objects are recognised by duck typing and their module name;
+numpy is used only to convert an array the caller already handed in, and none of the others is
+ever imported here.
 
-Rules (README "Where values land"):
+Rules:
 
-* role ``series`` (``training_stage``): numbers become one history point; role ``summary``
-  (``eval_summary``): numbers become summary keys.
+* role ``series`` (``training_stage``): numbers become one history point on the stage's axis;
+  role ``summary`` (``eval_summary``): numbers become summary keys.
 * strings go to the summary (W&B does not chart strings), from either role.
-* nested mappings flatten with ``/``; every key gets the decorator's prefix.
-* markers (``Summary``, ``Series``, ``Config``, ``Alert``, ``File``/``Path``, ``Artifact``) override
-  the role; ``Table``/``Image``/``Histogram`` are media: history on a stage's axis, summary from
-  an eval.
-* an unmarked uint8 array HxW or HxWx1/3/4 is an image, a 1-D array of more than one element a
-  histogram; any other array is not guessed.
+* nested mappings flatten with ``/``; every key gets the decorator's prefix, markers included.
+* markers override the role: ``Summary``, ``Series``, ``Config`` (deep-merged under the prefix,
+  whatever mapping key holds it),
+  ``Alert``, ``File``/``pathlib.Path`` (a saved file), ``Artifact``.
+* media (``Table``, a pandas DataFrame, ``Image``, a PIL image, ``Histogram``, any W&B data type
+  such as ``wandb.Table``/``wandb.Image``) follow the role: history on a stage's axis, summary
+  from an eval.
+* an unmarked uint8 array HxW or HxWx1/3/4 is an image, a 1-D array or tensor of more than one
+  element a histogram, an array of one element a number; any other array is not guessed.
 * anything else is a problem naming the function, the key and the type; the rest still lands.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import pathlib
+import re
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
 
-from instrument._problems import Problem
+from instrument._problems import Kind, Problem
 from instrument._records import (
     ConfigUpdate,
     LogArtifact,
@@ -40,7 +49,8 @@ from instrument._values import Alert, Artifact, Config, File, Histogram, Image, 
 
 Role = Literal["series", "summary"]
 
-_MEDIA = (Table, Image, Histogram)
+_TENSOR_MODULES = frozenset({"torch", "jax", "jaxlib", "tensorflow"})
+_IMAGE_CHANNELS = (1, 3, 4)
 
 
 @attrs.frozen(slots=True)
@@ -56,13 +66,31 @@ def _module(value: object) -> str:
 
 
 def is_tensor(value: object) -> bool:
-    """Return whether *value* looks like a torch/jax tensor (duck typing, nothing imported)."""
-    return _module(value) in {"torch", "jax", "jaxlib", "tensorflow"} and hasattr(value, "shape")
+    """Return whether *value* looks like a torch/jax/tensorflow tensor (duck typing, nothing imported)."""
+    return _module(value) in _TENSOR_MODULES and hasattr(value, "shape")
 
 
 def is_array(value: object) -> bool:
-    """Return whether *value* is a numpy array."""
-    return _module(value) == "numpy" and hasattr(value, "ndim") and hasattr(value, "dtype")
+    """Return whether *value* is a numpy array (``numpy.ndarray`` or a subclass)."""
+    return _module(value) == "numpy" and hasattr(value, "ndim") and hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+def is_wandb_value(value: object) -> bool:
+    """Return whether *value* is a W&B data type (``wandb.Table``, ``wandb.Image``, ...).
+
+    Recognised by its class hierarchy (wandb's ``WBValue`` base), without importing wandb.
+    """
+    return _module(value) == "wandb" and any(cls.__name__ == "WBValue" for cls in type(value).__mro__)
+
+
+def is_pil_image(value: object) -> bool:
+    """Return whether *value* is a PIL image (duck typing, PIL is not imported)."""
+    return _module(value) == "PIL" and hasattr(value, "size") and hasattr(value, "mode") and hasattr(value, "copy")
+
+
+def is_dataframe(value: object) -> bool:
+    """Return whether *value* is a pandas DataFrame (duck typing, pandas is not imported)."""
+    return _module(value) == "pandas" and hasattr(value, "columns") and hasattr(value, "itertuples")
 
 
 def _tensor_to_numpy(value: Any) -> Any:
@@ -73,15 +101,21 @@ def _tensor_to_numpy(value: Any) -> Any:
     return value.numpy() if hasattr(value, "numpy") else value
 
 
+def _numpy() -> Any:
+    # Only called for an array the caller handed in, so numpy is already imported.
+    return sys.modules.get("numpy") or __import__("numpy")
+
+
 def as_number(value: object) -> int | float | bool | None:
     """Return *value* as a plain Python number, or None if it is not a scalar number.
 
-    Accepts int, float, bool, numpy scalars, 0-d numpy arrays and 0-d tensors (``.item()``).
+    Accepts int, float, bool (and their subclasses, such as ``IntEnum``), numpy scalars, 0-d
+    numpy arrays and 0-d tensors (through ``.item()``). NaN and infinities are numbers.
     """
     if type(value) in (bool, int, float):
         return value  # type: ignore[return-value]
     if isinstance(value, bool | int | float):  # subclasses such as IntEnum
-        return int(value) if isinstance(value, int) else float(value)
+        return bool(value) if isinstance(value, bool) else int(value) if isinstance(value, int) else float(value)
     scalar = _module(value) == "numpy" or is_tensor(value)
     if scalar and tuple(getattr(value, "shape", (1,))) == () and hasattr(value, "item"):
         item = value.item()
@@ -107,7 +141,12 @@ def as_step(value: object) -> int | None:
     return None
 
 
-def _problem(kind: Any, function: str, key: str, detail: str) -> Problem:
+def _type_name(value: object) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _problem(kind: Kind, function: str, key: str, detail: str) -> Problem:
     return Problem(kind=kind, key=key, message=f"instrument: {function}: key {key!r}: {detail}")
 
 
@@ -122,7 +161,7 @@ def flatten(
     """Yield ``(key, leaf)`` for a nested mapping, keys joined with ``/`` under *prefix*.
 
     A key that is not a string or is empty is reported in *problems* and its value skipped.
-    Markers and media are leaves; plain nested mappings recurse.
+    Markers and media are leaves; plain nested mappings (and OmegaConf ones) recurse.
     """
     for key, value in mapping.items():
         if not isinstance(key, str) or not key:
@@ -132,14 +171,86 @@ def flatten(
             )
             continue
         full = join(prefix, key)
-        if isinstance(value, Mapping) and not _is_foreign_mapping(value):
+        if _is_plain_mapping(value):
             yield from flatten(value, full, function, problems)
         else:
             yield full, value
 
 
-def _is_foreign_mapping(value: object) -> bool:
-    return _module(value) in {"wandb", "omegaconf"}
+def _is_plain_mapping(value: object) -> bool:
+    return isinstance(value, Mapping) and _module(value) != "wandb"
+
+
+# -- media conversion (pure; numpy only for arrays handed in) ---------------------------------
+
+
+def image_frames(data: Any) -> tuple[Any | None, str]:
+    """Return *data* as image data W&B accepts, or ``(None, reason)``.
+
+    Args:
+        data: a numpy array or tensor (HxW, HxWx1/3/4, CxHxW; a batch NxHxWxC or NxCxHxW;
+            uint8 0..255, float 0..1, bool, or integers within 0..255), a PIL image, or the
+            path of an image file.
+
+    Returns:
+        ``(converted, note)``: a fresh uint8 array HxW, HxWxC (C of 3 or 4) or a batch NxHxWxC
+        (C of 1, 3 or 4), a copy of the PIL image, or an absolute path string; *note* says what was clipped (or is
+        ``""``). On failure ``(None, reason)``, the reason naming the shape and dtype.
+    """
+    if isinstance(data, str | os.PathLike):
+        return os.path.abspath(os.fspath(data)), ""
+    if is_pil_image(data):
+        return data.copy(), ""
+    if is_tensor(data):
+        data = _tensor_to_numpy(data)
+    if not is_array(data):
+        return None, f"image data of type {_type_name(data)} is not an array, a PIL image or a path"
+    np = _numpy()
+    array = np.array(data, copy=True)
+    shape, dtype = tuple(array.shape), str(array.dtype)
+    note = ""
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            note = "non-finite pixels were set to 0"
+            array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+        if array.size and (array.min() < 0.0 or array.max() > 1.0):
+            note = (note + "; " if note else "") + "float pixels outside 0..1 were clipped"
+        array = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif array.dtype.kind == "b":
+        array = array.astype(np.uint8) * 255
+    elif array.dtype.kind in "iu" and array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            return None, f"an integer image of shape {shape} and dtype {dtype} has values outside 0..255"
+        array = array.astype(np.uint8)
+    elif array.dtype != np.uint8:
+        return None, f"an image of dtype {dtype} (shape {shape}) is not uint8, float or bool"
+    bad = (f"an image of shape {shape} and dtype {dtype} is not HxW, HxWx1/3/4, CxHxW or a batch "
+           "NxHxWxC")
+    if array.ndim in (3, 4) and array.shape[-1] not in _IMAGE_CHANNELS:
+        if array.shape[-3] not in _IMAGE_CHANNELS:
+            return None, bad
+        array = np.moveaxis(array, -3, -1)  # CxHxW -> HxWxC, NxCxHxW -> NxHxWxC
+    if array.ndim not in (2, 3, 4) or 0 in array.shape:
+        return None, bad
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]  # one channel is grey: HxW
+    array = np.ascontiguousarray(array)
+    return array, note
+
+
+def is_image_batch(data: Any) -> bool:
+    """Return whether converted image data (see :func:`image_frames`) holds several pictures."""
+    return is_array(data) and data.ndim == 4
+
+
+def histogram_values(array: Any) -> tuple[list[float], int]:
+    """Return the finite values of a numeric 1-D array as floats, and how many were left out."""
+    values = [float(x) for x in array.tolist()]
+    finite = [x for x in values if math.isfinite(x)]
+    return finite, len(values) - len(finite)
+
+
+# -- the builder ------------------------------------------------------------------------------
 
 
 class _Builder:
@@ -156,12 +267,12 @@ class _Builder:
         self.problems: list[Problem] = []
         self.keys: set[str] = set()
 
+    def problem(self, kind: Kind, key: str, detail: str) -> None:
+        self.problems.append(_problem(kind, self.function, key, detail))
+
     def claim(self, key: str) -> bool:
         if key in self.keys:
-            self.problems.append(
-                _problem("collision", self.function, key,
-                         "two values flatten to the same key; the later one was dropped")
-            )
+            self.problem("collision", key, "two values flatten to the same key; the later one was dropped")
             return False
         self.keys.add(key)
         return True
@@ -183,61 +294,137 @@ class _Builder:
         elif isinstance(value, str):
             self.place(key, value, "summary")
         elif value is None:
-            return
+            return  # no value: like returning None, nothing is written
         elif isinstance(value, Summary):
             self.add_mapping(value.values, key, "summary")
         elif isinstance(value, Series):
             self.add_mapping(value.values, key, "series")
         elif isinstance(value, Config):
-            self.other.append(ConfigUpdate(values=plain_config(value.values), prefix=self.prefix))
+            self.add_config(value)
         elif isinstance(value, Alert):
             self.other.append(SendAlert(title=value.title, text=value.text, level=value.level))
         elif isinstance(value, File):
-            self.other.append(SaveFile(path=value.path, base_path=value.base_path, policy=value.policy))
+            self.add_file(key, value)
         elif isinstance(value, pathlib.PurePath):
-            self.other.append(SaveFile(path=str(value)))
+            self.add_file(key, File(value))
         elif isinstance(value, Artifact):
-            self.other.append(
-                LogArtifact(path=value.path, type=value.type, name=value.name, aliases=value.aliases)
-            )
-        elif isinstance(value, _MEDIA):
+            self.add_artifact(value)
+        elif isinstance(value, Table):
+            self.add_table(key, value, role)
+        elif is_dataframe(value):
+            self.add_table(key, _dataframe_table(value), role)
+        elif isinstance(value, Image):
+            self.add_image(key, value, role)
+        elif is_pil_image(value):
+            self.add_image(key, Image(value), role)
+        elif isinstance(value, Histogram):
+            self.add_histogram(key, value, role)
+        elif is_wandb_value(value):
             self.place(key, value, role)
-        elif _module(value) == "wandb":
-            self.place(key, value, role)
-        elif _module(value) == "PIL" and hasattr(value, "size"):
-            self.place(key, Image(value), role)
-        elif _module(value) == "pandas" and hasattr(value, "columns") and hasattr(value, "itertuples"):
-            columns = [str(c) for c in value.columns]
-            rows = [list(r) for r in value.itertuples(index=False, name=None)]
-            self.place(key, Table(columns, rows), role)
         elif is_array(value) or is_tensor(value):
             self.add_array(key, _tensor_to_numpy(value) if is_tensor(value) else value, role)
+        elif _module(value) == "pandas" and hasattr(value, "to_numpy"):
+            self.add_array(key, value.to_numpy(), role)  # a pandas Series: like a 1-D array
         else:
-            self.problems.append(
-                _problem("unroutable", self.function, key,
-                         f"a value of type {type(value).__module__}.{type(value).__qualname__} fits no "
-                         "rule (numbers, strings, mappings, arrays, markers); it was dropped")
-            )
+            self.problem("unroutable", key,
+                         f"a value of type {_type_name(value)} fits no rule (numbers, strings, mappings, "
+                         "arrays, media, markers); it was dropped")
 
     def add_mapping(self, mapping: Mapping[Any, Any], prefix: str | None, role: Role) -> None:
         for key, leaf in flatten(mapping, prefix, self.function, self.problems):
             self.add(key, leaf, role)
 
+    def add_config(self, value: Config) -> None:
+        # Under the prefix only: the mapping key holding the marker is not a config level, so
+        # {"nrmse": 0.1, "config": Config({"samples": 8})} from eval_small is
+        # config["eval_small"]["samples"].
+        self.other.append(ConfigUpdate(values=plain_config(value.values), prefix=self.prefix))
+
+    def add_file(self, key: str, value: File) -> None:
+        source = os.path.abspath(value.path)
+        if value.base_path is not None:
+            base = os.path.abspath(value.base_path)
+            if not _under(source, base):
+                self.problem("unroutable", key,
+                             f"file {value.path!r} is not under base_path {value.base_path!r}; it was saved "
+                             "under its name alone")
+                base = os.path.dirname(source)
+        else:
+            cwd = os.getcwd()
+            base = cwd if _under(source, cwd) else os.path.dirname(source)
+        self.other.append(SaveFile(path=source, base_path=base, policy=value.policy))
+
+    def add_artifact(self, value: Artifact) -> None:
+        path = os.path.abspath(value.path)
+        name = value.name or artifact_name(path)
+        self.other.append(LogArtifact(path=path, type=value.type, name=name, aliases=value.aliases))
+
+    def add_image(self, key: str, value: Image, role: Role) -> None:
+        data, note = image_frames(value.data)
+        if data is None:
+            self.problem("unroutable", key, f"{note}; it was dropped")
+            return
+        if note:
+            self.problem("non_finite", key, f"image: {note}")
+        self.place(key, Image(data, caption=value.caption), role)
+
+    def add_histogram(self, key: str, value: Histogram, role: Role) -> None:
+        finite = tuple(v for v in value.values if math.isfinite(v))
+        if len(finite) != len(value.values):
+            self.problem("non_finite", key,
+                         f"histogram: {len(value.values) - len(finite)} non-finite values were left out")
+        self.place(key, Histogram(finite, num_bins=value.num_bins), role)
+
+    def add_table(self, key: str, table: Table, role: Role) -> None:
+        converted: dict[str, str] = {}
+        rows = []
+        for row in table.rows:
+            cells = []
+            for column, cell in zip(table.columns, row, strict=True):
+                value = self.cell(key, cell)
+                if value is _NOT_A_CELL:
+                    converted.setdefault(column, _type_name(cell))
+                    value = str(cell)
+                cells.append(value)
+            rows.append(cells)
+        for column, type_name in converted.items():
+            self.problem("unroutable", key,
+                         f"table column {column!r} holds values of type {type_name}; they were stored as str()")
+        self.place(key, Table(table.columns, rows), role)
+
+    def cell(self, key: str, cell: Any) -> Any:
+        number = as_number(cell)
+        if number is not None:
+            return number
+        if cell is None or isinstance(cell, str) or is_wandb_value(cell):
+            return cell
+        if isinstance(cell, Image) or is_pil_image(cell):
+            image = cell if isinstance(cell, Image) else Image(cell)
+            data, note = image_frames(image.data)
+            if data is None or is_image_batch(data):
+                self.problem("unroutable", key, f"table cell image: {note or 'a batch is not one cell'}; "
+                             "the cell was left empty")
+                return None
+            return Image(data, caption=image.caption)
+        return _NOT_A_CELL
+
     def add_array(self, key: str, array: Any, role: Role) -> None:
         shape = tuple(array.shape)
         dtype = str(array.dtype)
-        if len(shape) == 1 and shape[0] > 1 and array.dtype.kind in "biuf":
-            self.place(key, Histogram([float(x) for x in array.tolist()]), role)
-        elif dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))):
-            self.place(key, Image(array.copy()), role)
-        elif len(shape) == 1 and shape[0] == 1:
+        kind = getattr(array.dtype, "kind", "O")
+        if len(shape) == 1 and shape[0] > 1 and kind in "biuf":
+            values, left_out = histogram_values(array)
+            if left_out:
+                self.problem("non_finite", key, f"histogram: {left_out} non-finite values were left out")
+            self.place(key, Histogram(values), role)
+        elif dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in _IMAGE_CHANNELS)):
+            self.add_image(key, Image(array), role)
+        elif array.size == 1 and kind in "biuf":
             self.add(key, array.reshape(()), role)
         else:
-            self.problems.append(
-                _problem("unroutable", self.function, key,
+            self.problem("unroutable", key,
                          f"an array of shape {shape} and dtype {dtype} is not guessed; wrap it in "
                          "instrument.Image(...) or instrument.Table(...); it was dropped")
-            )
 
     def records(self, axis: str | None, step: int | None, summary: dict[str, str]) -> tuple[Record, ...]:
         out: list[Record] = []
@@ -249,6 +436,28 @@ class _Builder:
             out.append(SummaryUpdate(values=self.summary, owned=self.role == "summary"))
         out.extend(self.other)
         return tuple(out)
+
+
+_NOT_A_CELL: Any = object()
+
+
+def _under(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder and path != folder
+    except ValueError:  # different drives
+        return False
+
+
+def artifact_name(path: str) -> str:
+    """Return the default artifact name for *path*: its stem, W&B-safe (letters, digits, ``-_.``)."""
+    stem = pathlib.PurePath(path).stem or pathlib.PurePath(path).name
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", stem) or "artifact"
+
+
+def _dataframe_table(frame: Any) -> Table:
+    columns = [str(c) for c in frame.columns]
+    rows = [list(r) for r in frame.itertuples(index=False, name=None)]
+    return Table(columns, rows)
 
 
 def route(
@@ -263,8 +472,9 @@ def route(
     """Route what a decorated function returned (or what ``instrument.log`` was given).
 
     Args:
-        value: the returned value: a mapping (one point / one summary update), a bare number
-            (``<prefix>/value``), a marker, or ``None`` (nothing).
+        value: the returned value: a mapping (one point / one summary update), a bare value
+            (``<prefix>/value``), a marker (``Summary``/``Series`` at the prefix itself), or
+            ``None`` (nothing).
         role: ``"series"`` for a training stage (numbers -> history on the axis ``<prefix>/step``),
             ``"summary"`` for an eval (numbers -> ``run.summary``).
         prefix: the stage name or eval prefix put before every key; ``None`` for no prefix.
@@ -280,27 +490,25 @@ def route(
     builder = _Builder(role, prefix, function)
     if value is None:
         return Routed((), ())
-    if isinstance(value, Mapping) and not _is_foreign_mapping(value):
+    if _is_plain_mapping(value):
         mapping = dict(value)
         if role == "series" and "step" in mapping:
             raw = mapping.pop("step")
             from_key = as_step(raw)
             if from_key is None:
-                builder.problems.append(
-                    _problem("bad_step", function, join(prefix, "step"),
-                             f"step must be a whole number, got {type(raw).__name__} {raw!r}; "
-                             "the next automatic step was used")
-                )
+                builder.problem("bad_step", join(prefix, "step"),
+                                f"step must be a whole number, got {type(raw).__name__} {raw!r}; "
+                                "the next automatic step was used")
             elif step is not None and step != from_key:
-                builder.problems.append(
-                    _problem("bad_step", function, join(prefix, "step"),
-                             f"step={step} and the mapping's step key {from_key} differ; step={step} was used")
-                )
+                builder.problem("bad_step", join(prefix, "step"),
+                                f"step={step} and the mapping's step key {from_key} differ; step={step} was used")
             elif step is None:
                 step = from_key
         builder.add_mapping(mapping, prefix, role)
     elif isinstance(value, Summary | Series):
         builder.add_mapping(value.values, prefix, "summary" if isinstance(value, Summary) else "series")
+    elif isinstance(value, Config):
+        builder.add_config(value)
     else:
         builder.add(join(prefix, "value"), value)
     ops = {join(prefix, key): op for key, op in (summary or {}).items()}
@@ -311,11 +519,13 @@ def route(
 def plain_config(value: Any) -> Any:
     """Return *value* as plain config data: nesting kept, paths as strings, tuples as lists.
 
-    Accepts mappings, attrs and dataclass instances, OmegaConf configs (recognised, not imported),
-    sequences and scalars; numpy scalars become plain numbers.
+    Accepts mappings, attrs and dataclass instances, OmegaConf configs (recognised, and
+    ``omegaconf`` imported only when one was passed), sequences and scalars; numpy and 0-d
+    tensor scalars become plain numbers. Other leaves are kept as they are (wandb stores them
+    as ``str()``, WANDB_FACTS 6).
     """
     if _module(value) == "omegaconf":
-        from omegaconf import OmegaConf  # type: ignore[import-not-found]  # only when one was passed
+        from omegaconf import OmegaConf  # only when one was passed, so it is installed
 
         value = OmegaConf.to_container(value, resolve=True)
     if attrs.has(type(value)):

@@ -18,7 +18,7 @@ import instrument
 from instrument import _linkage
 from instrument._backend import RunSpec
 from instrument._dispatch import Dispatcher
-from instrument._journal import JournalReader
+from instrument._journal import JournalReader, read_call_journal
 from instrument._recording import RecordedRun, RecordingBackend
 from instrument._records import SummaryUpdate
 from instrument.runfile import read_runs
@@ -88,13 +88,15 @@ def test_a_stalled_backend_spills_records_to_disk_and_writes_them_when_it_moves_
         gate.wait()
         delivered.append(record)
 
-    folder = tmp_path / "spill"
-    dispatcher = Dispatcher(deliver, name="stall", bound=2, stall_timeout=0.3, spill_folder=lambda: folder)
+    dispatcher = Dispatcher(deliver, name="stall", bound=2, stall_timeout=0.3, spill_root=lambda: tmp_path)
     records = [SummaryUpdate(values={"k": i}) for i in range(10)]
-    with pytest.warns(instrument.InstrumentWarning, match=r"no progress for 0.3 s.*kept on disk in .*spill"):
+    with pytest.warns(instrument.InstrumentWarning, match=r"no progress for 0.3 s.*kept on disk in .*instrument-queue-stall-"
+                      r".*instrument replay .* --run-id stall"):
         for record in records:
             dispatcher.put([record])
             dispatcher.wait_for_room()
+    folder = dispatcher.spill_path
+    assert folder is not None and folder.parent == tmp_path
     on_disk = JournalReader(folder).read_new()
     assert on_disk and records[-len(on_disk):] == on_disk
     gate.set()
@@ -104,18 +106,23 @@ def test_a_stalled_backend_spills_records_to_disk_and_writes_them_when_it_moves_
     dispatcher.close(30)
 
 
-def test_records_the_backend_never_took_are_kept_on_disk_at_close(tmp_path: Path) -> None:
-    """A hung backend at close: the queued records land in the spill journal and a warning says where."""
+def test_close_hands_back_the_records_a_hung_backend_never_took() -> None:
+    """A hung backend at close: every record but the one being written comes back, in order."""
     gate = threading.Event()
-    folder = tmp_path / "spill"
-    dispatcher = Dispatcher(lambda record: gate.wait(), name="hung", spill_folder=lambda: folder)
+    delivered: list[Any] = []
+
+    def deliver(record: Any) -> None:
+        delivered.append(record)
+        gate.wait()
+
+    dispatcher = Dispatcher(deliver, name="hung")
     records = [SummaryUpdate(values={"k": i}) for i in range(5)]
     dispatcher.put(records)
-    with pytest.warns(instrument.InstrumentWarning, match=r"did not take every record.*kept in .*spill"):
-        assert not dispatcher.close(timeout=0.5)
-    kept = JournalReader(folder).read_new()
-    assert kept and records[-len(kept):] == kept
-    gate.set()
+    try:
+        drained, left = dispatcher.close(timeout=0.5)
+    finally:
+        gate.set()
+    assert (False, records[:1], records[1:]) == (drained, delivered, left)
 
 
 # A session on a threaded backend -----------------------------------------------------------------
@@ -146,7 +153,8 @@ class ThreadedBackend(RecordingBackend):
 
     def start(self, spec: RunSpec) -> CapturingRun:
         run = CapturingRun(spec)
-        self.runs.append(run)
+        with self._lock:
+            self.runs.append(run)
         return run
 
 
@@ -206,7 +214,7 @@ def test_the_recording_backend_is_synchronous_so_strict_errors_reach_the_caller(
         return {"loss": 0.5}
 
     assert RecordingBackend.synchronous is True
-    with pytest.raises(instrument.InstrumentationError, match="'op/loss' is an eval's summary key"):
+    with pytest.raises(instrument.InstrumentationError, match="'op/loss' is both an eval's summary key and a series key"):
         with recording():
             evaluate()
             step()
@@ -330,6 +338,36 @@ def test_backpressure_blocks_the_training_thread_and_drops_nothing(monkeypatch: 
             run.gate.set()
             thread.join(30)
     assert [(i, i) for i in range(50)] == run.series("op/i")
+
+
+def test_records_a_hung_backend_never_took_at_finish_go_to_the_call_journal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Finishing with a hung ``log``: the queued rows land in a replayable call journal, named in a warning."""
+    monkeypatch.setenv("INSTRUMENT_EXIT_TIMEOUT", "1")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+
+    @instrument.training_stage("op")
+    def step(i: int) -> dict[str, int]:
+        return {"i": i}
+
+    with threaded() as backend:
+        step(0)
+        eventually(lambda: bool(backend.runs) and bool(backend.runs[0].raw))
+        run = backend.runs[0]
+        run.gate.clear()
+        try:
+            for i in range(1, 6):
+                step(i)
+            with pytest.warns(instrument.InstrumentWarning, match=r"did not take \d record\(s\).*instrument replay"):
+                instrument.finish()
+        finally:
+            run.gate.set()
+    (folder,) = (tmp_path / "wandb").glob("instrument-journal-*")
+    header, calls, exit_code = read_call_journal(folder)
+    logged = [args["row"]["op/i"] for method, args in calls if method == "log"]
+    assert (0, header["spec"]["id"]) == (exit_code, run.id)
+    assert logged == list(range(6 - len(logged), 6)) and len(logged) >= 4
 
 
 def test_two_threads_logging_at_once_lose_nothing() -> None:

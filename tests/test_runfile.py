@@ -187,12 +187,29 @@ def test_read_runs_in_start_order(runs: dict[str, RunFile]) -> None:
     assert ["alpha", "beta", "gamma", "gamma2"] == list(runs)
 
 
+def _inside_a_chunk(data: bytes, near: int) -> int:
+    """Return an offset inside the payload of the chunk that holds offset *near* (never a boundary)."""
+    block = 32768
+    position = 7
+    while position < len(data):
+        room = block - position % block
+        if room < 7:
+            position += room
+            continue
+        length = int.from_bytes(data[position + 4 : position + 6], "little")
+        end = position + 7 + length
+        if end > near:
+            return position + 7 + max(1, length // 2)
+        position = end
+    raise AssertionError("offset past the end of the file")
+
+
 def test_truncated_file(runs: dict[str, RunFile], tmp_path: pathlib.Path) -> None:
     """A file cut mid-record yields its complete records, no exit code, and truncated=True."""
     full = runs["alpha"]
     cut = tmp_path / full.path.name
     data = full.path.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
+    cut.write_bytes(data[: _inside_a_chunk(data, len(data) // 2)])
     partial = read_run_file(cut)
     assert (True, None, "alpha", full.config) == (partial.truncated, partial.exit_code, partial.run_id, partial.config)
     assert 0 < len(partial.history) < len(full.history)

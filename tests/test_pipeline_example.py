@@ -1,0 +1,133 @@
+"""The main example (examples/pipeline/) run as the README runs it, with real wandb offline.
+
+The orchestrator runs once for the whole module, with no W&B account, no ``WANDB_MODE`` and no
+``WANDB_DIR`` (so its runs go to ``./wandb``); the tests read back the ``.wandb`` files it wrote.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import pytest
+
+from conftest import ROOT, wandb_env
+from instrument.runfile import RunFile, find_run_files, read_runs
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = ROOT / "examples" / "pipeline"
+
+
+@attrs.frozen
+class ExampleRun:
+    """One run of an example script: the process, and the runs found in its ``wandb`` folder."""
+
+    process: subprocess.CompletedProcess[str]
+    runs: list[RunFile]
+    root: Path
+
+    def only(self, job_type: str) -> RunFile:
+        """Return the one run of *job_type*."""
+        (found,) = [run for run in self.runs if run.job_type == job_type]
+        return found
+
+
+def run_example(root: Path, script: str, **env: str) -> ExampleRun:
+    """Run ``examples/pipeline/<script>`` in *root* as a user would, with no account and *env* added."""
+    environment = {k: v for k, v in wandb_env(root).items() if k not in ("WANDB_MODE", "WANDB_DIR")}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE / script)], cwd=root, env={**environment, **env},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert 0 == done.returncode, f"{script} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    runs = read_runs(root / "wandb") if (root / "wandb").exists() else []
+    return ExampleRun(done, runs, root)
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> ExampleRun:
+    """The orchestrator, run once: ``python examples/pipeline/orchestrate.py``."""
+    return run_example(tmp_path_factory.mktemp("example"), "orchestrate.py")
+
+
+@pytest.mark.slow
+def test_example_writes_exactly_two_runs_and_reports_them(example: ExampleRun) -> None:
+    """The example writes a pipeline run and a train run to ./wandb, and its report shows exactly those two."""
+    assert ["pipeline", "train"] == sorted(run.job_type for run in example.runs)
+    assert 2 == len(find_run_files(example.root / "wandb"))
+    reported = [line.split()[1] for line in example.process.stdout.splitlines() if line.startswith("run ")]
+    assert [example.only("pipeline").run_id, example.only("train").run_id] == reported
+    assert "The pipeline wrote 2 runs to" in example.process.stdout
+
+
+@pytest.mark.slow
+def test_example_says_where_the_offline_runs_went(example: ExampleRun) -> None:
+    """With no account the pipeline run is written offline and one line says where and how to sync it."""
+    pipeline_id = example.only("pipeline").run_id
+    assert f"so run {pipeline_id} was written offline to {example.root / 'wandb'}" in example.process.stderr
+    assert "wandb sync" in example.process.stderr
+
+
+@pytest.mark.slow
+def test_example_child_is_linked_to_the_pipeline(example: ExampleRun) -> None:
+    """The train run sits in the pipeline's group, tagged ``parent:<pipeline id>``, and is listed in pipeline/children."""
+    pipeline, child = example.only("pipeline"), example.only("train")
+    assert (pipeline.run_id, "pipeline") == (pipeline.group, pipeline.job_type)
+    assert (pipeline.run_id, (f"parent:{pipeline.run_id}",)) == (child.group, child.tags)
+    assert [child.run_id] == pipeline.summary["pipeline/children"]
+    assert (0, 0) == (pipeline.exit_code, child.exit_code)
+
+
+@pytest.mark.slow
+def test_example_stages_keep_every_point_on_their_own_axes(example: ExampleRun) -> None:
+    """operator has 200 points at operator/step 0..199 and diffusion 100 at 0..99, nothing dropped."""
+    child = example.only("train")
+    assert list(range(200)) == [step for step, _ in child.series("operator/loss")]
+    assert list(range(200)) == [step for step, _ in child.series("operator/grad_norm")]
+    assert list(range(100)) == [step for step, _ in child.series("diffusion/loss")]
+    assert 300 == len(child.history)
+    assert [] == example.only("pipeline").history
+
+
+@pytest.mark.slow
+def test_example_evaluations_land_in_the_pipeline_summary_only(example: ExampleRun) -> None:
+    """eval_small/* and eval_full/* are in the pipeline run's summary and in no history row of either run."""
+    pipeline = example.only("pipeline")
+    evals = {f"eval_{split}/{metric}" for split in ("small", "full") for metric in ("nrmse", "mse")}
+    assert evals <= set(pipeline.summary)
+    assert pytest.approx(0.09 + 1 / 64) == pipeline.summary["eval_small/nrmse"]
+    in_history = {key for run in example.runs for row in run.history for key in row}
+    assert set() == evals & in_history
+
+
+@pytest.mark.slow
+def test_example_eval_config_is_merged_under_each_prefix(example: ExampleRun) -> None:
+    """Each evaluation's settings land in the pipeline config under its own prefix, beside the pipeline's config."""
+    assert {
+        "dataset": "toy",
+        "seed": 0,
+        "eval_small": {"eval_samples": 64, "eval_tau": 0.5},
+        "eval_full": {"eval_samples": 1024, "eval_tau": 0.5},
+    } == example.only("pipeline").config
+
+
+@pytest.mark.slow
+def test_training_script_by_hand_makes_one_standalone_run(tmp_path: Path) -> None:
+    """``python examples/pipeline/train.py`` with no context writes one unlinked run with every point, exit code 0."""
+    done = run_example(tmp_path, "train.py")
+    (run,) = done.runs
+    assert ("", ()) == (run.job_type, run.tags)
+    assert (200, 100) == (len(run.series("operator/loss")), len(run.series("diffusion/loss")))
+    assert 0 == run.exit_code
+
+
+def test_example_with_wandb_disabled_writes_nothing(tmp_path: Path) -> None:
+    """``WANDB_MODE=disabled``: the whole pipeline runs, every script prints its results, no wandb folder appears."""
+    done = run_example(tmp_path, "orchestrate.py", WANDB_MODE="disabled")
+    assert "train.py: 200 operator steps, 100 diffusion steps" in done.process.stdout
+    assert "evaluate.py full: nrmse=0.0910" in done.process.stdout
+    assert "No run files for" in done.process.stdout
+    assert not (tmp_path / "wandb").exists()

@@ -1,0 +1,213 @@
+"""Processes (promise 5): pool workers, forks, killed children, signals to the orchestrator,
+journals left behind. Real wandb offline in subprocesses, real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import run_script, wandb_env
+
+from instrument.runfile import read_runs
+
+pytestmark = pytest.mark.integration
+
+
+def instrument_warnings(stderr: str) -> list[str]:
+    """Return the InstrumentWarning messages a script printed."""
+    return re.findall(r"InstrumentWarning: (.*)", stderr)
+
+
+@pytest.mark.slow
+def test_c06_pool_workers_and_forks_never_touch_the_parents_run(wandb_root: Path) -> None:
+    """Pools of forked, spawned and forkserver workers and a bare ``os.fork`` child call decorated
+    code and collect garbage: the parent's stage goes on, one run with only the parent's points,
+    finished once with exit code 0; each child warns at most once."""
+    result = run_script(wandb_root, """
+import gc, multiprocessing, os, sys
+import instrument
+
+@instrument.training_stage("worker")
+def work(i):
+    gc.collect()
+    return {"i": float(i)}
+
+def in_worker(i):
+    work(i)
+    gc.collect()
+    return i * 2
+
+@instrument.training_stage("operator")
+def train_step(total):
+    return {"total": float(total)}
+
+if __name__ == "__main__":
+    train_step(0)
+    for method in ("fork", "spawn", "forkserver"):
+        with multiprocessing.get_context(method).Pool(2) as pool:
+            train_step(sum(pool.map(in_worker, range(8))))
+    pid = os.fork()
+    if pid == 0:
+        work(99)
+        gc.collect()
+        sys.exit(0)  # a normal interpreter exit in the child: its exit hooks run
+    os.waitpid(pid, 0)
+    train_step(1)
+""")
+    (run,) = read_runs(wandb_root / "wandb")
+    assert [(0, 0.0), (1, 56.0), (2, 56.0), (3, 56.0), (4, 1.0)] == run.series("operator/total")
+    assert [] == [row for row in run.history if any(key.startswith("worker/") for key in row)]
+    assert 0 == run.exit_code
+    messages = instrument_warnings(result.stderr)
+    assert 1 <= len(messages) <= 7, result.stderr  # 3 pools of 2 workers and one fork
+    assert all("forked or multiprocessing child" in message for message in messages)
+
+
+ORCHESTRATOR = """
+import os, signal, subprocess, sys, time
+import instrument
+from instrument.runfile import find_run_files, read_run_file
+
+TRAIN = '''
+import instrument, sys, time
+@instrument.training_stage("operator")
+def train_step(i):
+    return {"loss": float(i)}
+for i in range(50):
+    train_step(i)
+from instrument import _linkage
+print("logged", _linkage.own_sessions()[0].id, flush=True)
+time.sleep(120)
+'''
+
+EVAL = '''
+import os, signal
+import instrument
+from instrument import _linkage
+
+@instrument.eval_summary(prefix="eval")
+def evaluate():
+    return {"nrmse": 0.09, "mse": 0.001}
+
+evaluate()
+journal = next(iter(_linkage._state.journals.values())).writer.path
+with open(journal, "ab") as handle:  # die in the middle of writing a record
+    handle.write(b'{"record": "SummaryUpdate", "values": {"eval/lost"')
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+with instrument.pipeline(project="p") as owner:
+    print("folder", owner.folder, flush=True)
+    child = subprocess.Popen([sys.executable, "-c", TRAIN], stdout=subprocess.PIPE, text=True)
+    _, run_id = child.stdout.readline().split()
+    seen, deadline = 0, time.monotonic() + 10  # wandb's default flush interval is 15 s
+    while seen < 50 and time.monotonic() < deadline:
+        files = find_run_files(os.path.join(os.environ["WANDB_DIR"], "wandb"), run_id)
+        seen = len(read_run_file(files[0]).series("operator/loss")) if files else 0
+        time.sleep(0.2)
+    print("seen before the kill", seen, flush=True)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    killed = subprocess.run([sys.executable, "-c", EVAL])
+    print("eval child", killed.returncode, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_children_lose_nothing_they_had_flushed(wandb_root: Path) -> None:
+    """A training child SIGKILLed once its points reached the disk (within a few seconds, not
+    wandb's default 15) keeps all 50; an eval child SIGKILLed while writing a record: the owner
+    ingests what it had written, warns about the torn record, and removes its journal folder."""
+    result = run_script(wandb_root, ORCHESTRATOR, timeout=180)
+    assert "seen before the kill 50" in result.stdout
+    assert f"eval child {-signal.SIGKILL}" in result.stdout
+    folder = Path(re.search(r"folder (\S+)", result.stdout).group(1))  # type: ignore[union-attr]
+    assert not folder.exists()
+    runs = {run.job_type: run for run in read_runs(wandb_root / "wandb")}
+    assert [(i, float(i)) for i in range(50)] == runs["train"].series("operator/loss")
+    pipeline = runs["pipeline"]
+    assert ({"eval/nrmse": 0.09, "eval/mse": 0.001}, 0) == (
+        {k: v for k, v in pipeline.summary.items() if k.startswith("eval/")}, pipeline.exit_code)
+    assert [runs["train"].run_id] == pipeline.summary["pipeline/children"]
+    torn = [m for m in instrument_warnings(result.stderr) if "incomplete record" in m]
+    assert 1 == len(torn), result.stderr
+
+
+SIGNALLED = """
+import subprocess, sys
+import instrument
+
+@instrument.training_stage("operator")
+def train_step(loss):
+    return {"loss": loss}
+
+@instrument.pipeline(project="p")
+def main():
+    train_step(0.5)
+    from instrument import _linkage
+    print("ready", _linkage._state.pipelines[-1].id, flush=True)
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(60)"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_finish_the_orchestrators_run(wandb_root: Path, signum: int, code: int) -> None:
+    """SIGTERM (or Ctrl-C) to an orchestrator waiting on a subprocess: the pipeline run is
+    finished with exit code 143 (130), keeps its point, and the process still dies of the signal."""
+    script = wandb_root / "orchestrator.py"
+    script.write_text(textwrap.dedent(SIGNALLED))
+    env = wandb_env(wandb_root, TMPDIR=str(wandb_root))
+    process = subprocess.Popen([sys.executable, str(script)], cwd=wandb_root, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("ready"), process.stderr.read() if process.stderr else line
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert -signum == process.returncode, stderr
+    (run,) = read_runs(wandb_root / "wandb")
+    assert (line.split()[1], code, [(0, 0.5)]) == (run.run_id, run.exit_code, run.series("operator/loss"))
+    assert [] == list(wandb_root.glob("instrument-*")), "the context folder was left behind"
+
+
+@pytest.mark.slow
+def test_a_dead_owners_journal_is_replayable(wandb_root: Path) -> None:
+    """An orchestrator SIGKILLed after its eval child wrote into the journal leaves the context
+    folder; ``python -m instrument replay`` writes the journal into the pipeline run's id and
+    removes the folder."""
+    result = run_script(wandb_root, """
+import os, signal, subprocess, sys
+import instrument
+
+EVAL = '''
+import instrument
+@instrument.eval_summary(prefix="eval")
+def evaluate():
+    return {"nrmse": 0.09}
+evaluate()
+'''
+owner = instrument.pipeline(project="p").__enter__()
+print("folder", owner.folder, "run", owner.id, flush=True)
+subprocess.run([sys.executable, "-c", EVAL], check=True)
+os.kill(os.getpid(), signal.SIGKILL)
+""", env=wandb_env(wandb_root, TMPDIR=str(wandb_root)), check=False)
+    assert -signal.SIGKILL == result.returncode
+    folder, run_id = re.search(r"folder (\S+) run (\S+)", result.stdout).groups()  # type: ignore[union-attr]
+    assert 0o600 == os.stat(Path(folder) / "context.json").st_mode & 0o777
+    replayed = subprocess.run([sys.executable, "-m", "instrument", "replay", folder], cwd=wandb_root,
+                              env=wandb_env(wandb_root), capture_output=True, text=True, timeout=120)
+    assert 0 == replayed.returncode, replayed.stderr
+    assert not Path(folder).exists()
+    runs = [run for run in read_runs(wandb_root / "wandb") if "eval/nrmse" in run.summary]
+    assert run_id in [run.run_id for run in runs]
+    assert all(0.09 == run.summary["eval/nrmse"] for run in runs)

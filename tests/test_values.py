@@ -1,0 +1,182 @@
+"""Bad values (promise 4): NaN/inf kept, unroutable objects dropped with a warning, steps exact,
+bad keys named; and properties of routing on arbitrary nested values (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_script
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import instrument
+from instrument._routing import as_step, join, route
+from instrument.runfile import read_runs
+from instrument.testing import recording
+
+
+def instrument_warnings(stderr: str) -> list[str]:
+    """Return the InstrumentWarning messages a script printed."""
+    return re.findall(r"InstrumentWarning: (.*)", stderr)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_c10_nan_inf_and_objects_with_real_wandb(wandb_root: Path) -> None:
+    """NaN and inf stay NaN and inf in history (one warning per key over two calls), an unknown
+    object is dropped with a warning naming function, key and type while the rest of the row
+    lands, a NaN summary warns that wandb stores null; steps past 2**31 stay exact, a float or
+    numpy step becomes an int and 10.5 is named in a warning (C10)."""
+    result = run_script(wandb_root, """
+import numpy as np
+import instrument
+
+class Meter:
+    pass
+
+@instrument.training_stage("operator")
+def train_step():
+    return {"loss": float("nan"), "gnorm": float("inf"), "meter": Meter(), "ok": 1.0}
+
+@instrument.eval_summary(prefix="eval")
+def evaluate():
+    return {"nrmse": float("nan")}
+
+@instrument.training_stage("big")
+def big():
+    instrument.log({"x": 1.0}, step=2**31 + 7)
+    instrument.log({"x": 2.0}, step=2**40 + 3)
+    instrument.log({"x": 3.0}, step=np.int64(2**40 + 4))
+    instrument.log({"x": 4.0}, step=float(2**40 + 5))
+    instrument.log({"x": 5.0}, step=10.5)
+
+train_step()
+train_step()
+evaluate()
+big()
+""")
+    (run,) = read_runs(wandb_root / "wandb")
+    rows = [row for row in run.history if "operator/step" in row]
+    assert 2 == len(rows)
+    for row in rows:
+        assert math.isnan(row["operator/loss"]) and math.inf == row["operator/gnorm"] and 1.0 == row["operator/ok"]
+        assert "operator/meter" not in row
+    assert None is run.summary["eval/nrmse"]
+    steps = [2**31 + 7, 2**40 + 3, 2**40 + 4, 2**40 + 5, 2**40 + 6]
+    assert list(zip(steps, [1.0, 2.0, 3.0, 4.0, 5.0])) == run.series("big/x")
+    messages = instrument_warnings(result.stderr)
+    assert 1 == len([m for m in messages if "'operator/loss' is nan" in m]), result.stderr
+    assert 1 == len([m for m in messages if "'operator/gnorm' is inf" in m]), result.stderr
+    assert any("train_step" in m and "'operator/meter'" in m and "Meter" in m for m in messages)
+    assert any("'eval/nrmse'" in m and "null" in m for m in messages)
+    assert any("10.5" in m for m in messages)
+
+
+@instrument.training_stage("operator")
+def returns(value: Any) -> Any:
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ({"": 1.0, "ok": 1.0}, ["''", "non-empty strings"]),
+        ({3: 1.0, "ok": 1.0}, ["3", "int"]),
+        ({"a/b": 1.0, "a": {"b": 2.0}, "ok": 1.0}, ["'operator/a/b'", "same key"]),
+    ],
+)
+def test_bad_keys_warn_with_a_clear_message_and_the_rest_lands(value: dict[Any, Any], words: list[str]) -> None:
+    """An empty key, a key that is not a string, or two keys that flatten to the same name: a
+    warning naming the function and the key; the other values of the row land."""
+    with recording(strict=False) as recorded, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        returns(value)
+    messages = [str(w.message) for w in caught]
+    assert 1 == len(messages)
+    assert all(word in messages[0] for word in ["returns", *words])
+    assert 1.0 == recorded.run().history[0]["operator/ok"]
+
+
+@pytest.mark.parametrize("value", [{"": 1.0}, {3: 1.0}, {"a/b": 1.0, "a": {"b": 2.0}}, {"meter": object()}])
+def test_bad_input_raises_in_strict_mode(value: dict[Any, Any]) -> None:
+    """``INSTRUMENT_STRICT``/the fixture turn each bad-input warning into an InstrumentationError."""
+    with recording(strict=True), pytest.raises(instrument.InstrumentationError, match="returns"):
+        returns(value)
+
+
+def test_a_fractional_step_is_an_error_naming_the_value_in_strict_mode() -> None:
+    """``step=10.5`` raises in strict mode, naming 10.5; whole floats and numpy ints are ints."""
+    import numpy as np
+
+    assert [10, 10, 2**40] == [as_step(10.0), as_step(np.int64(10)), as_step(float(2**40))]
+    with recording(strict=True), pytest.raises(instrument.InstrumentationError, match="10.5"):
+        instrument.log({"x": 1.0}, step=10.5)
+
+
+# Properties --------------------------------------------------------------------------------------
+
+class Opaque:
+    """An object that fits no routing rule."""
+
+
+keys = st.one_of(st.text(max_size=4), st.integers(-3, 3), st.none(), st.sampled_from(["step", "a/b", "a"]))
+leaves = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70), st.booleans(),
+    st.text(max_size=5), st.none(), st.lists(st.integers(), max_size=2), st.builds(Opaque),
+)
+values = st.recursive(leaves, lambda children: st.dictionaries(keys, children, max_size=4), max_leaves=12)
+
+
+def expected_keys(value: Any, prefix: str | None, role: str) -> list[str]:
+    """Return the final key of every non-None leaf of *value* (bad keys give their problem key)."""
+    if not isinstance(value, Mapping):
+        return [] if value is None else [join(prefix, "value")]
+    out: list[str] = []
+
+    def walk(mapping: Mapping[Any, Any], path: str | None, top: bool) -> None:
+        for key, leaf in mapping.items():
+            if top and role == "series" and key == "step":
+                continue  # the point's step, not a value (a bad one is a problem on "<prefix>/step")
+            if not isinstance(key, str) or not key:
+                out.append(join(path, repr(key)))
+            elif isinstance(leaf, Mapping):
+                walk(leaf, join(path, key), False)
+            elif leaf is not None:
+                out.append(join(path, key))
+
+    walk(value, prefix, True)
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=values, role=st.sampled_from(["series", "summary"]), prefix=st.sampled_from([None, "operator"]))
+def test_routing_never_raises_and_loses_nothing_without_a_problem(value: Any, role: str, prefix: str | None) -> None:
+    """Any nested value: routing raises nothing, and every non-None leaf lands under its key or
+    is named by a problem."""
+    routed = route(value, role=role, prefix=prefix, function="f")  # type: ignore[arg-type]
+    landed = {key for record in routed.records for key in getattr(record, "values", {})}
+    named = {problem.key for problem in routed.problems}
+    lost = [key for key in expected_keys(value, prefix, role) if key not in landed and key not in named]
+    assert [] == lost
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=values)
+def test_a_stage_returning_anything_never_raises_in_production_and_returns_the_value(value: Any) -> None:
+    """Any nested value returned by a stage: no exception escapes in production, the caller gets
+    the very value back; in strict mode only an InstrumentationError can escape."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with recording(strict=False):
+            assert returns(value) is value
+        try:
+            with recording(strict=True):
+                returns(value)
+        except instrument.InstrumentationError:
+            pass
