@@ -386,7 +386,7 @@ class Dispatcher:
         reader.remove()
         self._spill = self._spill_reader = None
         self.spill_path = None
-        return records  # type: ignore[return-value]
+        return records
 
     def _unspill(self) -> list[Record]:
         """Return the next spilled records to write (the caller holds the condition).
