@@ -75,6 +75,8 @@ class Dispatcher:
             queue's lock (the session queues rows it held for coalescing once they are idle).
         on_flush: called by :meth:`flush` before it drains (the session queues every row it
             holds).
+        on_exit_timeout: called when the drain at interpreter exit timed out (the session closes
+            the dispatcher and keeps what it holds on disk: the run may never be finished).
         spill_root: returns the folder under which the spill folder is made (called once, when
             spilling starts; default ``<WANDB_DIR>/wandb``).
     """
@@ -88,6 +90,7 @@ class Dispatcher:
         stall_timeout: float = 60.0,
         on_idle: Callable[[], None] | None = None,
         on_flush: Callable[[], None] | None = None,
+        on_exit_timeout: Callable[[], None] | None = None,
         spill_root: Callable[[], Path] | None = None,
     ) -> None:
         self.name = name
@@ -97,6 +100,7 @@ class Dispatcher:
         self._deliver = deliver
         self._on_idle = on_idle
         self._on_flush = on_flush
+        self._on_exit_timeout = on_exit_timeout
         self._spill_root = spill_root
         self._cond = threading.Condition(threading.Lock())
         self._items: collections.deque[Record] = collections.deque()
@@ -117,7 +121,6 @@ class Dispatcher:
         self._batch: list[Record] = []  # the records the thread took from the queue
         self._current = 0  # the index in _batch of the record being written
         self._abandoned = False  # close() timed out: the thread must not write the batch's rest
-        self._gave_up_at: float | None = None  # _progress when a drain last timed out
 
     # Writers (calling threads) -------------------------------------------------------------------
     def ensure_thread(self) -> None:
@@ -184,11 +187,10 @@ class Dispatcher:
         deadline = None if timeout is None else _monotonic() + timeout
         with self._cond:
             while self._items or self._busy or self._spilling:
-                if not self._thread.is_alive() or self._progress == self._gave_up_at:
-                    return False  # dead, or no progress since an earlier drain gave up: no second wait
+                if not self._thread.is_alive():
+                    return False
                 remaining = IDLE_CHECK_SECONDS if deadline is None else min(IDLE_CHECK_SECONDS, deadline - _monotonic())
                 if remaining <= 0:
-                    self._gave_up_at = self._progress
                     return False
                 self._wait(remaining)
         return True
@@ -225,6 +227,11 @@ class Dispatcher:
             self._spilling = False
             self._cond.notify_all()
         return drained, left
+
+    @property
+    def busy(self) -> bool:
+        """Whether the thread is inside a backend call (after :meth:`close`: one that never returned)."""
+        return self._busy
 
     def _wait(self, timeout: float) -> None:
         """Wait on the condition as a writer or drainer (the caller holds it); wake the thread."""
@@ -418,6 +425,10 @@ _LIVE: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 _exit_registered = False
 _forked = False
 
+#: When the process must be done exiting (monotonic seconds), set when the main thread ended:
+#: finishing runs afterwards (atexit) shares this one ``INSTRUMENT_EXIT_TIMEOUT`` with the drain.
+exit_deadline: float | None = None
+
 
 def _register_exit_drain() -> None:
     global _exit_registered
@@ -427,9 +438,9 @@ def _register_exit_drain() -> None:
     register = getattr(threading, "_register_atexit", None)
     try:
         if register is not None:
-            register(drain_all)
+            register(_drain_at_exit)
         else:  # pragma: no cover - other Python implementations
-            atexit.register(drain_all)
+            atexit.register(_drain_at_exit)
     except RuntimeError:  # already shutting down: each session's finish drains its queue
         pass
 
@@ -448,6 +459,28 @@ def drain_all(timeout: float | None = None) -> bool:
     for dispatcher in list(_LIVE):
         done = dispatcher.flush(max(0.0, deadline - _monotonic())) and done
     return done
+
+
+def _drain_at_exit() -> None:
+    global exit_deadline
+    if _forked:
+        return
+    timeout = _env.exit_timeout()
+    exit_deadline = _monotonic() + timeout
+    for dispatcher in list(_LIVE):
+        if not dispatcher.flush(max(0.0, exit_deadline - _monotonic())) and dispatcher._on_exit_timeout is not None:
+            try:
+                dispatcher._on_exit_timeout()
+            except Exception as error:  # noqa: BLE001 - exiting anyway
+                report(Problem("backend", f"instrument: run {dispatcher.name}: keeping its queue at exit failed "
+                               f"({type(error).__name__}: {error})"), once=True)
+
+
+def exit_time_left(timeout: float) -> float:
+    """Return *timeout*, cut to what is left of the exit deadline once the main thread ended."""
+    if exit_deadline is None:
+        return timeout
+    return max(min(timeout, exit_deadline - _monotonic()), min(timeout, 1.0))
 
 
 def _after_fork_in_child() -> None:

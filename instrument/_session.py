@@ -41,7 +41,7 @@ from typing import Any
 
 import attrs
 
-from instrument import _env
+from instrument import _dispatch, _env
 from instrument._backend import Backend, BackendRun, RunSpec, new_run_id
 from instrument._dispatch import Dispatcher
 from instrument._journal import JournalRun, new_spill_folder
@@ -169,6 +169,7 @@ class Session:
                 stall_timeout=_env.stall_timeout(environ),
                 on_idle=self._release_idle,
                 on_flush=self._release_all,
+                on_exit_timeout=lambda: self._settle(0.0, waited=_env.exit_timeout(environ)),
                 spill_root=lambda: _env.journal_root(environ),
             )
 
@@ -314,11 +315,12 @@ class Session:
         self._release_all()
         return self._dispatcher.drain(timeout) if self._dispatcher is not None else True
 
-    def _settle(self, timeout: float) -> None:
+    def _settle(self, timeout: float, waited: float | None = None) -> None:
         """Before finishing: write the held rows, refuse new records, drain the queue (no lock held).
 
         What the backend did not take within *timeout* seconds (it hangs) goes to a call journal,
-        as after a failed call, so ``python -m instrument replay`` can write it.
+        as after a failed call, so ``python -m instrument replay`` can write it. *waited* is the
+        time the warning names when someone else already waited (the drain at exit).
         """
         before, self._before_finish = self._before_finish, None
         if before is not None and not self.finished:
@@ -334,7 +336,7 @@ class Session:
         if self._dispatcher is not None:
             drained, left = self._dispatcher.close(timeout)
             if left:
-                self._keep_undelivered(left, timeout)
+                self._keep_undelivered(left, timeout if waited is None else waited)
 
     def _keep_undelivered(self, records: list[Record], timeout: float) -> None:
         """Write *records*, which a hung backend never took, into the run's call journal."""
@@ -356,7 +358,8 @@ class Session:
         for record in records:
             self._call(record, journal, found)
         where = _location(journal)
-        self._fault("undelivered", f"{failure}; they are kept in the journal {where}; once the run is over, "
+        lost = "; the one being written when time ran out may be lost" if self._dispatcher and self._dispatcher.busy else ""
+        self._fault("finish_undelivered", f"{failure}; they are kept in the journal {where}{lost}; once the run is over, "
                     f"write them into an offline run with `python -m instrument replay {where}`")
 
     # Calling thread: checks, steps, coalescing ------------------------------------------------------
@@ -578,7 +581,7 @@ class Session:
         (default ``INSTRUMENT_EXIT_TIMEOUT``, 30 s); past it, finishing gives up with one warning
         that says where the data not yet synced is. Never raises.
         """
-        timeout = _env.exit_timeout() if timeout is None else timeout
+        timeout = _dispatch.exit_time_left(_env.exit_timeout()) if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._settle(timeout)  # drain the queue first: the rest of the time is for the backend's finish
         timeout = max(deadline - time.monotonic(), min(timeout, 1.0))

@@ -5,6 +5,9 @@ stalls, and are all written at flush, finish and exit."""
 from __future__ import annotations
 
 import contextlib
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -495,6 +498,45 @@ def test_a_script_ending_right_after_its_first_record_keeps_it_and_its_exit_code
         assert code == result.returncode, result.stderr
         (run,) = read_runs(root / "wandb")
         assert (code, [(0, 0.5)]) == (run.exit_code, run.series("op/loss"))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(wandb_root: Path) -> None:
+    """wandb's ``log`` hangs from the sixth row on and the script just ends: it exits within the exit
+    timeout, the run holds rows 0..4, and ``python -m instrument replay`` writes the queued rest."""
+    tests = Path(__file__).resolve().parent
+    result = run_script(wandb_root, f"""
+        import sys
+        sys.path.insert(0, {str(tests)!r})
+        from faults import FaultyBackend
+        import instrument
+        from instrument import _linkage
+        from instrument._wandb_backend import WandbBackend
+
+        backend = FaultyBackend(WandbBackend()).hang("log", after=5)
+        _linkage._backend_for = lambda mode: backend
+
+        @instrument.training_stage("op")
+        def step(i):
+            return {{"i": i}}
+
+        for i in range(20):
+            step(i)
+        instrument.flush(timeout=0.5)
+    """, env=wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="3"))
+    (message,) = [m for m in re.findall(r"InstrumentWarning: (.*)", result.stderr) if "did not take" in m]
+    folder = Path(message.split("python -m instrument replay ", 1)[1].split("`", 1)[0])
+    header, calls, _ = read_call_journal(folder)
+    kept = [args["row"]["op/i"] for method, args in calls if method == "log"]
+    (run,) = read_runs(wandb_root / "wandb")
+    assert [(i, i) for i in range(5)] == run.series("op/i")
+    assert kept == list(range(20 - len(kept), 20)) and len(kept) >= 14
+    replayed = subprocess.run([sys.executable, "-m", "instrument", "replay", str(folder)], cwd=wandb_root,
+                              env=wandb_env(wandb_root), capture_output=True, text=True, timeout=120)
+    assert 0 == replayed.returncode, replayed.stderr
+    runs = read_runs(wandb_root / "wandb")
+    assert sorted(i for r in runs for _, i in r.series("op/i")) == [*range(5), *kept]
 
 
 @pytest.mark.integration
