@@ -1,6 +1,6 @@
 """Benchmark: what instrument costs a training loop, side by side with calling wandb directly.
 
-Run it on its own (about four minutes on two cores):
+Run it on its own (about seven minutes on two cores):
 
     python benchmarks/bench_dispatch.py                 # 5 fresh processes per measurement
     python benchmarks/bench_dispatch.py --repeats 3 --big 50000   # quicker, rougher
