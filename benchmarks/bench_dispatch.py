@@ -20,7 +20,8 @@ the median over the processes. It measures:
    1,000 points (the queue's bound keeps memory flat).
 6. A step of 2 ms of pure Python (the GIL held throughout) and one 10-metric point, 500 steps:
    where ``run.log`` competes with the training thread for the GIL (WANDB_FACTS 5).
-7. The same with a step that releases the GIL (a 2 ms sleep, as a GPU step or a C kernel).
+7. The same with a step that releases the GIL (a 2 ms sleep, as a GPU step or a C kernel), 2,000
+   steps.
 
 Timings belong here, never in the test suite. ``benchmarks/test_benchmarks.py`` runs the
 in-process parts under pytest-benchmark when it is installed.

@@ -13,6 +13,10 @@ queue and a daemon thread hands them to the backend in order (FIFO per run):
   writes the journal's records into the run, in order, before taking new ones from the queue.
   Records the backend still has not taken when the run must finish are handed back by
   :meth:`Dispatcher.close`; the session keeps them in the run's call journal.
+* **In the writer's gaps.** ``run.log`` competes with the training thread for the GIL, so while
+  the writer keeps queueing (a record in the last :data:`QUIET_SECONDS`) the thread waits, up to
+  the high-water mark (half the bound) or :data:`MAX_LAG_SECONDS` of lag, and gives a batch back
+  when the writer gets busy again.
 * **Drained before wandb tears down.** wandb registers its exit hooks at ``wandb.init`` and
   ``atexit`` runs last-registered first, so a hook registered before the run started would run
   after wandb's teardown. The drain is registered with ``threading._register_atexit`` instead
