@@ -8,8 +8,10 @@ lifecycle (:class:`_Emitter`). The run is looked up at call time, never at decor
 from __future__ import annotations
 
 import contextvars
+import copy
+import functools
+import importlib
 import inspect
-import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
@@ -42,6 +44,61 @@ class Decorator(Protocol):
     def __call__(self, function: staticmethod[P, R], /) -> staticmethod[P, R]: ...
     @overload
     def __call__(self, function: Callable[P, R], /) -> Callable[P, R]: ...
+
+def _by_name(module: str, qualname: str) -> Any:
+    """Return the object *qualname* (dotted) of *module*: how a pickled decorated function is found."""
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+class _BoundWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
+    """A decorated method bound to its instance or class; pickles like a bound method."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        bound = self.__wrapped__
+        owner = getattr(bound, "__self__", None)
+        if owner is not None:  # obj.method, Class.classmethod: found again on the same object
+            return getattr, (owner, bound.__name__)
+        return _by_name, (self.__module__, self.__wrapped__.__qualname__)  # Class.method, a staticmethod
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        bound = self.__wrapped__
+        owner = getattr(bound, "__self__", None)
+        if owner is None or isinstance(owner, type):
+            return self
+        return getattr(copy.deepcopy(owner, memo), bound.__name__)  # as a bound method deep-copies
+
+
+class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """A decorated function. It pickles by reference, as the original function does: the module
+    attribute named by its ``__qualname__`` is this wrapper, so a process pool's worker finds it
+    by importing the module (where it runs as a plain function, see ``_linkage.resolve``)."""
+
+    __bound_function_wrapper__ = _BoundWrapper
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        qualname: str = self.__wrapped__.__qualname__
+        if "." in qualname and "<locals>" not in qualname:  # a method: the class attribute binds
+            return _by_name, (self.__module__, qualname)
+        # A string: pickle looks the name up in the module and checks it is this very object, with
+        # the same error as for an original function defined in a local scope.
+        return qualname
+
+    def __copy__(self) -> Any:  # a function is atomic for copy and deepcopy
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+
+#: ``wrapt.decorator`` making :class:`_Wrapper` proxies (picklable decorated functions).
+_decorator = functools.partial(wrapt.decorator, proxy=_Wrapper)
+
 
 _SUMMARY_OPS = frozenset({"min", "max", "mean", "last", "first", "none"})
 
@@ -101,7 +158,7 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
     kind = _kind(function)
     if kind == "asyncgen":
 
-        @wrapt.decorator
+        @_decorator
         async def async_gen_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> AsyncIterator[Any]:
             agen = wrapped(*args, **kwargs)
             sent: Any = None
@@ -127,7 +184,7 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
 
     if kind == "coroutine":
 
-        @wrapt.decorator
+        @_decorator
         async def coroutine_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             token = _current.set(emitter)
             try:
@@ -142,7 +199,7 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
 
     if kind == "generator":
 
-        @wrapt.decorator
+        @_decorator
         def generator_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Iterator[Any]:
             gen = wrapped(*args, **kwargs)
             sent: Any = None
@@ -166,7 +223,7 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
 
         return generator_wrapper(function)
 
-    @wrapt.decorator
+    @_decorator
     def function_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         token = _current.set(emitter)
         try:
@@ -317,7 +374,7 @@ def run_config(function: Any = None, /) -> Any:
                             "mapping, so decorate a plain or async function")
         if kind == "coroutine":
 
-            @wrapt.decorator
+            @_decorator
             async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 result = await wrapped(*args, **kwargs)
                 _write_config(name, result)
@@ -325,7 +382,7 @@ def run_config(function: Any = None, /) -> Any:
 
             return async_wrapper(function)
 
-        @wrapt.decorator
+        @_decorator
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             result = wrapped(*args, **kwargs)
             _write_config(name, result)
@@ -409,9 +466,12 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
         self._active: list[OwnerRun] = []
 
     def __enter__(self) -> OwnerRun:
+        # In a pool worker (forked or spawned) a pipeline is a plain block, like every decorated
+        # call there: its run is disabled, so nothing is written anywhere.
+        mode = "disabled" if _linkage.in_child() else self.mode
         active = OwnerRun(
             project=self.project, entity=self.entity, name=self.name, group=self.group,
-            tags=self.tags, config=self.config, mode=self.mode, redact_secrets=self.redact_secrets,
+            tags=self.tags, config=self.config, mode=mode, redact_secrets=self.redact_secrets,
         )
         active.export()
         self._active.append(active)
@@ -425,14 +485,14 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
         """Run *function* inside this pipeline (a new pipeline run per call); coroutine
         functions are awaited inside it."""
-        @wrapt.decorator
+        @_decorator
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             with self:
                 return wrapped(*args, **kwargs)
 
         if inspect.iscoroutinefunction(function):
 
-            @wrapt.decorator
+            @_decorator
             async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 with self:
                     return await wrapped(*args, **kwargs)

@@ -370,8 +370,7 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
         ContextFileError: in strict mode, when the context file is missing or corrupt (otherwise
             a warning and the standalone run).
     """
-    if _forked or _multiprocessing_child():
-        _warn_forked()
+    if in_child():
         return None
     with _lock:
         if _state.pipelines:
@@ -444,6 +443,15 @@ def ingest(session: Session, reader: JournalReader) -> list[str]:
 
 
 _forked_warned = False
+
+
+def in_child() -> bool:
+    """Return whether this is a forked or multiprocessing child (a pool worker, a DataLoader
+    worker); then warn once that its decorated calls run as plain functions and log nothing."""
+    if _forked or _multiprocessing_child():
+        _warn_forked()
+        return True
+    return False
 
 
 def _warn_forked() -> None:

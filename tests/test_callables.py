@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
+import pickle
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -336,3 +338,56 @@ def test_run_config_takes_dataclasses_attrs_and_omegaconf() -> None:
         from_omegaconf()
     assert isinstance(made, Train)
     assert {"data": {"root": "d"}, "steps": [1, 2], "model": {"width": 8, "name": "8x"}} == recorded.run().config
+
+
+@instrument.training_stage("pickled")
+def pickled_stage(x: float) -> dict[str, float]:
+    """A module-level stage."""
+    return {"loss": x}
+
+
+@instrument.eval_summary
+def pickled_eval() -> dict[str, float]:
+    """A module-level eval."""
+    return {"score": 1.0}
+
+
+@instrument.run_config
+def pickled_config() -> dict[str, int]:
+    """A module-level config function."""
+    return {"seed": 1}
+
+
+@instrument.pipeline(project="p", mode="disabled")
+def pickled_pipeline() -> int:
+    """A module-level pipeline function."""
+    return 3
+
+
+def test_decorated_functions_pickle_and_copy_like_the_originals() -> None:
+    """Module-level decorated functions of every decorator, methods, classmethods and staticmethods
+    pickle by reference and copy as themselves; a loaded stage still logs; a bound method keeps its
+    instance's state."""
+    for function in (pickled_stage, pickled_eval, pickled_config, pickled_pipeline):
+        assert function is pickle.loads(pickle.dumps(function))
+        assert (function, function) == (copy.copy(function), copy.deepcopy(function))
+    for method in (Model.step, Model.evaluate_outer, Model.score_outer, Model.class_steps):
+        loaded = pickle.loads(pickle.dumps(method))
+        assert (method.__qualname__, method.__wrapped__) == (loaded.__qualname__, loaded.__wrapped__)
+    model = Model()
+    model.offset = 5.0
+    assert (6.0, 6.0) == (pickle.loads(pickle.dumps(model.step))(1.0)["loss"], copy.deepcopy(model.step)(1.0)["loss"])
+    with recording() as recorded:
+        pickle.loads(pickle.dumps(pickled_stage))(0.5)
+    assert [(0, 0.5)] == recorded.run().series("pickled/loss")
+
+
+def test_a_decorated_local_function_fails_to_pickle_as_the_original_does() -> None:
+    """A decorated function defined inside a function is not picklable, with pickle's own error."""
+
+    @instrument.training_stage("local")
+    def local() -> None:
+        """A local function."""
+
+    with pytest.raises((AttributeError, pickle.PicklingError), match="local"):
+        pickle.dumps(local)

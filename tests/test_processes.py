@@ -69,6 +69,44 @@ if __name__ == "__main__":
     assert all("forked or multiprocessing child" in message for message in messages)
 
 
+@pytest.mark.slow
+def test_decorated_functions_go_to_process_pools(wandb_root: Path) -> None:
+    """Decorated module-level functions of every kind pickle by reference: ``pool.map`` of a stage,
+    an eval, a run_config and a pipeline function in fork and spawn pools returns their values, the
+    workers log nothing (no run of their own, nothing in the parent's) and warn once each at most."""
+    tests = Path(__file__).resolve().parent
+    env = wandb_env(wandb_root, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    result = run_script(wandb_root, """
+import multiprocessing, pickle
+import pool_work
+
+if __name__ == "__main__":
+    pool_work.work(-1)
+    for function in (pool_work.work, pool_work.check, pool_work.settings, pool_work.experiment):
+        assert pickle.loads(pickle.dumps(function)) is function
+    for method in ("fork", "spawn"):
+        with multiprocessing.get_context(method).Pool(2) as pool:
+            for function in (pool_work.work, pool_work.check, pool_work.settings, pool_work.experiment):
+                print(method, function.__name__, pool.map(function, range(3)), flush=True)
+    pool_work.work(100)
+""", env=env)
+    assert [
+        f"{method} {line}" for method in ("fork", "spawn") for line in (
+            "work [{'i': 0.0}, {'i': 1.0}, {'i': 2.0}]",
+            "check [{'i': 0.0}, {'i': 1.0}, {'i': 2.0}]",
+            "settings [{'worker_setting': 0}, {'worker_setting': 1}, {'worker_setting': 2}]",
+            "experiment [0, 10, 20]",
+        )
+    ] == result.stdout.splitlines()
+    (run,) = read_runs(wandb_root / "wandb")
+    assert ([(0, -1.0), (1, 100.0)], 0) == (run.series("work/i"), run.exit_code)
+    assert [] == [key for key in run.summary if key.startswith("check/")]
+    assert "worker_setting" not in run.config
+    messages = instrument_warnings(result.stderr)
+    assert 1 <= len(messages) <= 4, result.stderr  # 2 forked and 2 spawned workers
+    assert all("forked or multiprocessing child" in message for message in messages), result.stderr
+
+
 ORCHESTRATOR = """
 import os, signal, subprocess, sys, time
 import instrument
