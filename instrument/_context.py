@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument import _linkage
-from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
+from instrument._env import WANDB_CONTEXT_FILE, check_mode, exit_timeout
 from instrument._journal import JournalReader
 from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate, Record
@@ -314,12 +314,16 @@ def configure(
     Args:
         project, entity, name, tags, job_type: ``wandb.init``'s arguments. A training
             subprocess still joins the pipeline's group and gets the ``parent:<id>`` tag.
-        mode: ``online``/``offline``/``disabled``; default ``WANDB_MODE``, else online with
-            credentials, else offline. A pipeline's context file wins over it in a child.
+        mode: ``online``/``offline``/``disabled`` (any case); default ``WANDB_MODE``, else online
+            with credentials, else offline. A pipeline's context file wins over it in a child. An
+            unknown ``WANDB_MODE`` is warned about once and runs are written offline.
         redact_secrets: replace the value of config keys that look like secrets (a segment of
             the name, split on ``_ - . /``, is ``api_key``/``apikey``, ``token``, ``password``,
             ``passwd`` or ``secret``; ``max_tokens`` is not) by ``"<redacted>"`` before config
             leaves the process (to wandb or to a journal), with one warning per key. Default True.
+
+    Raises:
+        ValueError: *mode* is not a wandb mode (the message names it and the accepted ones).
     """
     _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode,
                        redact_secrets=redact_secrets)
@@ -351,9 +355,15 @@ def create_wandb_context(
     Args:
         config: the run's config (nesting kept).
         run_id: the run id (default: a fresh one).
-        mode, project, entity, name, group, tags, job_type: as ``wandb.init``'s arguments.
+        mode, project, entity, name, group, tags, job_type: as ``wandb.init``'s arguments;
+            *mode* in any case.
         redact_secrets: as for :func:`pipeline`; None follows :func:`configure` (default True).
+
+    Raises:
+        ValueError: *mode* is not a wandb mode (the message lists the accepted ones).
     """
+    if mode is not None:
+        mode = check_mode(mode, "instrument.create_wandb_context: mode")
     owner = OwnerRun(
         project=project, entity=entity, name=name, group=group, tags=tags,
         config=plain_config(config or {}), mode=mode, run_id=run_id, job_type=job_type,

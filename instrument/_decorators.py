@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 import attrs
 import wrapt
 
-from instrument import _linkage
+from instrument import _env, _linkage
 from instrument._context import OwnerRun
 from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate
@@ -461,7 +461,7 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
         self.group = group
         self.tags = tuple(tags)
         self.config = plain_config(config) if config is not None else {}
-        self.mode = mode
+        self.mode = _env.check_mode(mode, "instrument.pipeline: mode") if mode is not None else None
         self.entity = entity
         self._active: list[OwnerRun] = []
 

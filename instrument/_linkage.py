@@ -111,7 +111,7 @@ class RunContext:
                 wrong.append(f"{name} must be a string or null, got {type(data[name]).__name__} {data[name]!r}")
         if isinstance(data.get("mode"), str) and data["mode"]:
             try:
-                _env.resolve_mode(data["mode"], {})
+                data["mode"] = _env.check_mode(data["mode"], "mode")
             except ValueError:
                 wrong.append(f"mode {data['mode']!r} is not a wandb mode")
         version = data.get("version", CONTEXT_VERSION)
@@ -190,7 +190,13 @@ _exit_code: int | None = None
 
 
 def configure(**values: Any) -> None:
-    """Set what standalone and training runs are started with (see ``instrument.configure``)."""
+    """Set what standalone and training runs are started with (see ``instrument.configure``).
+
+    Raises:
+        TypeError, ValueError: *mode* is given and is not a wandb mode.
+    """
+    if values.get("mode") is not None:
+        values["mode"] = _env.check_mode(values["mode"], "instrument.configure: mode")
     with _lock:
         _state.settings = attrs.evolve(_state.settings, **values)
 
