@@ -6,8 +6,10 @@ disagree: ``log_training_metric`` is a stage point, ``log_eval_summary`` an eval
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +83,7 @@ class OwnerRun:
         self.context_file = self.context.save(self.folder / "context.json")
         self.reader = JournalReader(journal)
         self.children: list[str] = []
+        self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
         self._previous: str | None = None
         self._exported = False
         self._closed = False
@@ -109,7 +112,7 @@ class OwnerRun:
     def ingest(self) -> bool:
         """Write what the subprocesses journaled so far into the run; return whether it all went."""
         try:
-            self.children.extend(_linkage.ingest(self.session, self.reader))
+            self.children.extend(_linkage.ingest(self.session, self.reader, self.child_locations))
         except Exception as error:  # noqa: BLE001 - never raise into the orchestrator
             report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
                    once=True)
@@ -148,12 +151,41 @@ class OwnerRun:
         except Exception as failure:  # noqa: BLE001 - never raise into the orchestrator
             report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({failure})"))
         self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error), timeout)
+        self._print_sync_command()
         if drained:
             shutil.rmtree(self.folder, ignore_errors=True)
         else:
             report(Problem("backend", f"instrument: the journals of run {self.id} were not fully read; they are "
                            f"kept in {self.folder}; write them into an offline run with "
                            f"`python -m instrument replay {self.folder}`"))
+
+
+    def _print_sync_command(self) -> None:
+        """Print, for an offline pipeline, one line with the ``wandb sync`` command for its run
+        and every child's run (each child's run has a folder of its own; wandb's own hint is
+        silenced and would only name one run)."""
+        if self.session.spec.mode not in ("offline", "dryrun"):
+            return
+        own = self.session.location()
+        if not os.path.isdir(own):  # not a wandb run folder (disabled, recorded, a journal)
+            return
+        wandb_dir = os.path.dirname(own)
+        folders = [own]
+        for child in dict.fromkeys(self.children):
+            where = self.child_locations.get(child, "")
+            folders.append(where if glob.glob(os.path.join(glob.escape(where), "run-*.wandb"))
+                           else os.path.join(wandb_dir, f"offline-run-*-{child}"))
+        shown = " ".join(_short(folder) for folder in folders)
+        count = len(folders) - 1
+        runs = f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count else f"run {self.id} was"
+        print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "
+              f"`wandb sync {shown}`", file=sys.stderr)
+
+
+def _short(path: str) -> str:
+    """Return *path* relative to the working directory when it lies under it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 class WandBContext:

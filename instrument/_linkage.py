@@ -333,7 +333,9 @@ def training_session(context: RunContext, environ: Mapping[str, str]) -> Session
                 "mode": context.mode,
             },
             environ,
-            on_start=lambda started: journal.writer.append({"type": "child", "run_id": started.id}),
+            on_start=lambda started: journal.writer.append(
+                {"type": "child", "run_id": started.id, "location": started.location()}
+            ),
         )
         _state.training[context.run_id] = session
     return session
@@ -426,17 +428,20 @@ def pop_pipeline(session: Session) -> None:
             _state.pipelines.remove(session)
 
 
-def ingest(session: Session, reader: JournalReader) -> list[str]:
+def ingest(session: Session, reader: JournalReader, locations: dict[str, str] | None = None) -> list[str]:
     """Write the journal records found by *reader* into *session*; return children's run ids.
 
     Every record read is written. A problem a record raises in strict mode comes from another
-    process and cannot be raised there, so here it is a warning that names the run.
+    process and cannot be raised there, so here it is a warning that names the run. Where a
+    child said where its run lives (its wandb folder), *locations* gets ``{run id: folder}``.
     """
     children: list[str] = []
     for record in reader.read_new():
         if isinstance(record, dict):
             if record.get("type") == "child":
                 children.append(str(record["run_id"]))
+                if locations is not None and isinstance(record.get("location"), str):
+                    locations[str(record["run_id"])] = record["location"]
             else:
                 report(Problem("backend", f"instrument: journal {reader.folder}: a line of unknown type "
                                f"{record.get('type')!r} was skipped"), once=True)
