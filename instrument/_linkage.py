@@ -35,6 +35,7 @@ from instrument._journal import JournalReader, JournalWriter
 from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report
 from instrument._records import ConfigUpdate, Record, SummaryUpdate
 from instrument._redact import redact_config
+from instrument._routing import nan_config_problems
 from instrument._session import Session
 
 CONTEXT_VERSION = 1
@@ -243,6 +244,8 @@ def new_session(
     once its run started (after the exit hooks are set).
     """
     mode, announce = _env.resolve_mode(spec_fields.pop("mode", None), environ)
+    for problem in nan_config_problems(spec_fields.get("config") or {}):
+        report(problem, once=True)
     redact = spec_fields.pop("redact_secrets", None)
     redact = _state.settings.redact_secrets if redact is None else redact
     if redact and spec_fields.get("config"):

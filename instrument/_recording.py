@@ -6,7 +6,7 @@ It keeps the rules of wandb 0.31 that users' assertions depend on (WANDB_FACTS):
   summary to the row's values (2.1), unless ``define_metric(summary=...)`` says otherwise: then
   the summary value is ``{"min": v}`` and so on, or absent for ``"none"`` (1.4);
 * a summary update never touches history (2.1), and a NaN set in the summary is stored as
-  ``None`` (wandb writes null; section 6);
+  ``None`` (wandb writes null; section 6), as is a NaN anywhere in the config;
 * a config update replaces top-level keys (``config.update``; the session deep-merges first);
 * what wandb rejects is rejected: a file policy other than ``now``/``end``/``live`` or a
   ``base_path`` that is not a prefix of the path (ValueError in ``run.save``), an artifact path
@@ -100,12 +100,15 @@ def _media_kind(snapshot: Any) -> str | None:
     return {"table": "tables", "image": "images"}.get(kind or "")
 
 
-def _null_nan(value: Any) -> Any:
-    """Return *value* with NaN floats as None, as wandb stores a summary."""
+def _null_nan(value: Any, *, in_lists: bool = False) -> Any:
+    """Return *value* with NaN floats as None, as wandb stores a summary (nested dicts too) or,
+    *in_lists*, the config (in lists too; a summary list keeps its NaN)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _null_nan(v) for k, v in value.items()}
+        return {k: _null_nan(v, in_lists=in_lists) for k, v in value.items()}
+    if in_lists and isinstance(value, list | tuple):
+        return [_null_nan(v, in_lists=True) for v in value]
     return value
 
 
@@ -153,7 +156,7 @@ class RecordedRun:
         self.spec = spec
         self.id = spec.id
         self._lock = threading.RLock()
-        self._config: dict[str, Any] = copy.deepcopy(dict(spec.config))
+        self._config: dict[str, Any] = _null_nan(copy.deepcopy(dict(spec.config)), in_lists=True)
         self._summary: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
         self._metrics: dict[str, dict[str, Any]] = {}
@@ -306,9 +309,9 @@ class RecordedRun:
             self._keep_media(snapshot)
 
     def update_config(self, values: dict[str, Any]) -> None:
-        """Set top-level config keys."""
+        """Set top-level config keys (NaN, nested or in a list, becomes None, as wandb stores it)."""
         with self._lock:
-            self._config.update(copy.deepcopy(values))
+            self._config.update(_null_nan(copy.deepcopy(values), in_lists=True))
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
         """Record the files *path* (a path or glob) matches, named as wandb names them in the run.

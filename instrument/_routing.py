@@ -516,6 +516,26 @@ def route(
     return Routed(builder.records(axis, step, ops), tuple(builder.problems))
 
 
+def nan_keys(values: Any, path: str = "") -> list[str]:
+    """Return the ``a/b`` paths of the config *values* (plain data) that are or hold a NaN float.
+
+    wandb stores NaN anywhere in the config (nested, in a list) as null (WANDB_FACTS 6).
+    """
+    if isinstance(values, float) and math.isnan(values):
+        return [path]
+    if isinstance(values, Mapping):
+        return [found for key, value in values.items() for found in nan_keys(value, join(path, str(key)))]
+    if isinstance(values, list | tuple):
+        return [path] if any(nan_keys(value, path) for value in values) else []
+    return []
+
+
+def nan_config_problems(values: Any, prefix: str | None = None) -> list[Problem]:
+    """Return one problem per config key in *values* (under *prefix*) that holds a NaN."""
+    return [Problem("non_finite", f"instrument: config key {key!r} is NaN; wandb stores NaN in the config "
+                    "as null", f"config:{key}") for key in nan_keys(values, prefix or "")]
+
+
 def plain_config(value: Any) -> Any:
     """Return *value* as plain config data: nesting kept, paths as strings, tuples as lists.
 

@@ -44,6 +44,7 @@ from instrument._records import (
     SendAlert,
     SummaryUpdate,
 )
+from instrument._routing import nan_config_problems
 
 
 #: What a backend raises when it rejects one call for its value (a bad file policy, a file that
@@ -56,6 +57,13 @@ def _non_finite(value: Any) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
 
 
+def _same(old: Any, new: Any) -> bool:
+    """Return whether two config values are equal, NaN equal to NaN (also inside lists)."""
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new, strict=True))
+    return bool(old == new) or (old != old and new != new)
+
+
 def deep_merge(target: dict[str, Any], values: dict[str, Any], path: str, changed: list[str]) -> None:
     """Merge *values* into *target* in place; append to *changed* each leaf whose value changed."""
     for key, value in values.items():
@@ -64,7 +72,7 @@ def deep_merge(target: dict[str, Any], values: dict[str, Any], path: str, change
         if isinstance(value, dict) and isinstance(old, dict):
             deep_merge(old, value, full, changed)
             continue
-        if key in target and old != value and not (old != old and value != value):
+        if key in target and not _same(old, value):
             changed.append(f"{full} ({old!r} -> {value!r})")
         target[key] = value if not isinstance(value, dict) else {**value}
 
@@ -297,6 +305,7 @@ class Session:
 
     def _configure(self, update: ConfigUpdate, run: BackendRun, found: list[tuple[Problem, bool]]) -> None:
         values = {update.prefix: update.values} if update.prefix else update.values
+        found.extend((problem, True) for problem in nan_config_problems(values))
         if self.spec.redact_secrets:
             values = redact_config(values)
         changed: list[str] = []

@@ -78,6 +78,44 @@ big()
     assert any("10.5" in m for m in messages)
 
 
+NAN_CONFIG = """
+import instrument
+
+@instrument.run_config
+def settings():
+    return {"lr": float("nan"), "nested": {"x": float("nan")}, "betas": [0.9, float("nan")], "ok": 1}
+
+@instrument.eval_summary(prefix="eval")
+def evaluate():
+    return {"nrmse": 0.1, "settings": instrument.Config({"c": float("nan")})}
+
+with instrument.pipeline(project="p", config={"p": float("nan")}):
+    settings()
+    settings()
+    evaluate()
+"""
+
+
+@pytest.mark.integration
+def test_nan_in_the_config_warns_once_per_key_that_wandb_stores_null(wandb_root: Path) -> None:
+    """NaN in a pipeline's config, from ``run_config`` (nested, in a list) and in a ``Config`` marker
+    is stored by wandb as null, with one warning per key saying so, however often it is written."""
+    result = run_script(wandb_root, NAN_CONFIG)
+    (run,) = read_runs(wandb_root / "wandb")
+    expected = {"p": None, "lr": None, "nested": {"x": None}, "betas": [0.9, None], "ok": 1, "eval": {"c": None}}
+    assert expected == run.config
+    messages = [m for m in instrument_warnings(result.stderr) if "wandb stores NaN in the config as null" in m]
+    assert ["betas", "eval/c", "lr", "nested/x", "p"] == sorted(re.findall(r"config key '([^']+)'", " ".join(messages)))
+
+
+def test_the_recording_stores_nan_in_the_config_as_wandb_does() -> None:
+    """The recording reads a NaN config value back as None (nested, in lists), like wandb."""
+    with pytest.warns(instrument.InstrumentWarning, match="config as null"), recording() as recorded:
+        exec(compile(NAN_CONFIG, "nan_config", "exec"), {})
+    assert {"p": None, "lr": None, "nested": {"x": None}, "betas": [0.9, None], "ok": 1, "eval": {"c": None}} == (
+        recorded.run().config)
+
+
 @instrument.training_stage("operator")
 def returns(value: Any) -> Any:
     return value
