@@ -21,10 +21,43 @@ from instrument._env import WANDB_CONTEXT_FILE, check_mode, exit_timeout
 from instrument._journal import JournalReader
 from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate, Record
-from instrument._routing import Role, plain_config, route
+from instrument._routing import Role, is_config_mapping, plain_config, route
 from instrument._values import Alert, Artifact, File, Image, Table
 
 Resolver = Callable[[Role], "_linkage.Sink | None"]
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def check_run_arguments(
+    where: str, *, tags: Any = (), config: Any = None, redact_secrets: Any = None, **texts: Any
+) -> None:
+    """Check the run arguments given to *where* (``"instrument.pipeline"``).
+
+    *texts* (project, name, group, entity, job_type) must be strings or None; *tags* a list,
+    tuple or set of strings; *config* None or a mapping (dict, attrs or dataclass instance,
+    OmegaConf config); *redact_secrets* None or a bool.
+
+    Raises:
+        TypeError: an argument has the wrong type; the message names *where*, the argument and
+            the value's type.
+    """
+    for argument, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{where}: {argument} must be a string, got {type(value).__name__} {_shown(value)}")
+    if isinstance(tags, str) or not isinstance(tags, list | tuple | set | frozenset) or not all(
+        isinstance(tag, str) for tag in tags
+    ):
+        raise TypeError(f"{where}: tags must be a list or tuple of strings, got {type(tags).__name__} {_shown(tags)}")
+    if config is not None and not is_config_mapping(config):
+        raise TypeError(f"{where}: config must be a mapping (a dict, an attrs or dataclass instance, an OmegaConf "
+                        f"config), got {type(config).__name__} {_shown(config)}")
+    if redact_secrets is not None and not isinstance(redact_secrets, bool):
+        raise TypeError(f"{where}: redact_secrets must be True, False or None, got {type(redact_secrets).__name__} "
+                        f"{_shown(redact_secrets)}")
 
 
 class OwnerRun:
@@ -356,7 +389,10 @@ def configure(
 
     Raises:
         ValueError: *mode* is not a wandb mode (the message names it and the accepted ones).
+        TypeError: an argument has the wrong type (the message names it and the type).
     """
+    check_run_arguments("instrument.configure", project=project, entity=entity, name=name, job_type=job_type,
+                        tags=tags, redact_secrets=redact_secrets)
     _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode,
                        redact_secrets=redact_secrets)
 
@@ -393,7 +429,10 @@ def create_wandb_context(
 
     Raises:
         ValueError: *mode* is not a wandb mode (the message lists the accepted ones).
+        TypeError: an argument has the wrong type (the message names it and the type).
     """
+    check_run_arguments("instrument.create_wandb_context", project=project, entity=entity, name=name, group=group,
+                        job_type=job_type, run_id=run_id, tags=tags, config=config, redact_secrets=redact_secrets)
     if mode is not None:
         mode = check_mode(mode, "instrument.create_wandb_context: mode")
     owner = OwnerRun(

@@ -16,14 +16,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-import attrs
 import wrapt
 
 from instrument import _env, _linkage
-from instrument._context import OwnerRun
+from instrument._context import OwnerRun, check_run_arguments
 from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate
-from instrument._routing import Role, plain_config, route
+from instrument._routing import Role, is_config_mapping, plain_config, route
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -243,12 +242,26 @@ def _qualname(function: Any) -> str:
 
 
 def _check_name(decorator: str, argument: str, value: object) -> str:
+    if callable(value) and not isinstance(value, str):  # used bare: @training_stage above a def
+        raise TypeError(
+            f"instrument.{decorator} needs the {argument} as its argument: write "
+            f"@instrument.{decorator}(\"<{argument}>\") above {_qualname(value)!r}, not a bare "
+            f"@instrument.{decorator}"
+        )
     if not isinstance(value, str) or not value or value.startswith("/") or value.endswith("/"):
         raise ValueError(
             f"instrument.{decorator}: {argument} must be a non-empty string without a leading or "
             f"trailing '/', got {type(value).__name__} {value!r}"
         )
     return value
+
+
+def _check_callable(decorator: str, function: object) -> None:
+    """Raise TypeError naming *decorator* when *function* is not something it can decorate."""
+    if not (callable(function) or isinstance(function, classmethod | staticmethod)):
+        raise TypeError(
+            f"instrument.{decorator} decorates a function or method, got {type(function).__name__} {function!r}"
+        )
 
 
 def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Decorator:
@@ -271,8 +284,15 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
 
     Raises:
         ValueError: *name* is empty or not a string, or a summary op is not one wandb accepts.
+        TypeError: the decorator was used bare (``@training_stage`` without a name), *summary*
+            is not a mapping, or what is decorated is not a function.
     """
     _check_name("training_stage", "name", name)
+    if summary is not None and not isinstance(summary, Mapping):
+        raise TypeError(
+            f"instrument.training_stage({name!r}): summary must be a mapping of metric name to wandb "
+            f"summary op, such as {{'loss': 'min'}}, got {type(summary).__name__} {summary!r}"
+        )
     ops = dict(summary or {})
     for key, op in ops.items():
         parts = op.split(",") if isinstance(op, str) else [op]
@@ -283,6 +303,7 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
             )
 
     def decorate(function: Any) -> Any:
+        _check_callable(f"training_stage({name!r})", function)
         return _wrap(_Emitter("series", name, _qualname(function), ops), function)
 
     return cast(Decorator, decorate)
@@ -309,21 +330,17 @@ def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
 
     Raises:
         ValueError: *prefix* is empty or not a string.
+        TypeError: what is decorated is not a function.
     """
     if isinstance(function, str):
         function, prefix = None, function
     _check_name("eval_summary", "prefix", prefix)
 
     def decorate(function: Any) -> Any:
+        _check_callable(f"eval_summary(prefix={prefix!r})", function)
         return _wrap(_Emitter("summary", prefix, _qualname(function), {}), function)
 
     return decorate(function) if function is not None else cast(Decorator, decorate)
-
-
-def _config_mapping(result: Any) -> bool:
-    if isinstance(result, Mapping) or attrs.has(type(result)) or type(result).__module__.startswith("omegaconf"):
-        return True
-    return hasattr(result, "__dataclass_fields__") and not isinstance(result, type)
 
 
 def _write_config(name: str, result: Any) -> None:
@@ -331,7 +348,7 @@ def _write_config(name: str, result: Any) -> None:
     if result is None:
         return
     try:
-        if not _config_mapping(result):
+        if not is_config_mapping(result):
             report(Problem("unroutable", f"instrument: {name}: run_config expects a mapping (dict, attrs or "
                            f"dataclass instance, OmegaConf config), got {type(result).__module__}."
                            f"{type(result).__qualname__}; nothing was written to the config", "config"))
@@ -363,10 +380,11 @@ def run_config(function: Any = None, /) -> Any:
 
     Raises:
         TypeError: when applied to a generator or async generator function (a config is one
-            value, not a stream).
+            value, not a stream), or to something that is not a function.
     """
 
     def decorate(function: Any) -> Any:
+        _check_callable("run_config", function)
         name = _qualname(function)
         kind = _kind(function)
         if kind in ("generator", "asyncgen"):
@@ -435,16 +453,40 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
     finishes the run: exit code 0, 1 with the exception re-raised unchanged, n for
     ``SystemExit(n)``, 130 for Ctrl-C. Entering it again (a hyperparameter loop) makes a new run.
 
+    Also usable bare (``@pipeline`` on a function): the project then comes from
+    ``instrument.configure`` or ``WANDB_PROJECT``.
+
     Args:
-        project, name, group, tags, config, mode: as ``wandb.init``'s arguments; *mode* defaults
-            to ``WANDB_MODE``, else online with credentials, else offline.
+        project, name, group, entity: strings, as ``wandb.init``'s arguments.
+        tags: a list or tuple of strings.
+        config: the run's config: a mapping, an attrs or dataclass instance, an OmegaConf config.
+        mode: ``online``, ``offline``, ``disabled`` (any case); default ``WANDB_MODE``, else
+            online with credentials, else offline.
         redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
             (see :func:`instrument.configure`); None (default) follows ``configure``, which
             defaults to True.
+
+    Raises:
+        TypeError: an argument has the wrong type (the message names it and the type), or what
+            is decorated is not a function.
+        ValueError: *mode* is not a wandb mode.
     """
 
-    def __init__(
-        self,
+    project: str | None
+    name: str | None
+    group: str | None
+    tags: tuple[str, ...]
+    config: Any
+    mode: str | None
+    entity: str | None
+    redact_secrets: bool | None
+    _active: list[OwnerRun]
+
+    @overload
+    def __new__(cls, function: Callable[P, R], /) -> Callable[P, R]: ...  # type: ignore[misc]
+    @overload
+    def __new__(
+        cls,
         project: str | None = None,
         *,
         name: str | None = None,
@@ -454,7 +496,29 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
         mode: str | None = None,
         entity: str | None = None,
         redact_secrets: bool | None = None,
-    ) -> None:
+    ) -> pipeline: ...
+
+    def __new__(
+        cls,
+        project: Any = None,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        config: Any = None,
+        mode: str | None = None,
+        entity: str | None = None,
+        redact_secrets: bool | None = None,
+    ) -> Any:
+        if callable(project) and not isinstance(project, str):  # used bare: @pipeline above a def
+            given = (name, group, config, mode, entity, redact_secrets)
+            if any(option is not None for option in given) or (tags != () and tags != []):
+                raise TypeError("instrument.pipeline: project must be a string, got a function; to give "
+                                "options write @instrument.pipeline(project=..., ...) above the function")
+            return cls()(project)
+        check_run_arguments("instrument.pipeline", project=project, name=name, group=group, entity=entity,
+                            tags=tags, config=config, redact_secrets=redact_secrets)
+        self = super().__new__(cls)
         self.project = project
         self.redact_secrets = redact_secrets
         self.name = name
@@ -463,7 +527,8 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
         self.config = plain_config(config) if config is not None else {}
         self.mode = _env.check_mode(mode, "instrument.pipeline: mode") if mode is not None else None
         self.entity = entity
-        self._active: list[OwnerRun] = []
+        self._active = []
+        return self
 
     def __enter__(self) -> OwnerRun:
         # In a pool worker (forked or spawned) a pipeline is a plain block, like every decorated
@@ -484,7 +549,12 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
 
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
         """Run *function* inside this pipeline (a new pipeline run per call); coroutine
-        functions are awaited inside it."""
+        functions are awaited inside it.
+
+        Raises:
+            TypeError: *function* is not a function.
+        """
+        _check_callable("pipeline", function)
         @_decorator
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             with self:

@@ -516,6 +516,14 @@ def route(
     return Routed(builder.records(axis, step, ops), tuple(builder.problems))
 
 
+def is_config_mapping(value: object) -> bool:
+    """Return whether *value* can be a run config: a mapping, an attrs or dataclass instance, an
+    OmegaConf config (recognised by its module, omegaconf is not imported)."""
+    if isinstance(value, Mapping) or attrs.has(type(value)) or _module(value) == "omegaconf":
+        return True
+    return hasattr(value, "__dataclass_fields__") and not isinstance(value, type)
+
+
 def nan_keys(values: Any, path: str = "") -> list[str]:
     """Return the ``a/b`` paths of the config *values* (plain data) that are or hold a NaN float.
 

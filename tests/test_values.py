@@ -218,3 +218,33 @@ def test_a_stage_returning_anything_never_raises_in_production_and_returns_the_v
                 returns(value)
         except instrument.InstrumentationError:
             pass
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda: instrument.File("r.txt", policy="sometimes"), (ValueError, (
+            "instrument.File: policy must be one of 'now', 'end', 'live', got str 'sometimes'"))),
+        (lambda: instrument.Alert("T", level="CRITICAL"), (ValueError, (
+            "instrument.Alert: level must be one of 'INFO', 'WARN', 'ERROR', got str 'CRITICAL'"))),
+        (lambda: instrument.File(3), (TypeError, (
+            "instrument.File: path must be a path (a string or a pathlib.Path), got int 3"))),
+        (lambda: instrument.Artifact(None), (TypeError, (
+            "instrument.Artifact: path must be a path (a string or a pathlib.Path), got NoneType None"))),
+        (lambda: instrument.Summary("x"), (TypeError, (
+            "instrument.Summary: values must be a mapping, such as {'loss': 0.1}, got str 'x'"))),
+        (lambda: instrument.Config([1]), (TypeError, (
+            "instrument.Config: values must be a mapping, such as {'loss': 0.1}, got list [1]"))),
+        (lambda: instrument.Table(3), (TypeError, "instrument.Table: columns must be a list of column names, got int 3")),
+        (lambda: instrument.Table(["a"], [1]), (TypeError, "instrument.Table: row 0 must be a list of cells, got int 1")),
+        (lambda: instrument.Histogram([1, "a"]), (TypeError, "instrument.Histogram: values must be numbers, got str 'a' among them")),
+    ],
+)
+def test_wrong_marker_arguments_raise_naming_the_marker_field_and_value(
+    call: Any, expected: tuple[type[Exception], str]
+) -> None:
+    """A marker or media value built with a wrong argument raises an error that reads as a sentence
+    naming the class, the field and the value (not attrs' raw tuple)."""
+    with pytest.raises(Exception) as caught:
+        call()
+    assert expected == (type(caught.value), str(caught.value))
