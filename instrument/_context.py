@@ -461,7 +461,8 @@ def load_wandb_context_from_env(environ: Mapping[str, str] = os.environ) -> Wand
     """Return the context named by ``WANDB_CONTEXT_FILE``, or None if the variable is unset.
 
     Raises:
-        ContextFileError: the file is missing or corrupt; the message names it and the fault.
+        ContextFileError: the file is missing or corrupt, or its journal folder does not exist
+            (a file left over from a pipeline that has ended); the message names it and the fault.
     """
     path = environ.get(WANDB_CONTEXT_FILE)
     if not path:

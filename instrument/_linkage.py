@@ -42,7 +42,8 @@ CONTEXT_VERSION = 1
 
 
 class ContextFileError(ValueError):
-    """The file named by ``WANDB_CONTEXT_FILE`` is missing or is not a valid context file."""
+    """The file named by ``WANDB_CONTEXT_FILE`` is missing, is not a valid context file, or names
+    a journal folder that does not exist (left over from a pipeline that has ended)."""
 
 
 @attrs.frozen(slots=True)
@@ -80,13 +81,19 @@ class RunContext:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RunContext:
+    def load(cls, path: str | os.PathLike[str], *, require_journal: bool = True) -> RunContext:
         """Read a context file.
+
+        Args:
+            path: the context file.
+            require_journal: reject a file whose *journal_dir* does not exist (a file left over
+                from a pipeline that has ended: what a child writes there would be lost).
 
         Raises:
             ContextFileError: the file is missing, unreadable, empty, not a JSON object, lacks a
-                field, has a field of the wrong type, names a mode wandb does not know, or was
-                written by a newer instrument; the message names the file and what is wrong.
+                field, has a field of the wrong type, names a mode wandb does not know, names a
+                journal folder that does not exist (with *require_journal*), or was written by a
+                newer instrument; the message names the file and what is wrong.
         """
         where = f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}"
         try:
@@ -115,6 +122,10 @@ class RunContext:
                 data["mode"] = _env.check_mode(data["mode"], "mode")
             except ValueError:
                 wrong.append(f"mode {data['mode']!r} is not a wandb mode")
+        journal = data.get("journal_dir")
+        if require_journal and isinstance(journal, str) and journal and not os.path.isdir(journal):
+            wrong.append(f"its journal folder journal_dir={journal!r} does not exist (the pipeline that wrote "
+                         "this file has ended, or the file is left over from an earlier run)")
         version = data.get("version", CONTEXT_VERSION)
         if not isinstance(version, int) or isinstance(version, bool) or version > CONTEXT_VERSION:
             wrong.append(f"version {version!r} is not one this instrument reads (up to {CONTEXT_VERSION})")

@@ -140,6 +140,8 @@ def test_load_wandb_context_from_env_without_the_variable_returns_none() -> None
         (json.dumps({"run_id": "a", "journal_dir": "/j"}), "mode is missing"),
         (json.dumps({"run_id": 7, "mode": "offline", "journal_dir": "/j"}), "run_id must be a non-empty string, got int 7"),
         (json.dumps({"run_id": "a", "mode": "foo", "journal_dir": "/j"}), "mode 'foo' is not a wandb mode"),
+        (json.dumps({"run_id": "a", "mode": "offline", "journal_dir": "/gone/journal"}),
+         "its journal folder journal_dir='/gone/journal' does not exist"),
     ],
 )
 def test_bad_context_file_raises_context_file_error_naming_file_and_fault(
@@ -153,6 +155,36 @@ def test_bad_context_file_raises_context_file_error_naming_file_and_fault(
         instrument.load_wandb_context_from_env({"WANDB_CONTEXT_FILE": str(path)})
     assert str(path) in str(caught.value)
     assert fault in str(caught.value)
+
+
+@pytest.mark.integration
+def test_a_leftover_context_file_whose_journal_is_gone_falls_back_to_a_standalone_run(wandb_root: Path) -> None:
+    """``WANDB_CONTEXT_FILE`` naming a context whose journal folder was removed (its pipeline ended):
+    one warning naming the variable and the missing folder, and the stage's points and the eval's
+    summary land in a standalone run instead of being lost."""
+    context = instrument.RunContext(run_id="gone1234", project="p", entity=None, group="gone1234", mode="offline",
+                                    journal_dir=str(wandb_root / "removed" / "journal"))
+    path = context.save(wandb_root / "leftover.json")
+    done = run_script(wandb_root, """
+        import instrument
+
+        @instrument.training_stage("operator")
+        def train_step(k):
+            return {"loss": float(k)}
+
+        @instrument.eval_summary(prefix="eval")
+        def evaluate():
+            return {"nrmse": 0.09}
+
+        train_step(0)
+        train_step(1)
+        evaluate()
+    """, env=wandb_env(wandb_root, WANDB_CONTEXT_FILE=str(path)))
+    (run,) = read_runs(wandb_root / "wandb")
+    assert ("", [(0, 0.0), (1, 1.0)], 0.09) == (run.job_type, run.series("operator/loss"), run.summary["eval/nrmse"])
+    warned = [line for line in done.stderr.splitlines() if "InstrumentWarning" in line]
+    assert 1 == len(warned), done.stderr
+    assert all(word in warned[0] for word in ("WANDB_CONTEXT_FILE", "journal_dir=", "does not exist", "standalone"))
 
 
 # -- real wandb, offline, in subprocesses ----------------------------------------------------
