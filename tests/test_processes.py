@@ -218,6 +218,90 @@ def test_sigterm_and_ctrl_c_finish_the_orchestrators_run(wandb_root: Path, signu
     assert [] == list(wandb_root.glob("instrument-*")), "the context folder was left behind"
 
 
+PREEMPTED = """
+import os, signal, subprocess, sys
+import instrument
+
+WORKER = '''
+import sys, time
+import instrument
+
+@instrument.training_stage("operator")
+def train_step(k):
+    return {"loss": float(k)}
+
+train_step(0)
+train_step(1)
+print("ready", flush=True)
+time.sleep(60)
+sys.exit(7)  # never reached: SIGTERM ends it
+'''
+
+with instrument.pipeline(project="p"):
+    # A script of its own: no pipeline, and not attached to this process's wandb-core either.
+    standalone_env = {k: v for k, v in os.environ.items() if k not in ("WANDB_CONTEXT_FILE", "WANDB_SERVICE")}
+    workers = {
+        "standalone": subprocess.Popen([sys.executable, "-c", WORKER], env=standalone_env, stdout=subprocess.PIPE,
+                                       text=True),
+        "training": subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True),
+    }
+    for name, worker in workers.items():
+        assert "ready" == worker.stdout.readline().strip(), name
+        worker.send_signal(signal.SIGTERM)  # what SLURM and Kubernetes send on preemption
+    for name, worker in workers.items():
+        print(name, worker.wait(timeout=100), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_run_of_a_standalone_script_and_of_a_training_child(wandb_root: Path) -> None:
+    """SIGTERM to a standalone training script and to a pipeline's training child: each finishes
+    its run with exit code 143, keeping its points, and still dies of SIGTERM."""
+    result = run_script(wandb_root, PREEMPTED, timeout=180)
+    assert [f"standalone {-signal.SIGTERM}", f"training {-signal.SIGTERM}"] == result.stdout.splitlines()
+    runs = {run.job_type: run for run in read_runs(wandb_root / "wandb")}
+    assert {"", "train", "pipeline"} == set(runs)
+    for job_type in ("", "train"):
+        assert (143, [(0, 0.0), (1, 1.0)]) == (runs[job_type].exit_code, runs[job_type].series("operator/loss"))
+    assert (0, [runs["train"].run_id]) == (runs["pipeline"].exit_code, runs["pipeline"].summary["pipeline/children"])
+
+
+@pytest.mark.slow
+def test_the_sigterm_handler_leaves_a_users_handler_and_other_threads_alone(wandb_root: Path) -> None:
+    """A SIGTERM handler the program installed stays in place when a run starts; a run first started
+    from another thread installs nothing (signal handlers belong to the main thread)."""
+    result = run_script(wandb_root, """
+import signal, threading
+import instrument
+
+@instrument.training_stage("operator")
+def train_step(k):
+    return {"loss": float(k)}
+
+def mine(signum, frame):
+    pass
+
+signal.signal(signal.SIGTERM, mine)
+train_step(0)
+print(signal.getsignal(signal.SIGTERM) is mine)
+""")
+    threaded = run_script(wandb_root, """
+import signal, threading
+import instrument
+
+@instrument.training_stage("operator")
+def train_step(k):
+    return {"loss": float(k)}
+
+worker = threading.Thread(target=train_step, args=(0,))
+worker.start()
+worker.join()
+train_step(1)
+print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+""", name="threaded.py")
+    assert ["True", "True"] == [result.stdout.strip(), threaded.stdout.strip()]
+
+
 @pytest.mark.slow
 def test_a_dead_owners_journal_is_replayable(wandb_root: Path) -> None:
     """An orchestrator SIGKILLed after its eval child wrote into the journal leaves the context
