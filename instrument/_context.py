@@ -271,7 +271,7 @@ class WandBContext:
         exact = as_step(step) if step is not None else None
         if step is not None and exact is None:
             report(Problem("bad_step", f"instrument: WandBContext.log_training_metric: step must be a whole "
-                           f"number, got {type(step).__name__} {step!r}; the next automatic step was used", name))
+                           f"number, got {type(step).__name__} {step!r}", name, "the next automatic step was used"))
         self._route({name: value}, "series", stage, "WandBContext.log_training_metric", exact)
 
     def log_eval_summary(self, metrics: Mapping[str, Any], prefix: str = "eval") -> None:

@@ -432,7 +432,7 @@ def log(values: Mapping[str, Any], step: int | None = None) -> None:
         exact = as_step(step)
         if exact is None:
             report(Problem("bad_step", f"instrument.log: step must be a whole number, got "
-                           f"{type(step).__name__} {step!r}; the next automatic step was used", "step"))
+                           f"{type(step).__name__} {step!r}", "step", "the next automatic step was used"))
         step = exact
     emitter.emit(values, step=step)
 

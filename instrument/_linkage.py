@@ -32,7 +32,7 @@ import attrs
 from instrument import _env
 from instrument._backend import Backend, DisabledBackend, RunSpec
 from instrument._journal import JournalReader, JournalWriter
-from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report
+from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report, user_stacklevel
 from instrument._records import ConfigUpdate, Record, SummaryUpdate
 from instrument._redact import redact_config
 from instrument._routing import nan_config_problems
@@ -465,7 +465,8 @@ def ingest(session: Session, reader: JournalReader, locations: dict[str, str] | 
         try:
             session.write([record])
         except InstrumentationError as error:
-            warnings.warn(f"{error} (a record journaled for run {session.id})", InstrumentWarning, stacklevel=2)
+            warnings.warn(f"{error} (a record journaled for run {session.id})", InstrumentWarning,
+                          stacklevel=user_stacklevel())
     return children
 
 
@@ -490,7 +491,7 @@ def _warn_forked() -> None:
             "pool); decorated calls here run as plain functions and log nothing (the parent's run is "
             "left alone)",
             InstrumentWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
 
 

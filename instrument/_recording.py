@@ -263,11 +263,20 @@ class RecordedRun:
         """Return ``(step, value)`` for each history row holding *key*, in log order.
 
         The step is read on the key's own axis: the ``step_metric`` declared for *key* (a stage's
-        ``<stage>/step``), else ``_step``. A key never logged gives ``[]``.
+        ``<stage>/step``), else ``_step``.
+
+        Raises:
+            KeyError: *key* was never logged to history (a typo, or a summary key); the message
+                lists the keys that were.
         """
         with self._lock:
             axis = self._metrics.get(key, {}).get("step_metric") or "_step"
-            return [(row.get(axis), copy.deepcopy(row[key])) for row in self._history if key in row]
+            points = [(row.get(axis), copy.deepcopy(row[key])) for row in self._history if key in row]
+            if not points:
+                logged = sorted({k for row in self._history for k in row if not k.startswith("_")})
+                raise KeyError(f"{key!r} was never logged to the history of run {self.id}; "
+                               f"the keys logged are {logged}")
+            return points
 
     def _keep_media(self, snapshot: dict[str, Any]) -> None:
         for key, value in snapshot.items():
@@ -379,8 +388,12 @@ class RecordedRun:
         with self._lock:
             state = f"finished, exit_code={self.exit_code}" if self.finished else "running"
             return (f"<RecordedRun {self.id} project={self.project!r} group={self.group!r} "
-                    f"job_type={self.job_type!r} tags={list(self.tags)} history={len(self._history)} rows "
+                    f"job_type={self.job_type!r} tags={list(self.tags)} history={_count(len(self._history), 'row')} "
                     f"summary={sorted(self._summary)} {state}>")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 class RecordingBackend:
@@ -412,4 +425,4 @@ class RecordingBackend:
         return None
 
     def __repr__(self) -> str:
-        return f"<RecordingBackend {len(self.runs)} runs>"
+        return f"<RecordingBackend {_count(len(self.runs), 'run')}>"

@@ -3,6 +3,7 @@ bad keys named; and properties of routing on arbitrary nested values (hypothesis
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import warnings
@@ -248,3 +249,55 @@ def test_wrong_marker_arguments_raise_naming_the_marker_field_and_value(
     with pytest.raises(Exception) as caught:
         call()
     assert expected == (type(caught.value), str(caught.value))
+
+
+def test_warnings_point_at_the_users_line() -> None:
+    """A warning from a stage call, from ``instrument.log`` inside it, from a ``WandBContext``
+    method and from entering a pipeline points at the line of user code that led to it."""
+    here = __file__
+    lines = []
+
+    @instrument.training_stage("stage")
+    def stage() -> dict[str, Any]:
+        lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+        instrument.log({"inner": object()})
+        return {"outer": object()}
+
+    with warnings.catch_warnings(record=True) as caught, recording(strict=False):
+        warnings.simplefilter("always")
+        lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+        stage()
+        lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+        instrument.current().log_training_metric("stage", "x", object())
+        lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+        with instrument.pipeline(project="p", config={"lr": float("nan")}):
+            pass
+    found = [(w.filename, w.lineno) for w in caught if issubclass(w.category, instrument.InstrumentWarning)]
+    assert sorted((here, line) for line in lines) == sorted(found), [str(w.message) for w in caught]
+
+
+def test_a_strict_error_does_not_say_what_production_does_instead() -> None:
+    """In strict mode the error names the problem only (nothing was written); the warning in
+    production also says what became of the value."""
+    with pytest.raises(instrument.InstrumentationError) as caught, recording():
+        returns({"x": object()})
+    with pytest.warns(instrument.InstrumentWarning) as warned, recording(strict=False):
+        returns({"x": object()})
+    assert "dropped" not in str(caught.value)
+    assert str(warned[0].message) == f"{caught.value}; it was dropped"
+
+
+def test_a_plain_list_gets_a_hint_to_use_histogram_or_table() -> None:
+    """``{"x": [1, 2, 3]}`` is not guessed: the problem suggests instrument.Histogram or instrument.Table."""
+    routed = route({"x": [1, 2, 3]}, role="series", prefix="s", function="f")
+    assert ((), 1) == (routed.records, len(routed.problems))
+    assert ("instrument: f: key 's/x': a list of 3 values is not guessed: wrap it in instrument.Histogram(values) "
+            "for a distribution, or instrument.Table(columns, rows) for rows") == routed.problems[0].message
+
+
+def test_one_non_finite_value_is_singular() -> None:
+    """A histogram with one NaN says "1 non-finite value was left out"; with two, "values were"."""
+    one = route({"h": instrument.Histogram([1.0, math.nan])}, role="summary", prefix=None, function="f")
+    two = route({"h": instrument.Histogram([math.inf, math.nan])}, role="summary", prefix=None, function="f")
+    assert ["histogram: 1 non-finite value was left out", "histogram: 2 non-finite values were left out"] == [
+        routed.problems[0].message.split(": ", 3)[-1] for routed in (one, two)]
