@@ -11,6 +11,7 @@ from instrument._context import (
     create_wandb_context,
     current,
     finish,
+    flush,
     load_wandb_context_from_env,
     save_wandb_context,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "current",
     "eval_summary",
     "finish",
+    "flush",
     "load_wandb_context_from_env",
     "log",
     "pipeline",

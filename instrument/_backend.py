@@ -124,6 +124,7 @@ class DisabledBackend:
     """A backend that writes nothing: every decorated function still returns its value."""
 
     name = "disabled"
+    synchronous = True  # nothing to hand to a thread
 
     def start(self, spec: RunSpec) -> BackendRun:
         """Return a run that keeps nothing."""

@@ -22,7 +22,7 @@ from instrument import _env, _linkage
 from instrument._context import OwnerRun, check_run_arguments
 from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate
-from instrument._routing import Role, is_config_mapping, plain_config, route
+from instrument._routing import Role, is_config_mapping, join, plain_config, route, route_numbers
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,6 +101,8 @@ _decorator = functools.partial(wrapt.decorator, proxy=_Wrapper)
 
 _SUMMARY_OPS = frozenset({"min", "max", "mean", "last", "first", "none"})
 
+_disabled = _linkage.disabled
+
 #: The stage whose call is running in this context (``instrument.log`` adds points to it).
 _current: contextvars.ContextVar[_Emitter | None] = contextvars.ContextVar("instrument_stage", default=None)
 
@@ -108,23 +110,27 @@ _current: contextvars.ContextVar[_Emitter | None] = contextvars.ContextVar("inst
 class _Emitter:
     """The shared lifecycle: route a returned value and write it where linkage says, safely."""
 
-    __slots__ = ("role", "prefix", "function", "summary")
+    __slots__ = ("role", "prefix", "function", "summary", "full_summary")
 
     def __init__(self, role: Role, prefix: str | None, function: str, summary: Mapping[str, str]) -> None:
         self.role = role
         self.prefix = prefix
         self.function = function
         self.summary = dict(summary)
+        self.full_summary = {join(prefix, key): op for key, op in self.summary.items()}
 
     def emit(self, value: Any, step: int | None = None) -> None:
-        """Route *value* and write it; problems warn (raise in strict mode), faults never raise."""
-        if value is None:
+        """Route *value* and write it; problems warn (raise in strict mode), faults never raise.
+
+        Does nothing at all when the mode is ``disabled`` (resolved once per state).
+        """
+        if value is None or _disabled():
             return
         try:
             sink = _linkage.resolve(self.role)
             if sink is None:
                 return
-            routed = route(
+            routed = (route_numbers(value, self.prefix, step, self.full_summary) if self.role == "series" else None) or route(
                 value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
             )
             with origin(self.function):
@@ -224,6 +230,8 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
 
     @_decorator
     def function_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if _disabled():  # the fast path: nothing would be written anywhere
+            return wrapped(*args, **kwargs)
         token = _current.set(emitter)
         try:
             result = wrapped(*args, **kwargs)
@@ -345,7 +353,7 @@ def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
 
 def _write_config(name: str, result: Any) -> None:
     """Write what a ``run_config`` function returned to ``run.config``; never raises a fault."""
-    if result is None:
+    if result is None or _disabled():
         return
     try:
         if not is_config_mapping(result):

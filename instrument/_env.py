@@ -35,6 +35,20 @@ INSTRUMENT_STRICT = "INSTRUMENT_STRICT"
 #: is. Default 30; also passed to wandb as its ``finish_timeout`` setting.
 INSTRUMENT_EXIT_TIMEOUT = "INSTRUMENT_EXIT_TIMEOUT"
 
+#: ``1``/``true`` makes every run write to wandb on the calling thread, in call order (debugging,
+#: tests that want a backend's effects before the call returns). Default off: records go to a
+#: queue and one thread per run calls wandb. ``configure(synchronous=True)`` does the same.
+INSTRUMENT_SYNC = "INSTRUMENT_SYNC"
+
+#: How many records (history rows, summary updates, ...) a run's queue holds before a writer
+#: waits for the dispatcher thread (backpressure; nothing is dropped). Default 10000.
+INSTRUMENT_QUEUE_SIZE = "INSTRUMENT_QUEUE_SIZE"
+
+#: Seconds the backend may make no progress while a writer waits on a full queue; after that,
+#: records are kept in an on-disk journal (``wandb/instrument-spill-<run id>-<pid>``) and
+#: training goes on. Default 60.
+INSTRUMENT_STALL_TIMEOUT = "INSTRUMENT_STALL_TIMEOUT"
+
 #: wandb variables a child must not inherit from the parent: ``WANDB_SERVICE`` attaches the
 #: child to the parent's wandb-core (WANDB_FACTS 3.3), the run id and resume apply to every init.
 PARENT_ONLY_WANDB_VARIABLES = ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME")
@@ -56,6 +70,30 @@ def exit_timeout(environ: Mapping[str, str] = os.environ) -> float:
     except ValueError:
         return 30.0
     return value if value > 0 else 30.0
+
+
+def is_synchronous(environ: Mapping[str, str] = os.environ) -> bool:
+    """Return whether ``INSTRUMENT_SYNC`` asks for backend calls on the calling thread."""
+    return environ.get(INSTRUMENT_SYNC, "").strip().lower() in _TRUE
+
+
+def queue_size(environ: Mapping[str, str] = os.environ) -> int:
+    """Return a run queue's bound in records from ``INSTRUMENT_QUEUE_SIZE`` (default 10000)."""
+    try:
+        value = int(environ.get(INSTRUMENT_QUEUE_SIZE, ""))
+    except ValueError:
+        return 10_000
+    return value if value > 0 else 10_000
+
+
+def stall_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """Return the seconds without backend progress before records spill to disk (default 60.0)."""
+    raw = environ.get(INSTRUMENT_STALL_TIMEOUT, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return 60.0
+    return value if value > 0 else 60.0
 
 
 def journal_root(environ: Mapping[str, str] = os.environ) -> Path:

@@ -22,6 +22,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -176,6 +177,7 @@ class Settings:
     job_type: str | None = None
     mode: str | None = None
     redact_secrets: bool = True
+    synchronous: bool = False
 
 
 class _State:
@@ -191,6 +193,7 @@ class _State:
         self.contexts: dict[str, RunContext] = {}
         self.sessions: list[Session] = []
         self.settings = Settings()
+        self.disabled: bool | None = None  # cache of disabled(); None: not computed yet
 
 
 _lock = threading.RLock()
@@ -211,6 +214,7 @@ def configure(**values: Any) -> None:
         values["mode"] = _env.check_mode(values["mode"], "instrument.configure: mode")
     with _lock:
         _state.settings = attrs.evolve(_state.settings, **values)
+        _state.disabled = None
 
 
 def push_backend(backend: Backend, *, inherit_settings: bool = True) -> _State:
@@ -268,7 +272,14 @@ def new_session(
         if on_start is not None:
             on_start(session)
 
-    session = Session(spec, _backend_for(mode), on_start=started)
+    synchronous = _state.settings.synchronous or _env.is_synchronous(environ)
+    session = Session(spec, _backend_for(mode), on_start=started, synchronous=synchronous, environ=environ)
+    if not session.synchronous and _state.backend is None:
+        _watch_exit_code()
+    if _state.backend is None and mode != "disabled":
+        # Here, on the caller's thread: with background dispatch the run starts on the
+        # dispatcher thread, where no signal handler can be installed.
+        _finish_runs_on_sigterm()
     _state.sessions.append(session)
     return session
 
@@ -285,6 +296,23 @@ def _on_start(session: Session) -> None:
 
 
 def _install_exit_hooks() -> None:
+    _watch_exit_code()
+    atexit.register(finish_all)
+
+
+_exit_code_watched = False
+
+
+def _watch_exit_code() -> None:
+    """Record how the program ends in ``_exit_code`` (an uncaught exception, ``sys.exit(n)``); once.
+
+    Installed when the first run starts, or earlier, when the first run that starts in the
+    background (on its dispatcher thread) is created: the program may fail before it started.
+    """
+    global _exit_code_watched
+    if _exit_code_watched:
+        return
+    _exit_code_watched = True
     previous_excepthook = sys.excepthook
 
     def excepthook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
@@ -301,7 +329,6 @@ def _install_exit_hooks() -> None:
         original_exit(code)
 
     sys.exit = exit  # type: ignore[assignment]
-    atexit.register(finish_all)
 
 
 def finish_all() -> None:
@@ -315,10 +342,61 @@ def finish_state(exit_code: int) -> None:
     with _lock:
         sessions = list(_state.sessions)
         journals = list(_state.journals.values())
+        _state.disabled = None
     for session in reversed(sessions):
         session.finish(exit_code)
     for journal in journals:
         journal.writer.close()
+
+
+def flush_state(timeout: float | None = None) -> bool:
+    """Write what every run of the current state holds or queued; True if done within *timeout* s.
+
+    *timeout* defaults to ``INSTRUMENT_EXIT_TIMEOUT``.
+    """
+    deadline = time.monotonic() + (_env.exit_timeout() if timeout is None else timeout)
+    with _lock:
+        sessions = [s for s in (*_state.sessions, _state.adopted) if s is not None and not s.finished]
+    done = True
+    for session in sessions:
+        done = session.flush(max(0.0, deadline - time.monotonic())) and done
+    return done
+
+
+def flush_backend(backend: Backend) -> None:
+    """Flush the current state's runs if they write to *backend* (a recording being read)."""
+    if _state.backend is backend:
+        flush_state()
+
+
+def disabled() -> bool:
+    """Return whether a record written now would certainly go nowhere (mode ``disabled``).
+
+    The decorators' fast path: when True they call the function and do nothing else. Computed
+    once per state (``configure``, a pipeline starting or ending, and finishing reset it) from
+    the pipeline's mode, else the context file's, else ``configure(mode=)``/``WANDB_MODE``; never
+    True under a recording or while a ``wandb.run`` is active (a framework's run is logged into).
+    """
+    answer = _state.disabled
+    if answer is None:
+        answer = _state.disabled = _compute_disabled()
+    return answer and (sys.modules.get("wandb") is None or getattr(sys.modules["wandb"], "run", None) is None)
+
+
+def _compute_disabled() -> bool:
+    if _forked or _state.backend is not None:
+        return False
+    with _lock:
+        if _state.pipelines:
+            return _state.pipelines[-1].spec.mode == "disabled"
+        try:
+            context = _context(os.environ)
+            if context is not None:
+                return context.mode == "disabled"
+            mode, _ = _env.resolve_mode(_state.settings.mode, os.environ)
+        except (ContextFileError, ValueError):
+            return False
+        return mode == "disabled"
 
 
 def _context(environ: Mapping[str, str]) -> RunContext | None:
@@ -414,6 +492,8 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
 
 
 def _adopt() -> Session | None:
+    if getattr(sys.modules.get("wandb"), "run", None) is None:  # the common case, without an import
+        return None
     from instrument._wandb_backend import WandbBackend
 
     run = WandbBackend().adopt()
@@ -435,6 +515,7 @@ def push_pipeline(session: Session) -> None:
     """Make *session* the run every call in this process writes to, until :func:`pop_pipeline`."""
     with _lock:
         _state.pipelines.append(session)
+        _state.disabled = None
 
 
 def pop_pipeline(session: Session) -> None:
@@ -442,6 +523,7 @@ def pop_pipeline(session: Session) -> None:
     with _lock:
         if session in _state.pipelines:
             _state.pipelines.remove(session)
+        _state.disabled = None
 
 
 def ingest(session: Session, reader: JournalReader, locations: dict[str, str] | None = None) -> list[str]:

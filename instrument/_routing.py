@@ -579,3 +579,26 @@ def plain_config(value: Any) -> Any:
     if number is not None:
         return number
     return value
+
+
+_PLAIN_NUMBERS = (int, float, bool)
+
+
+def route_numbers(
+    values: Any, prefix: str | None, step: int | None, summary: dict[str, str]
+) -> Routed | None:
+    """Return what :func:`route` returns for a stage's flat dict of plain numbers, fast; else None.
+
+    The common case of a training loop (``{"loss": 0.1, "acc": 0.9}`` from a stage, one metric
+    from ``log_training_metric``) skips the general rules: every key a non-empty string other
+    than ``step``, every value exactly an ``int``, ``float`` or ``bool``, no nesting. For anything
+    else it returns None and the caller uses :func:`route`. *summary* maps full keys to ops.
+    """
+    if type(values) is not dict or not values:
+        return None
+    point: dict[str, Any] = {}
+    for key, value in values.items():
+        if type(key) is not str or not key or key == "step" or type(value) not in _PLAIN_NUMBERS:
+            return None
+        point[f"{prefix}/{key}" if prefix else key] = value
+    return Routed((Point(values=point, axis=prefix, step=step, summary=summary),), ())

@@ -65,7 +65,12 @@ class Recording:
 
     @property
     def runs(self) -> list[RecordedRun]:
-        """Every run started inside the block, in creation order (a new list each time)."""
+        """Every run started inside the block, in creation order (a new list each time).
+
+        Rows held for coalescing (metrics of a stage at an explicit step, waiting for more of
+        the same step) are written first, so the history is complete up to this point.
+        """
+        _linkage.flush_backend(self.backend)
         return list(self.backend.runs)
 
     def run(self, *, job_type: str | None = _ANY) -> RecordedRun:

@@ -107,6 +107,11 @@ class FaultyBackend:
         return None
 
     @property
+    def synchronous(self) -> bool:
+        """Written on the caller's thread exactly when the wrapped backend is (the recording one is)."""
+        return bool(getattr(self.inner, "synchronous", False))
+
+    @property
     def runs(self) -> list[RecordedRun]:
         """The inner recording backend's runs."""
         return list(getattr(self.inner, "runs", []))

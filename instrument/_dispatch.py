@@ -1,0 +1,493 @@
+"""Dispatch: records leave the calling thread at once; one thread per run calls the backend.
+
+``run.log`` of real wandb costs about 0.4 ms of GIL-holding Python per call, ``import wandb``
+and the first ``wandb.init`` about 0.8 s each (WANDB_FACTS 5). A :class:`Dispatcher` takes the
+records a session prepared on the calling thread (steps assigned, checks done) into a bounded
+queue and a daemon thread hands them to the backend in order (FIFO per run):
+
+* **Bounded, never dropping.** When the queue holds *bound* records the writer waits
+  (backpressure) until the thread makes room. Memory stays bounded however many points are logged.
+* **Spill instead of blocking forever.** If the backend makes no progress for *stall_timeout*
+  seconds while a writer waits, new records are appended to an on-disk journal (the format of
+  :mod:`instrument._journal`) and the writer goes on; when the backend moves again the thread
+  writes the journal's records into the run, in order, before taking new ones from the queue.
+  Records the backend still has not taken when the run must finish are handed back by
+  :meth:`Dispatcher.close`; the session keeps them in the run's call journal.
+* **Drained before wandb tears down.** wandb registers its exit hooks at ``wandb.init`` and
+  ``atexit`` runs last-registered first, so a hook registered before the run started would run
+  after wandb's teardown. The drain is registered with ``threading._register_atexit`` instead
+  (as :mod:`concurrent.futures` does): it runs when the main thread ends, before any ``atexit``
+  hook, within the exit timeout (``INSTRUMENT_EXIT_TIMEOUT``).
+
+Nothing here imports wandb, and a dispatcher starts its thread only when the first record comes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from instrument import _env
+from instrument._problems import Problem, report
+from instrument._records import Record
+
+#: The default queue bound, in records (one record is one history row, summary update, ...).
+DEFAULT_BOUND = 10_000
+
+#: Records the thread takes from the queue at once (fewer lock round trips with the writer).
+BATCH = 64
+
+#: Seconds between the thread's calls of ``on_idle`` (held rows gone idle are queued).
+IDLE_CHECK_SECONDS = 0.25
+
+#: The writer counts as busy if it queued a record this recently (seconds). While it is busy the
+#: thread leaves the queue alone (below the high-water mark, for at most MAX_LAG_SECONDS):
+#: ``run.log`` is GIL-holding Python, so writing while the training thread runs Python slows
+#: that thread down; records are written in its gaps instead (a GPU step, data loading in C).
+QUIET_SECONDS = 0.002
+
+#: The oldest queued record waits at most about this long (seconds) before the thread writes,
+#: busy writer or not: live charts lag at most about a second.
+MAX_LAG_SECONDS = 1.0
+
+_monotonic = time.monotonic
+
+
+class Dispatcher:
+    """One run's queue and the thread that writes it to the backend.
+
+    Args:
+        deliver: writes one record to the backend; called on the thread only, in queue order.
+            It should not raise (a raising call is reported once and that record is lost).
+        name: used in the thread's name and in messages (the run id).
+        bound: the most records the queue holds before :meth:`wait_for_room` blocks writers.
+        stall_timeout: seconds without backend progress after which writers stop waiting and
+            records spill to an on-disk journal.
+        on_idle: called on the thread about every :data:`IDLE_CHECK_SECONDS`, never under the
+            queue's lock (the session queues rows it held for coalescing once they are idle).
+        on_flush: called by :meth:`flush` before it drains (the session queues every row it
+            holds).
+        on_exit_timeout: called when the drain at interpreter exit timed out (the session closes
+            the dispatcher and keeps what it holds on disk: the run may never be finished).
+        spill_root: returns the folder under which the spill folder is made (called once, when
+            spilling starts; default ``<WANDB_DIR>/wandb``).
+    """
+
+    def __init__(
+        self,
+        deliver: Callable[[Record], None],
+        *,
+        name: str,
+        bound: int = DEFAULT_BOUND,
+        stall_timeout: float = 60.0,
+        on_idle: Callable[[], None] | None = None,
+        on_flush: Callable[[], None] | None = None,
+        on_exit_timeout: Callable[[], None] | None = None,
+        spill_root: Callable[[], Path] | None = None,
+    ) -> None:
+        self.name = name
+        self.bound = max(1, bound)
+        self.high_water = max(1, self.bound // 2)
+        self.stall_timeout = stall_timeout
+        self._deliver = deliver
+        self._on_idle = on_idle
+        self._on_flush = on_flush
+        self._on_exit_timeout = on_exit_timeout
+        self._spill_root = spill_root
+        self._cond = threading.Condition(threading.Lock())
+        self._items: collections.deque[Record] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._inline = False  # no thread could be started (interpreter shutdown): write inline
+        self._idle = False  # the thread waits on the condition
+        self._busy = False  # the thread is writing a record it took
+        self._waiters = 0  # writers (full queue) and drainers waiting on the condition
+        self._closed = False
+        self._last_put = 0.0  # when a writer last queued records
+        self._oldest: float | None = None  # when the queue last went from empty to non-empty
+        self._progress = _monotonic()  # when the backend last took a record (or began one)
+        self._spilling = False
+        self._spill: Any = None  # JournalWriter while records spill
+        self._spill_reader: Any = None
+        self.spilled = 0  # records written to the spill journal in all
+        self.spill_path: Path | None = None
+        self._batch: list[Record] = []  # the records the thread took from the queue
+        self._current = 0  # the index in _batch of the record being written
+        self._abandoned = False  # close() timed out: the thread must not write the batch's rest
+
+    # Writers (calling threads) -------------------------------------------------------------------
+    def ensure_thread(self) -> None:
+        """Start the thread if it is not running yet (it also writes held rows once idle)."""
+        if self._thread is None and not self._inline:
+            self._start_thread()
+
+    def put(self, records: Sequence[Record]) -> None:
+        """Queue *records* after everything queued before (never blocks; see :meth:`wait_for_room`).
+
+        The session calls this under its write lock, so the queue's order is the call order.
+        """
+        if self._thread is None and not self._inline:
+            self._start_thread()
+        if self._inline:
+            for record in records:
+                self._deliver(record)
+            return
+        with self._cond:
+            if self._spilling:
+                self._spill_records(records)
+                return
+            now = self._last_put = _monotonic()
+            items = self._items
+            if not items:
+                self._oldest = now
+                items.extend(records)
+                if self._idle:
+                    self._cond.notify_all()  # from the long idle wait to short polls
+            else:
+                items.extend(records)
+                if self._idle and len(items) >= self.high_water:
+                    self._cond.notify_all()
+
+    def wait_for_room(self) -> None:
+        """Block while the queue is full (backpressure); spill once the backend stalls.
+
+        Call it without holding any session lock: the thread may need one to start the run.
+        """
+        if len(self._items) < self.bound or threading.current_thread() is self._thread:
+            return
+        started_spilling = False
+        with self._cond:
+            while len(self._items) >= self.bound and not self._spilling and not self._closed:
+                if _monotonic() - self._progress >= self.stall_timeout:
+                    self._spilling = started_spilling = True
+                    folder = self._folder()
+                    break
+                self._wait(IDLE_CHECK_SECONDS)
+        if started_spilling:
+            report(Problem("backend", f"instrument: run {self.name}: the backend made no progress for "
+                           f"{self.stall_timeout:g} s; new records are kept on disk in {folder} and written to "
+                           "the run when it moves again (should this process die first: `python -m instrument "
+                           f"replay {folder} --run-id {self.name}`); the training goes on"), once=True)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every queued record was handed to the backend; True if done in *timeout* s.
+
+        Records that spilled to disk are part of the wait: they are written once the backend
+        moves again.
+        """
+        if self._thread is None:
+            return True
+        deadline = None if timeout is None else _monotonic() + timeout
+        with self._cond:
+            while self._items or self._busy or self._spilling:
+                if not self._thread.is_alive():
+                    return False
+                remaining = IDLE_CHECK_SECONDS if deadline is None else min(IDLE_CHECK_SECONDS, deadline - _monotonic())
+                if remaining <= 0:
+                    return False
+                self._wait(remaining)
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Queue what the owner holds back (``on_flush``), then :meth:`drain`."""
+        if self._on_flush is not None:
+            self._on_flush()
+        return self.drain(timeout)
+
+    def close(self, timeout: float | None = None) -> tuple[bool, list[Record]]:
+        """Drain (see :meth:`drain`), then stop the thread.
+
+        Returns:
+            Whether everything was written in *timeout* seconds, and the records the backend
+            never took (a hung backend), in order: the rest of the batch the thread holds, the
+            queue, and what spilled to disk (the spill folder is removed). The caller keeps them.
+            A second call hands back nothing.
+        """
+        if self._closed:
+            return not (self._items or self._busy), []
+        drained = self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            left: list[Record] = []
+            if self._busy:
+                self._abandoned = True
+                left.extend(self._batch[self._current + 1:])
+                del self._batch[self._current + 1:]
+            left.extend(self._items)
+            self._items.clear()
+            if self._spill is not None:
+                left.extend(self._take_spilled())
+            self._spilling = False
+            self._cond.notify_all()
+        return drained, left
+
+    @property
+    def busy(self) -> bool:
+        """Whether the thread is inside a backend call (after :meth:`close`: one that never returned)."""
+        return self._busy
+
+    def _wait(self, timeout: float) -> None:
+        """Wait on the condition as a writer or drainer (the caller holds it); wake the thread."""
+        self._waiters += 1
+        if self._idle:
+            self._cond.notify_all()
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiters -= 1
+
+    # The thread ----------------------------------------------------------------------------------
+    def _start_thread(self) -> None:
+        # If the main thread ends before the run started, the thread imports wandb and calls
+        # wandb.init inside the exit drain; importing concurrent.futures.thread then would raise
+        # "can't register atexit after shutdown" (wandb imports it), so it is imported now.
+        import concurrent.futures.thread  # noqa: F401
+
+        thread = self._thread = threading.Thread(target=self._run, name=f"instrument-dispatch-{self.name}", daemon=True)
+        self._progress = _monotonic()
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: no new threads
+            self._thread = None
+            self._inline = True
+            return
+        _LIVE.add(self)
+        _register_exit_drain()
+
+    def _due(self, now: float) -> bool:
+        """Whether the thread should write now (the caller holds the condition; items queued)."""
+        return (
+            self._waiters > 0
+            or self._closed
+            or len(self._items) >= self.high_water
+            or now - self._last_put >= QUIET_SECONDS
+            or (self._oldest is not None and now - self._oldest >= MAX_LAG_SECONDS)
+        )
+
+    def _run(self) -> None:
+        next_idle = _monotonic() + IDLE_CHECK_SECONDS
+        cond = self._cond
+        while True:
+            batch: list[Record] = []
+            lagging = False
+            oldest: float | None = None
+            with cond:
+                while True:
+                    now = _monotonic()
+                    items = self._items
+                    if items:
+                        if self._due(now):
+                            oldest = self._oldest
+                            lagging = oldest is not None and now - oldest >= MAX_LAG_SECONDS
+                            batch = [items.popleft() for _ in range(min(len(items), BATCH))]
+                            if not items:
+                                self._oldest = None
+                            break
+                        timeout = QUIET_SECONDS
+                    elif self._closed:
+                        cond.notify_all()
+                        return
+                    elif self._spilling:
+                        batch = self._unspill()
+                        lagging = True
+                        if batch:
+                            break
+                        continue
+                    else:
+                        if self._waiters:
+                            cond.notify_all()  # drainers: the queue is empty
+                        timeout = next_idle - now
+                    if now >= next_idle:
+                        break
+                    self._idle = True
+                    cond.wait(timeout)
+                    self._idle = False
+                self._busy = bool(batch)
+                self._progress = now
+            if batch:
+                self._write(batch, lagging, oldest)
+            if self._on_idle is not None and _monotonic() >= next_idle:
+                next_idle = _monotonic() + IDLE_CHECK_SECONDS
+                try:
+                    self._on_idle()
+                except Exception as error:  # noqa: BLE001
+                    report(Problem("backend", f"instrument: run {self.name}: writing held rows failed "
+                                   f"({type(error).__name__}: {error})"), once=True)
+
+    def _write(self, batch: list[Record], lagging: bool, oldest: float | None) -> None:
+        """Deliver *batch* in order; give the rest back to the queue if the writer got busy again."""
+        last = len(batch) - 1
+        self._batch = batch
+        for index, record in enumerate(batch):
+            with self._cond:
+                if self._abandoned:  # close() timed out and kept the rest of the batch on disk
+                    self._busy = False
+                    return
+                self._current = index
+            try:
+                self._deliver(record)
+            except Exception as error:  # noqa: BLE001 - the thread must outlive a bad record
+                report(Problem("backend", f"instrument: run {self.name}: writing a {type(record).__name__} "
+                               f"record failed ({type(error).__name__}: {error})"), once=True)
+            now = self._progress = _monotonic()
+            if (
+                index < last
+                and not lagging
+                and not self._waiters
+                and not self._closed
+                and now - self._last_put < QUIET_SECONDS
+                and len(self._items) + last - index < self.high_water
+            ):
+                with self._cond:  # yield to the writer: it runs Python, so do the rest in its next gap
+                    self._items.extendleft(reversed(batch[index + 1:]))
+                    if oldest is not None and (self._oldest is None or oldest < self._oldest):
+                        self._oldest = oldest
+                break
+        with self._cond:
+            self._busy = False
+            self._batch = []
+            if self._waiters:
+                self._cond.notify_all()
+
+    # Spilling ------------------------------------------------------------------------------------
+    def _folder(self) -> Path:
+        """The spill folder: a private one (mode 0700) made under the spill root on first use."""
+        if self.spill_path is None:
+            root = self._spill_root() if self._spill_root is not None else _env.journal_root()
+            prefix = f"instrument-queue-{self.name}-"
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                self.spill_path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+            except OSError:
+                self.spill_path = Path(tempfile.mkdtemp(prefix=prefix))
+        return self.spill_path
+
+    def _spill_records(self, records: Sequence[Record]) -> None:
+        """Append *records* to the spill journal (the caller holds the condition)."""
+        from instrument._journal import JournalWriter
+
+        if self._spill is None:
+            self._spill = JournalWriter(self._folder())
+        for record in records:
+            try:
+                self._spill.append(record)
+                self.spilled += 1
+            except Exception as error:  # noqa: BLE001 - never raise into user code
+                report(Problem("backend", f"instrument: run {self.name}: a {type(record).__name__} record could "
+                               f"not be kept on disk ({type(error).__name__}: {error}); it was lost"), once=True)
+
+    def _take_spilled(self) -> list[Record]:
+        """Return every spilled record not written yet and remove the spill folder (condition held)."""
+        from instrument._journal import JournalReader
+
+        reader = self._spill_reader or JournalReader(self._folder())
+        self._spill.close()
+        records = [r for r in reader.read_new() if not isinstance(r, dict)]
+        reader.remove()
+        self._spill = self._spill_reader = None
+        self.spill_path = None
+        return records
+
+    def _unspill(self) -> list[Record]:
+        """Return the next spilled records to write (the caller holds the condition).
+
+        With nothing left, spilling ends and the journal is removed: new records go to the
+        queue again.
+        """
+        from instrument._journal import JournalReader
+
+        if self._spill is None:
+            self._spilling = False
+            return []
+        if self._spill_reader is None:
+            self._spill_reader = JournalReader(self._folder())
+        records = [r for r in self._spill_reader.read_new() if not isinstance(r, dict)]
+        if not records:
+            self._spill.close()
+            self._spill_reader.remove()
+            self._spill = self._spill_reader = None
+            self.spill_path = None
+            self._spilling = False
+            if self._waiters:
+                self._cond.notify_all()
+        return records
+
+
+# Exit: drain every live dispatcher when the main thread ends, before atexit hooks ---------------
+_LIVE: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+_exit_registered = False
+_forked = False
+
+#: When the process must be done exiting (monotonic seconds), set when the main thread ended:
+#: finishing runs afterwards (atexit) shares this one ``INSTRUMENT_EXIT_TIMEOUT`` with the drain.
+exit_deadline: float | None = None
+
+
+def _register_exit_drain() -> None:
+    global _exit_registered
+    if _exit_registered:
+        return
+    _exit_registered = True
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(_drain_at_exit)
+        else:  # pragma: no cover - other Python implementations
+            atexit.register(_drain_at_exit)
+    except RuntimeError:  # already shutting down: each session's finish drains its queue
+        pass
+
+
+def drain_all(timeout: float | None = None) -> bool:
+    """Write everything every run of this process queued or held, within *timeout* s in all.
+
+    Runs by itself when the main thread ends (before ``atexit`` hooks, so before wandb's
+    teardown); ``instrument.flush()`` calls it too. *timeout* defaults to
+    ``INSTRUMENT_EXIT_TIMEOUT``. Returns True if every queue drained in time.
+    """
+    if _forked:
+        return True
+    deadline = _monotonic() + (_env.exit_timeout() if timeout is None else timeout)
+    done = True
+    for dispatcher in list(_LIVE):
+        done = dispatcher.flush(max(0.0, deadline - _monotonic())) and done
+    return done
+
+
+def _drain_at_exit() -> None:
+    global exit_deadline
+    if _forked:
+        return
+    timeout = _env.exit_timeout()
+    exit_deadline = _monotonic() + timeout
+    for dispatcher in list(_LIVE):
+        if not dispatcher.flush(max(0.0, exit_deadline - _monotonic())) and dispatcher._on_exit_timeout is not None:
+            try:
+                dispatcher._on_exit_timeout()
+            except Exception as error:  # noqa: BLE001 - exiting anyway
+                report(Problem("backend", f"instrument: run {dispatcher.name}: keeping its queue at exit failed "
+                               f"({type(error).__name__}: {error})"), once=True)
+
+
+def exit_time_left(timeout: float) -> float:
+    """Return *timeout*, cut to what is left of the exit deadline once the main thread ended."""
+    if exit_deadline is None:
+        return timeout
+    return max(min(timeout, exit_deadline - _monotonic()), min(timeout, 1.0))
+
+
+def _after_fork_in_child() -> None:
+    # The threads do not exist in a forked child; its parent's queues are the parent's business.
+    global _forked, _LIVE
+    _forked = True
+    _LIVE = weakref.WeakSet()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
