@@ -62,14 +62,18 @@ def is_strict(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get(INSTRUMENT_STRICT, "").strip().lower() in _TRUE
 
 
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Return the positive number in *name*, else *default* (unset, unreadable or not above 0)."""
+    try:
+        value = float(environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 def exit_timeout(environ: Mapping[str, str] = os.environ) -> float:
     """Return the finish timeout in seconds from ``INSTRUMENT_EXIT_TIMEOUT`` (default 30.0)."""
-    raw = environ.get(INSTRUMENT_EXIT_TIMEOUT, "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return 30.0
-    return value if value > 0 else 30.0
+    return _positive(environ, INSTRUMENT_EXIT_TIMEOUT, 30.0)
 
 
 def is_synchronous(environ: Mapping[str, str] = os.environ) -> bool:
@@ -79,21 +83,12 @@ def is_synchronous(environ: Mapping[str, str] = os.environ) -> bool:
 
 def queue_size(environ: Mapping[str, str] = os.environ) -> int:
     """Return a run queue's bound in records from ``INSTRUMENT_QUEUE_SIZE`` (default 10000)."""
-    try:
-        value = int(environ.get(INSTRUMENT_QUEUE_SIZE, ""))
-    except ValueError:
-        return 10_000
-    return value if value > 0 else 10_000
+    return int(_positive(environ, INSTRUMENT_QUEUE_SIZE, 10_000))
 
 
 def stall_timeout(environ: Mapping[str, str] = os.environ) -> float:
     """Return the seconds without backend progress before records spill to disk (default 60.0)."""
-    raw = environ.get(INSTRUMENT_STALL_TIMEOUT, "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return 60.0
-    return value if value > 0 else 60.0
+    return _positive(environ, INSTRUMENT_STALL_TIMEOUT, 60.0)
 
 
 def journal_root(environ: Mapping[str, str] = os.environ) -> Path:

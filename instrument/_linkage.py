@@ -323,7 +323,7 @@ def _watch_exit_code() -> None:
     sys.excepthook = excepthook
     original_exit = sys.exit
 
-    def exit(code: object = None) -> None:  # noqa: A001 - mirrors sys.exit
+    def exit(code: Any = None) -> None:  # noqa: A001 - mirrors sys.exit
         global _exit_code
         _exit_code = code if isinstance(code, int) else (0 if code is None else 1)
         original_exit(code)
