@@ -16,7 +16,12 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with *argv* (default ``sys.argv[1:]``); return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m instrument", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m instrument",
+        description="instrument's command line: write a journal that instrument left on disk into an offline "
+        "wandb run (then upload it with: wandb sync <folder>).",
+        epilog="Run 'python -m instrument replay --help' for the replay options.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     replay = commands.add_parser(
         "replay", help="write a journal left on disk into an offline wandb run",

@@ -6,8 +6,10 @@ disagree: ``log_training_metric`` is a stage point, ``log_eval_summary`` an eval
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -15,14 +17,47 @@ from pathlib import Path
 from typing import Any
 
 from instrument import _linkage
-from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
+from instrument._env import WANDB_CONTEXT_FILE, check_mode, exit_timeout
 from instrument._journal import JournalReader
 from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate, Record
-from instrument._routing import Role, as_step, plain_config, route, route_numbers
+from instrument._routing import Role, as_step, is_config_mapping, plain_config, route, route_numbers
 from instrument._values import Alert, Artifact, File, Image, Table
 
 Resolver = Callable[[Role], "_linkage.Sink | None"]
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def check_run_arguments(
+    where: str, *, tags: Any = (), config: Any = None, redact_secrets: Any = None, **texts: Any
+) -> None:
+    """Check the run arguments given to *where* (``"instrument.pipeline"``).
+
+    *texts* (project, name, group, entity, job_type) must be strings or None; *tags* a list,
+    tuple or set of strings; *config* None or a mapping (dict, attrs or dataclass instance,
+    OmegaConf config); *redact_secrets* None or a bool.
+
+    Raises:
+        TypeError: an argument has the wrong type; the message names *where*, the argument and
+            the value's type.
+    """
+    for argument, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{where}: {argument} must be a string, got {type(value).__name__} {_shown(value)}")
+    if isinstance(tags, str) or not isinstance(tags, list | tuple | set | frozenset) or not all(
+        isinstance(tag, str) for tag in tags
+    ):
+        raise TypeError(f"{where}: tags must be a list or tuple of strings, got {type(tags).__name__} {_shown(tags)}")
+    if config is not None and not is_config_mapping(config):
+        raise TypeError(f"{where}: config must be a mapping (a dict, an attrs or dataclass instance, an OmegaConf "
+                        f"config), got {type(config).__name__} {_shown(config)}")
+    if redact_secrets is not None and not isinstance(redact_secrets, bool):
+        raise TypeError(f"{where}: redact_secrets must be True, False or None, got {type(redact_secrets).__name__} "
+                        f"{_shown(redact_secrets)}")
 
 
 class OwnerRun:
@@ -81,6 +116,7 @@ class OwnerRun:
         self.context_file = self.context.save(self.folder / "context.json")
         self.reader = JournalReader(journal)
         self.children: list[str] = []
+        self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
         self._previous: str | None = None
         self._exported = False
         self._closed = False
@@ -109,7 +145,7 @@ class OwnerRun:
     def ingest(self) -> bool:
         """Write what the subprocesses journaled so far into the run; return whether it all went."""
         try:
-            self.children.extend(_linkage.ingest(self.session, self.reader))
+            self.children.extend(_linkage.ingest(self.session, self.reader, self.child_locations))
         except Exception as error:  # noqa: BLE001 - never raise into the orchestrator
             report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
                    once=True)
@@ -148,12 +184,41 @@ class OwnerRun:
         except Exception as failure:  # noqa: BLE001 - never raise into the orchestrator
             report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({failure})"))
         self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error), timeout)
+        self._print_sync_command()
         if drained:
             shutil.rmtree(self.folder, ignore_errors=True)
         else:
             report(Problem("backend", f"instrument: the journals of run {self.id} were not fully read; they are "
                            f"kept in {self.folder}; write them into an offline run with "
                            f"`python -m instrument replay {self.folder}`"))
+
+
+    def _print_sync_command(self) -> None:
+        """Print, for an offline pipeline, one line with the ``wandb sync`` command for its run
+        and every child's run (each child's run has a folder of its own; wandb's own hint is
+        silenced and would only name one run)."""
+        if self.session.spec.mode not in ("offline", "dryrun"):
+            return
+        own = self.session.location()
+        if not os.path.isdir(own):  # not a wandb run folder (disabled, recorded, a journal)
+            return
+        wandb_dir = os.path.dirname(own)
+        folders = [own]
+        for child in dict.fromkeys(self.children):
+            where = self.child_locations.get(child, "")
+            folders.append(where if glob.glob(os.path.join(glob.escape(where), "run-*.wandb"))
+                           else os.path.join(wandb_dir, f"offline-run-*-{child}"))
+        shown = " ".join(_short(folder) for folder in folders)
+        count = len(folders) - 1
+        runs = f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count else f"run {self.id} was"
+        print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "
+              f"`wandb sync {shown}`", file=sys.stderr)
+
+
+def _short(path: str) -> str:
+    """Return *path* relative to the working directory when it lies under it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 class WandBContext:
@@ -214,7 +279,7 @@ class WandBContext:
         exact = step if step is None or type(step) is int else as_step(step)
         if step is not None and exact is None:
             report(Problem("bad_step", f"instrument: WandBContext.log_training_metric: step must be a whole "
-                           f"number, got {type(step).__name__} {step!r}; the next automatic step was used", name))
+                           f"number, got {type(step).__name__} {step!r}", name, "the next automatic step was used"))
         routed = route_numbers({name: value}, stage, exact, {})
         if routed is None:
             self._route({name: value}, "series", stage, "WandBContext.log_training_metric", exact)
@@ -327,8 +392,9 @@ def configure(
     Args:
         project, entity, name, tags, job_type: ``wandb.init``'s arguments. A training
             subprocess still joins the pipeline's group and gets the ``parent:<id>`` tag.
-        mode: ``online``/``offline``/``disabled``; default ``WANDB_MODE``, else online with
-            credentials, else offline. A pipeline's context file wins over it in a child.
+        mode: ``online``/``offline``/``disabled`` (any case); default ``WANDB_MODE``, else online
+            with credentials, else offline. A pipeline's context file wins over it in a child. An
+            unknown ``WANDB_MODE`` is warned about once and runs are written offline.
         redact_secrets: replace the value of config keys that look like secrets (a segment of
             the name, split on ``_ - . /``, is ``api_key``/``apikey``, ``token``, ``password``,
             ``passwd`` or ``secret``; ``max_tokens`` is not) by ``"<redacted>"`` before config
@@ -336,7 +402,13 @@ def configure(
         synchronous: make runs created from now on call wandb on the calling thread, in call
             order, instead of on their dispatcher thread (debugging; as ``INSTRUMENT_SYNC=1``).
             Slower: each ``run.log`` then costs the caller about 0.4 ms.
+
+    Raises:
+        ValueError: *mode* is not a wandb mode (the message names it and the accepted ones).
+        TypeError: an argument has the wrong type (the message names it and the type).
     """
+    check_run_arguments("instrument.configure", project=project, entity=entity, name=name, job_type=job_type,
+                        tags=tags, redact_secrets=redact_secrets)
     _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode,
                        redact_secrets=redact_secrets, synchronous=synchronous)
 
@@ -386,9 +458,18 @@ def create_wandb_context(
     Args:
         config: the run's config (nesting kept).
         run_id: the run id (default: a fresh one).
-        mode, project, entity, name, group, tags, job_type: as ``wandb.init``'s arguments.
+        mode, project, entity, name, group, tags, job_type: as ``wandb.init``'s arguments;
+            *mode* in any case.
         redact_secrets: as for :func:`pipeline`; None follows :func:`configure` (default True).
+
+    Raises:
+        ValueError: *mode* is not a wandb mode (the message lists the accepted ones).
+        TypeError: an argument has the wrong type (the message names it and the type).
     """
+    check_run_arguments("instrument.create_wandb_context", project=project, entity=entity, name=name, group=group,
+                        job_type=job_type, run_id=run_id, tags=tags, config=config, redact_secrets=redact_secrets)
+    if mode is not None:
+        mode = check_mode(mode, "instrument.create_wandb_context: mode")
     owner = OwnerRun(
         project=project, entity=entity, name=name, group=group, tags=tags,
         config=plain_config(config or {}), mode=mode, run_id=run_id, job_type=job_type,
@@ -415,7 +496,8 @@ def load_wandb_context_from_env(environ: Mapping[str, str] = os.environ) -> Wand
     """Return the context named by ``WANDB_CONTEXT_FILE``, or None if the variable is unset.
 
     Raises:
-        ContextFileError: the file is missing or corrupt; the message names it and the fault.
+        ContextFileError: the file is missing or corrupt, or its journal folder does not exist
+            (a file left over from a pipeline that has ended); the message names it and the fault.
     """
     path = environ.get(WANDB_CONTEXT_FILE)
     if not path:

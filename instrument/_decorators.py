@@ -8,20 +8,21 @@ lifecycle (:class:`_Emitter`). The run is looked up at call time, never at decor
 from __future__ import annotations
 
 import contextvars
+import copy
+import functools
+import importlib
 import inspect
-import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-import attrs
 import wrapt
 
-from instrument import _linkage
-from instrument._context import OwnerRun
+from instrument import _env, _linkage
+from instrument._context import OwnerRun, check_run_arguments
 from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate
-from instrument._routing import Role, join, plain_config, route, route_numbers
+from instrument._routing import Role, is_config_mapping, join, plain_config, route, route_numbers
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,6 +43,61 @@ class Decorator(Protocol):
     def __call__(self, function: staticmethod[P, R], /) -> staticmethod[P, R]: ...
     @overload
     def __call__(self, function: Callable[P, R], /) -> Callable[P, R]: ...
+
+def _by_name(module: str, qualname: str) -> Any:
+    """Return the object *qualname* (dotted) of *module*: how a pickled decorated function is found."""
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+class _BoundWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
+    """A decorated method bound to its instance or class; pickles like a bound method."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        bound = self.__wrapped__
+        owner = getattr(bound, "__self__", None)
+        if owner is not None:  # obj.method, Class.classmethod: found again on the same object
+            return getattr, (owner, bound.__name__)
+        return _by_name, (self.__module__, self.__wrapped__.__qualname__)  # Class.method, a staticmethod
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        bound = self.__wrapped__
+        owner = getattr(bound, "__self__", None)
+        if owner is None or isinstance(owner, type):
+            return self
+        return getattr(copy.deepcopy(owner, memo), bound.__name__)  # as a bound method deep-copies
+
+
+class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """A decorated function. It pickles by reference, as the original function does: the module
+    attribute named by its ``__qualname__`` is this wrapper, so a process pool's worker finds it
+    by importing the module (where it runs as a plain function, see ``_linkage.resolve``)."""
+
+    __bound_function_wrapper__ = _BoundWrapper
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        qualname: str = self.__wrapped__.__qualname__
+        if "." in qualname and "<locals>" not in qualname:  # a method: the class attribute binds
+            return _by_name, (self.__module__, qualname)
+        # A string: pickle looks the name up in the module and checks it is this very object, with
+        # the same error as for an original function defined in a local scope.
+        return qualname
+
+    def __copy__(self) -> Any:  # a function is atomic for copy and deepcopy
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+
+#: ``wrapt.decorator`` making :class:`_Wrapper` proxies (picklable decorated functions).
+_decorator = functools.partial(wrapt.decorator, proxy=_Wrapper)
+
 
 _SUMMARY_OPS = frozenset({"min", "max", "mean", "last", "first", "none"})
 
@@ -107,7 +163,7 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
     kind = _kind(function)
     if kind == "asyncgen":
 
-        @wrapt.decorator
+        @_decorator
         async def async_gen_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> AsyncIterator[Any]:
             agen = wrapped(*args, **kwargs)
             sent: Any = None
@@ -133,7 +189,7 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
 
     if kind == "coroutine":
 
-        @wrapt.decorator
+        @_decorator
         async def coroutine_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             token = _current.set(emitter)
             try:
@@ -148,7 +204,7 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
 
     if kind == "generator":
 
-        @wrapt.decorator
+        @_decorator
         def generator_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Iterator[Any]:
             gen = wrapped(*args, **kwargs)
             sent: Any = None
@@ -172,7 +228,7 @@ def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
 
         return generator_wrapper(function)
 
-    @wrapt.decorator
+    @_decorator
     def function_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if _disabled():  # the fast path: nothing would be written anywhere
             return wrapped(*args, **kwargs)
@@ -194,12 +250,26 @@ def _qualname(function: Any) -> str:
 
 
 def _check_name(decorator: str, argument: str, value: object) -> str:
+    if callable(value) and not isinstance(value, str):  # used bare: @training_stage above a def
+        raise TypeError(
+            f"instrument.{decorator} needs the {argument} as its argument: write "
+            f"@instrument.{decorator}(\"<{argument}>\") above {_qualname(value)!r}, not a bare "
+            f"@instrument.{decorator}"
+        )
     if not isinstance(value, str) or not value or value.startswith("/") or value.endswith("/"):
         raise ValueError(
             f"instrument.{decorator}: {argument} must be a non-empty string without a leading or "
             f"trailing '/', got {type(value).__name__} {value!r}"
         )
     return value
+
+
+def _check_callable(decorator: str, function: object) -> None:
+    """Raise TypeError naming *decorator* when *function* is not something it can decorate."""
+    if not (callable(function) or isinstance(function, classmethod | staticmethod)):
+        raise TypeError(
+            f"instrument.{decorator} decorates a function or method, got {type(function).__name__} {function!r}"
+        )
 
 
 def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Decorator:
@@ -222,8 +292,15 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
 
     Raises:
         ValueError: *name* is empty or not a string, or a summary op is not one wandb accepts.
+        TypeError: the decorator was used bare (``@training_stage`` without a name), *summary*
+            is not a mapping, or what is decorated is not a function.
     """
     _check_name("training_stage", "name", name)
+    if summary is not None and not isinstance(summary, Mapping):
+        raise TypeError(
+            f"instrument.training_stage({name!r}): summary must be a mapping of metric name to wandb "
+            f"summary op, such as {{'loss': 'min'}}, got {type(summary).__name__} {summary!r}"
+        )
     ops = dict(summary or {})
     for key, op in ops.items():
         parts = op.split(",") if isinstance(op, str) else [op]
@@ -234,6 +311,7 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
             )
 
     def decorate(function: Any) -> Any:
+        _check_callable(f"training_stage({name!r})", function)
         return _wrap(_Emitter("series", name, _qualname(function), ops), function)
 
     return cast(Decorator, decorate)
@@ -260,21 +338,17 @@ def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
 
     Raises:
         ValueError: *prefix* is empty or not a string.
+        TypeError: what is decorated is not a function.
     """
     if isinstance(function, str):
         function, prefix = None, function
     _check_name("eval_summary", "prefix", prefix)
 
     def decorate(function: Any) -> Any:
+        _check_callable(f"eval_summary(prefix={prefix!r})", function)
         return _wrap(_Emitter("summary", prefix, _qualname(function), {}), function)
 
     return decorate(function) if function is not None else cast(Decorator, decorate)
-
-
-def _config_mapping(result: Any) -> bool:
-    if isinstance(result, Mapping) or attrs.has(type(result)) or type(result).__module__.startswith("omegaconf"):
-        return True
-    return hasattr(result, "__dataclass_fields__") and not isinstance(result, type)
 
 
 def _write_config(name: str, result: Any) -> None:
@@ -282,7 +356,7 @@ def _write_config(name: str, result: Any) -> None:
     if result is None or _disabled():
         return
     try:
-        if not _config_mapping(result):
+        if not is_config_mapping(result):
             report(Problem("unroutable", f"instrument: {name}: run_config expects a mapping (dict, attrs or "
                            f"dataclass instance, OmegaConf config), got {type(result).__module__}."
                            f"{type(result).__qualname__}; nothing was written to the config", "config"))
@@ -314,10 +388,11 @@ def run_config(function: Any = None, /) -> Any:
 
     Raises:
         TypeError: when applied to a generator or async generator function (a config is one
-            value, not a stream).
+            value, not a stream), or to something that is not a function.
     """
 
     def decorate(function: Any) -> Any:
+        _check_callable("run_config", function)
         name = _qualname(function)
         kind = _kind(function)
         if kind in ("generator", "asyncgen"):
@@ -325,7 +400,7 @@ def run_config(function: Any = None, /) -> Any:
                             "mapping, so decorate a plain or async function")
         if kind == "coroutine":
 
-            @wrapt.decorator
+            @_decorator
             async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 result = await wrapped(*args, **kwargs)
                 _write_config(name, result)
@@ -333,7 +408,7 @@ def run_config(function: Any = None, /) -> Any:
 
             return async_wrapper(function)
 
-        @wrapt.decorator
+        @_decorator
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             result = wrapped(*args, **kwargs)
             _write_config(name, result)
@@ -365,7 +440,7 @@ def log(values: Mapping[str, Any], step: int | None = None) -> None:
         exact = as_step(step)
         if exact is None:
             report(Problem("bad_step", f"instrument.log: step must be a whole number, got "
-                           f"{type(step).__name__} {step!r}; the next automatic step was used", "step"))
+                           f"{type(step).__name__} {step!r}", "step", "the next automatic step was used"))
         step = exact
     emitter.emit(values, step=step)
 
@@ -386,16 +461,40 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
     finishes the run: exit code 0, 1 with the exception re-raised unchanged, n for
     ``SystemExit(n)``, 130 for Ctrl-C. Entering it again (a hyperparameter loop) makes a new run.
 
+    Also usable bare (``@pipeline`` on a function): the project then comes from
+    ``instrument.configure`` or ``WANDB_PROJECT``.
+
     Args:
-        project, name, group, tags, config, mode: as ``wandb.init``'s arguments; *mode* defaults
-            to ``WANDB_MODE``, else online with credentials, else offline.
+        project, name, group, entity: strings, as ``wandb.init``'s arguments.
+        tags: a list or tuple of strings.
+        config: the run's config: a mapping, an attrs or dataclass instance, an OmegaConf config.
+        mode: ``online``, ``offline``, ``disabled`` (any case); default ``WANDB_MODE``, else
+            online with credentials, else offline.
         redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
             (see :func:`instrument.configure`); None (default) follows ``configure``, which
             defaults to True.
+
+    Raises:
+        TypeError: an argument has the wrong type (the message names it and the type), or what
+            is decorated is not a function.
+        ValueError: *mode* is not a wandb mode.
     """
 
-    def __init__(
-        self,
+    project: str | None
+    name: str | None
+    group: str | None
+    tags: tuple[str, ...]
+    config: Any
+    mode: str | None
+    entity: str | None
+    redact_secrets: bool | None
+    _active: list[OwnerRun]
+
+    @overload
+    def __new__(cls, function: Callable[P, R], /) -> Callable[P, R]: ...  # type: ignore[misc]
+    @overload
+    def __new__(
+        cls,
         project: str | None = None,
         *,
         name: str | None = None,
@@ -405,21 +504,47 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
         mode: str | None = None,
         entity: str | None = None,
         redact_secrets: bool | None = None,
-    ) -> None:
+    ) -> pipeline: ...
+
+    def __new__(
+        cls,
+        project: Any = None,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        config: Any = None,
+        mode: str | None = None,
+        entity: str | None = None,
+        redact_secrets: bool | None = None,
+    ) -> Any:
+        if callable(project) and not isinstance(project, str):  # used bare: @pipeline above a def
+            given = (name, group, config, mode, entity, redact_secrets)
+            if any(option is not None for option in given) or (tags != () and tags != []):
+                raise TypeError("instrument.pipeline: project must be a string, got a function; to give "
+                                "options write @instrument.pipeline(project=..., ...) above the function")
+            return cls()(project)
+        check_run_arguments("instrument.pipeline", project=project, name=name, group=group, entity=entity,
+                            tags=tags, config=config, redact_secrets=redact_secrets)
+        self = super().__new__(cls)
         self.project = project
         self.redact_secrets = redact_secrets
         self.name = name
         self.group = group
         self.tags = tuple(tags)
         self.config = plain_config(config) if config is not None else {}
-        self.mode = mode
+        self.mode = _env.check_mode(mode, "instrument.pipeline: mode") if mode is not None else None
         self.entity = entity
-        self._active: list[OwnerRun] = []
+        self._active = []
+        return self
 
     def __enter__(self) -> OwnerRun:
+        # In a pool worker (forked or spawned) a pipeline is a plain block, like every decorated
+        # call there: its run is disabled, so nothing is written anywhere.
+        mode = "disabled" if _linkage.in_child() else self.mode
         active = OwnerRun(
             project=self.project, entity=self.entity, name=self.name, group=self.group,
-            tags=self.tags, config=self.config, mode=self.mode, redact_secrets=self.redact_secrets,
+            tags=self.tags, config=self.config, mode=mode, redact_secrets=self.redact_secrets,
         )
         active.export()
         self._active.append(active)
@@ -432,15 +557,20 @@ class pipeline:  # noqa: N801 - a decorator and context manager, named like one
 
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
         """Run *function* inside this pipeline (a new pipeline run per call); coroutine
-        functions are awaited inside it."""
-        @wrapt.decorator
+        functions are awaited inside it.
+
+        Raises:
+            TypeError: *function* is not a function.
+        """
+        _check_callable("pipeline", function)
+        @_decorator
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             with self:
                 return wrapped(*args, **kwargs)
 
         if inspect.iscoroutinefunction(function):
 
-            @wrapt.decorator
+            @_decorator
             async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 with self:
                     return await wrapped(*args, **kwargs)

@@ -14,8 +14,10 @@ from pathlib import Path
 #: orchestrator for its subprocesses; a child that finds it links its runs to the pipeline run.
 WANDB_CONTEXT_FILE = "WANDB_CONTEXT_FILE"
 
-#: wandb's own mode variable: ``online``, ``offline``, ``disabled`` (also ``dryrun``, ``run``).
-#: Used when no ``mode=`` argument is given. A context file's mode wins over it in a child.
+#: wandb's own mode variable: ``online``, ``offline``, ``disabled`` (also ``dryrun``, ``run``),
+#: in any case (``Offline`` is ``offline``; wandb itself rejects it at ``wandb.init``). Used when no
+#: ``mode=`` argument is given; an unknown value is warned about once and runs are written
+#: offline. A context file's mode wins over it in a child.
 WANDB_MODE = "WANDB_MODE"
 
 #: wandb's API key; its presence (or a ``~/.netrc`` entry for a W&B host) means "online".
@@ -60,14 +62,18 @@ def is_strict(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get(INSTRUMENT_STRICT, "").strip().lower() in _TRUE
 
 
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Return the positive number in *name*, else *default* (unset, unreadable or not above 0)."""
+    try:
+        value = float(environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 def exit_timeout(environ: Mapping[str, str] = os.environ) -> float:
     """Return the finish timeout in seconds from ``INSTRUMENT_EXIT_TIMEOUT`` (default 30.0)."""
-    raw = environ.get(INSTRUMENT_EXIT_TIMEOUT, "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return 30.0
-    return value if value > 0 else 30.0
+    return _positive(environ, INSTRUMENT_EXIT_TIMEOUT, 30.0)
 
 
 def is_synchronous(environ: Mapping[str, str] = os.environ) -> bool:
@@ -77,21 +83,12 @@ def is_synchronous(environ: Mapping[str, str] = os.environ) -> bool:
 
 def queue_size(environ: Mapping[str, str] = os.environ) -> int:
     """Return a run queue's bound in records from ``INSTRUMENT_QUEUE_SIZE`` (default 10000)."""
-    try:
-        value = int(environ.get(INSTRUMENT_QUEUE_SIZE, ""))
-    except ValueError:
-        return 10_000
-    return value if value > 0 else 10_000
+    return int(_positive(environ, INSTRUMENT_QUEUE_SIZE, 10_000))
 
 
 def stall_timeout(environ: Mapping[str, str] = os.environ) -> float:
     """Return the seconds without backend progress before records spill to disk (default 60.0)."""
-    raw = environ.get(INSTRUMENT_STALL_TIMEOUT, "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return 60.0
-    return value if value > 0 else 60.0
+    return _positive(environ, INSTRUMENT_STALL_TIMEOUT, 60.0)
 
 
 def journal_root(environ: Mapping[str, str] = os.environ) -> Path:
@@ -111,24 +108,61 @@ def has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
         return False
 
 
+def check_mode(value: object, where: str) -> str:
+    """Return the wandb mode *value* names, lower-cased (``"Offline"`` is ``"offline"``).
+
+    Args:
+        value: a mode from a ``mode=`` argument or a context file.
+        where: what to name in the error (``"instrument.pipeline: mode"``).
+
+    Raises:
+        TypeError: *value* is not a string.
+        ValueError: *value* is not a wandb mode in any case; the message lists the accepted ones.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{where} must be a string, one of {_accepted()}, got {type(value).__name__} {value!r}")
+    mode = value.strip().lower()
+    if mode not in _MODES:
+        raise ValueError(f"{where} {value!r} is not a wandb mode; expected one of {_accepted()}")
+    return mode
+
+
+def _accepted() -> str:
+    return ", ".join(repr(mode) for mode in sorted(_MODES)) + " (any case)"
+
+
 def resolve_mode(explicit: str | None, environ: Mapping[str, str] = os.environ) -> tuple[str, bool]:
     """Return ``(mode, defaulted_to_offline)``.
 
     The order: *explicit*, else ``WANDB_MODE``, else ``online`` when credentials exist, else
-    ``offline`` (then the second item is True so the caller can print where the run went).
+    ``offline`` (then the second item is True so the caller can print where the run went). Modes
+    are matched in any case. An unknown ``WANDB_MODE`` is reported once (a warning; an error in
+    strict mode) and the run is written offline: wandb would raise at ``wandb.init``, far from
+    the cause (WANDB_FACTS 4), and every value of the run would be lost.
 
     Raises:
-        ValueError: the mode is not one wandb accepts (wandb would raise a pydantic error at
-            ``wandb.init``, far from the cause; WANDB_FACTS 4).
+        ValueError: *explicit* is not a wandb mode (the callers check ``mode=`` arguments when
+            they are given, so this is the caller's own code).
     """
-    for source, value in (("mode=", explicit), (WANDB_MODE, environ.get(WANDB_MODE))):
-        if value:
-            if value not in _MODES:
-                raise ValueError(
-                    f"instrument: {source} {value!r} is not a wandb mode; "
-                    f"expected one of {sorted(_MODES)}"
-                )
-            return value, False
+    if explicit:
+        return check_mode(explicit, "mode="), False
+    value = environ.get(WANDB_MODE)
+    if value:
+        mode = wandb_mode(environ)
+        if mode is None:
+            from instrument._problems import Problem, report
+
+            report(Problem("config", f"instrument: {WANDB_MODE}={value!r} is not a wandb mode (expected one of "
+                           f"{_accepted()}); runs are written offline instead, to be uploaded with "
+                           "`wandb sync`", WANDB_MODE), once=True)
+            return "offline", False
+        return mode, False
     if has_credentials(environ):
         return "online", False
     return "offline", True
+
+
+def wandb_mode(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Return the mode ``WANDB_MODE`` names, lower-cased; None if it is unset or not a wandb mode."""
+    value = environ.get(WANDB_MODE, "").strip().lower()
+    return value if value in _MODES else None

@@ -107,7 +107,7 @@ class _Encoder:
             return self.value(key, Image(path, caption=getattr(value, "_caption", None)))
         report(Problem("unroutable", f"instrument: key {key!r}: a wandb.{kind} cannot cross from this "
                        "subprocess to the pipeline run; use instrument.Table, instrument.Image or "
-                       "instrument.Histogram; it was dropped", key))
+                       "instrument.Histogram", key, "it was dropped"))
         return _DROP
 
 

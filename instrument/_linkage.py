@@ -33,16 +33,18 @@ import attrs
 from instrument import _env
 from instrument._backend import Backend, DisabledBackend, RunSpec
 from instrument._journal import JournalReader, JournalWriter
-from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report
+from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report, user_stacklevel
 from instrument._records import ConfigUpdate, Record, SummaryUpdate
 from instrument._redact import redact_config
+from instrument._routing import nan_config_problems
 from instrument._session import Session
 
 CONTEXT_VERSION = 1
 
 
 class ContextFileError(ValueError):
-    """The file named by ``WANDB_CONTEXT_FILE`` is missing or is not a valid context file."""
+    """The file named by ``WANDB_CONTEXT_FILE`` is missing, is not a valid context file, or names
+    a journal folder that does not exist (left over from a pipeline that has ended)."""
 
 
 @attrs.frozen(slots=True)
@@ -80,13 +82,19 @@ class RunContext:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RunContext:
+    def load(cls, path: str | os.PathLike[str], *, require_journal: bool = True) -> RunContext:
         """Read a context file.
+
+        Args:
+            path: the context file.
+            require_journal: reject a file whose *journal_dir* does not exist (a file left over
+                from a pipeline that has ended: what a child writes there would be lost).
 
         Raises:
             ContextFileError: the file is missing, unreadable, empty, not a JSON object, lacks a
-                field, has a field of the wrong type, names a mode wandb does not know, or was
-                written by a newer instrument; the message names the file and what is wrong.
+                field, has a field of the wrong type, names a mode wandb does not know, names a
+                journal folder that does not exist (with *require_journal*), or was written by a
+                newer instrument; the message names the file and what is wrong.
         """
         where = f"{_env.WANDB_CONTEXT_FILE}={os.fspath(path)!r}"
         try:
@@ -112,9 +120,13 @@ class RunContext:
                 wrong.append(f"{name} must be a string or null, got {type(data[name]).__name__} {data[name]!r}")
         if isinstance(data.get("mode"), str) and data["mode"]:
             try:
-                _env.resolve_mode(data["mode"], {})
+                data["mode"] = _env.check_mode(data["mode"], "mode")
             except ValueError:
                 wrong.append(f"mode {data['mode']!r} is not a wandb mode")
+        journal = data.get("journal_dir")
+        if require_journal and isinstance(journal, str) and journal and not os.path.isdir(journal):
+            wrong.append(f"its journal folder journal_dir={journal!r} does not exist (the pipeline that wrote "
+                         "this file has ended, or the file is left over from an earlier run)")
         version = data.get("version", CONTEXT_VERSION)
         if not isinstance(version, int) or isinstance(version, bool) or version > CONTEXT_VERSION:
             wrong.append(f"version {version!r} is not one this instrument reads (up to {CONTEXT_VERSION})")
@@ -193,7 +205,13 @@ _exit_code: int | None = None
 
 
 def configure(**values: Any) -> None:
-    """Set what standalone and training runs are started with (see ``instrument.configure``)."""
+    """Set what standalone and training runs are started with (see ``instrument.configure``).
+
+    Raises:
+        TypeError, ValueError: *mode* is given and is not a wandb mode.
+    """
+    if values.get("mode") is not None:
+        values["mode"] = _env.check_mode(values["mode"], "instrument.configure: mode")
     with _lock:
         _state.settings = attrs.evolve(_state.settings, **values)
         _state.disabled = None
@@ -241,6 +259,8 @@ def new_session(
     once its run started (after the exit hooks are set).
     """
     mode, announce = _env.resolve_mode(spec_fields.pop("mode", None), environ)
+    for problem in nan_config_problems(spec_fields.get("config") or {}):
+        report(problem, once=True)
     redact = spec_fields.pop("redact_secrets", None)
     redact = _state.settings.redact_secrets if redact is None else redact
     if redact and spec_fields.get("config"):
@@ -256,6 +276,10 @@ def new_session(
     session = Session(spec, _backend_for(mode), on_start=started, synchronous=synchronous, environ=environ)
     if not session.synchronous and _state.backend is None:
         _watch_exit_code()
+    if _state.backend is None and mode != "disabled":
+        # Here, on the caller's thread: with background dispatch the run starts on the
+        # dispatcher thread, where no signal handler can be installed.
+        _finish_runs_on_sigterm()
     _state.sessions.append(session)
     return session
 
@@ -267,6 +291,8 @@ def _on_start(session: Session) -> None:
     if not _exit_hook_installed and _state.backend is None:
         _exit_hook_installed = True
         _install_exit_hooks()
+    if _state.backend is None and session.spec.mode != "disabled":
+        _finish_runs_on_sigterm()  # a preempted job (SLURM, Kubernetes) still finishes its runs
 
 
 def _install_exit_hooks() -> None:
@@ -297,7 +323,7 @@ def _watch_exit_code() -> None:
     sys.excepthook = excepthook
     original_exit = sys.exit
 
-    def exit(code: object = None) -> None:  # noqa: A001 - mirrors sys.exit
+    def exit(code: Any = None) -> None:  # noqa: A001 - mirrors sys.exit
         global _exit_code
         _exit_code = code if isinstance(code, int) else (0 if code is None else 1)
         original_exit(code)
@@ -401,7 +427,9 @@ def training_session(context: RunContext, environ: Mapping[str, str]) -> Session
                 "mode": context.mode,
             },
             environ,
-            on_start=lambda started: journal.writer.append({"type": "child", "run_id": started.id}),
+            on_start=lambda started: journal.writer.append(
+                {"type": "child", "run_id": started.id, "location": started.location()}
+            ),
         )
         _state.training[context.run_id] = session
     return session
@@ -444,8 +472,7 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
         ContextFileError: in strict mode, when the context file is missing or corrupt (otherwise
             a warning and the standalone run).
     """
-    if _forked or _multiprocessing_child():
-        _warn_forked()
+    if in_child():
         return None
     with _lock:
         if _state.pipelines:
@@ -499,17 +526,20 @@ def pop_pipeline(session: Session) -> None:
         _state.disabled = None
 
 
-def ingest(session: Session, reader: JournalReader) -> list[str]:
+def ingest(session: Session, reader: JournalReader, locations: dict[str, str] | None = None) -> list[str]:
     """Write the journal records found by *reader* into *session*; return children's run ids.
 
     Every record read is written. A problem a record raises in strict mode comes from another
-    process and cannot be raised there, so here it is a warning that names the run.
+    process and cannot be raised there, so here it is a warning that names the run. Where a
+    child said where its run lives (its wandb folder), *locations* gets ``{run id: folder}``.
     """
     children: list[str] = []
     for record in reader.read_new():
         if isinstance(record, dict):
             if record.get("type") == "child":
                 children.append(str(record["run_id"]))
+                if locations is not None and isinstance(record.get("location"), str):
+                    locations[str(record["run_id"])] = record["location"]
             else:
                 report(Problem("backend", f"instrument: journal {reader.folder}: a line of unknown type "
                                f"{record.get('type')!r} was skipped"), once=True)
@@ -517,11 +547,21 @@ def ingest(session: Session, reader: JournalReader) -> list[str]:
         try:
             session.write([record])
         except InstrumentationError as error:
-            warnings.warn(f"{error} (a record journaled for run {session.id})", InstrumentWarning, stacklevel=2)
+            warnings.warn(f"{error} (a record journaled for run {session.id})", InstrumentWarning,
+                          stacklevel=user_stacklevel())
     return children
 
 
 _forked_warned = False
+
+
+def in_child() -> bool:
+    """Return whether this is a forked or multiprocessing child (a pool worker, a DataLoader
+    worker); then warn once that its decorated calls run as plain functions and log nothing."""
+    if _forked or _multiprocessing_child():
+        _warn_forked()
+        return True
+    return False
 
 
 def _warn_forked() -> None:
@@ -533,7 +573,7 @@ def _warn_forked() -> None:
             "pool); decorated calls here run as plain functions and log nothing (the parent's run is "
             "left alone)",
             InstrumentWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -568,8 +608,9 @@ _terminators: list[Callable[[int], None]] = []
 def close_on_sigterm(close: Callable[[int], None]) -> None:
     """Call *close(143)* if this process gets SIGTERM while it owns a pipeline run.
 
-    The handler is installed only in the main thread and only if SIGTERM still has its default
-    handler (a framework's own handler is left alone). On SIGTERM a thread closes every
+    The handler (also installed when any run this process owns starts) is installed only in the
+    main thread and only if SIGTERM still has its default handler (a framework's own handler is
+    left alone). On SIGTERM a thread closes every
     registered owner, newest first, and finishes this process's other runs with exit code 143
     (each bounded by ``INSTRUMENT_EXIT_TIMEOUT``) while the main thread goes on; then the default
     handler is restored and SIGTERM raised again, so the process ends as it would have without
@@ -577,21 +618,35 @@ def close_on_sigterm(close: Callable[[int], None]) -> None:
     """
     with _lock:
         _terminators.append(close)
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-                signal.signal(signal.SIGTERM, _on_sigterm)
-        except (ValueError, OSError):
-            pass
+        _finish_runs_on_sigterm()
+
+
+def _finish_runs_on_sigterm() -> None:
+    """Install the SIGTERM handler that finishes this process's runs with exit code 143, if this
+    is the main thread and SIGTERM still has its default handler (a framework's is left alone).
+
+    Called when a run this process owns starts (standalone, training, pipeline): SLURM and
+    Kubernetes send SIGTERM on preemption, and with the default handler the run is never
+    finished and loses up to wandb's flush interval of data (WANDB_FACTS 7, trap 9).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter (a subinterpreter), or no signals here
+        pass
 
 
 def forget_sigterm(close: Callable[[int], None]) -> None:
-    """Undo :func:`close_on_sigterm`; restore the default handler once no owner is left."""
+    """Undo :func:`close_on_sigterm`; restore the default handler once no owner is left and no
+    standalone or training run of this process is unfinished."""
     with _lock:
         if close in _terminators:
             _terminators.remove(close)
         if _terminators or threading.current_thread() is not threading.main_thread():
+            return
+        if any(not session.finished for session in (_state.standalone, *_state.training.values()) if session):
             return
         try:
             if signal.getsignal(signal.SIGTERM) is _on_sigterm:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sys
 import threading
 import warnings
 from typing import Literal
@@ -34,11 +35,16 @@ class InstrumentationError(Exception):
 
 @attrs.frozen(slots=True)
 class Problem:
-    """One problem found while routing or logging: *kind*, *message*, and the *key* it concerns."""
+    """One problem found while routing or logging: *kind*, *message*, and the *key* it concerns.
+
+    *outcome* says what production does instead of raising (``"it was dropped"``): the warning
+    ends with it, a strict-mode error does not (there the value is not written at all).
+    """
 
     kind: Kind
     message: str
     key: str = ""
+    outcome: str = ""
 
 
 _strict_override: list[bool] = []
@@ -119,7 +125,35 @@ def report(problem: Problem, *, once: bool = False) -> None:
             if marker in _seen:
                 return
             _seen.add(marker)
-    warnings.warn(with_origin(problem.message), InstrumentWarning, stacklevel=3)
+    message = f"{problem.message}; {problem.outcome}" if problem.outcome else problem.message
+    warnings.warn(with_origin(message), InstrumentWarning, stacklevel=user_stacklevel())
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _internal(filename: str) -> bool:
+    """Return whether code in *filename* is instrument's own (or wrapt's, which wraps the calls)."""
+    if filename.startswith(_PACKAGE):
+        return True
+    wrapt = sys.modules.get("wrapt")
+    folder = os.path.dirname(getattr(wrapt, "__file__", None) or "") if wrapt is not None else ""
+    return bool(folder) and filename.startswith(folder + os.sep)
+
+
+def user_stacklevel() -> int:
+    """Return the ``warnings.warn`` *stacklevel*, for the function that calls this one, that
+    points at the first frame outside instrument: the user's line that led to the warning.
+
+    (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12 only.) With no such
+    frame (a thread of instrument's own) it is 1, the calling function.
+    """
+    frame = sys._getframe(1)  # the caller: what stacklevel=1 names
+    level = 1
+    while frame is not None and _internal(frame.f_code.co_filename):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level if frame is not None else 1
 
 
 def reset_once() -> None:

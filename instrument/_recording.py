@@ -6,7 +6,7 @@ It keeps the rules of wandb 0.31 that users' assertions depend on (WANDB_FACTS):
   summary to the row's values (2.1), unless ``define_metric(summary=...)`` says otherwise: then
   the summary value is ``{"min": v}`` and so on, or absent for ``"none"`` (1.4);
 * a summary update never touches history (2.1), and a NaN set in the summary is stored as
-  ``None`` (wandb writes null; section 6);
+  ``None`` (wandb writes null; section 6), as is a NaN anywhere in the config;
 * a config update replaces top-level keys (``config.update``; the session deep-merges first);
 * what wandb rejects is rejected: a file policy other than ``now``/``end``/``live`` or a
   ``base_path`` that is not a prefix of the path (ValueError in ``run.save``), an artifact path
@@ -100,12 +100,15 @@ def _media_kind(snapshot: Any) -> str | None:
     return {"table": "tables", "image": "images"}.get(kind or "")
 
 
-def _null_nan(value: Any) -> Any:
-    """Return *value* with NaN floats as None, as wandb stores a summary."""
+def _null_nan(value: Any, *, in_lists: bool = False) -> Any:
+    """Return *value* with NaN floats as None, as wandb stores a summary (nested dicts too) or,
+    *in_lists*, the config (in lists too; a summary list keeps its NaN)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _null_nan(v) for k, v in value.items()}
+        return {k: _null_nan(v, in_lists=in_lists) for k, v in value.items()}
+    if in_lists and isinstance(value, list | tuple):
+        return [_null_nan(v, in_lists=True) for v in value]
     return value
 
 
@@ -153,7 +156,7 @@ class RecordedRun:
         self.spec = spec
         self.id = spec.id
         self._lock = threading.RLock()
-        self._config: dict[str, Any] = copy.deepcopy(dict(spec.config))
+        self._config: dict[str, Any] = _null_nan(copy.deepcopy(dict(spec.config)), in_lists=True)
         self._summary: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
         self._metrics: dict[str, dict[str, Any]] = {}
@@ -260,11 +263,20 @@ class RecordedRun:
         """Return ``(step, value)`` for each history row holding *key*, in log order.
 
         The step is read on the key's own axis: the ``step_metric`` declared for *key* (a stage's
-        ``<stage>/step``), else ``_step``. A key never logged gives ``[]``.
+        ``<stage>/step``), else ``_step``.
+
+        Raises:
+            KeyError: *key* was never logged to history (a typo, or a summary key); the message
+                lists the keys that were.
         """
         with self._lock:
             axis = self._metrics.get(key, {}).get("step_metric") or "_step"
-            return [(row.get(axis), copy.deepcopy(row[key])) for row in self._history if key in row]
+            points = [(row.get(axis), copy.deepcopy(row[key])) for row in self._history if key in row]
+            if not points:
+                logged = sorted({k for row in self._history for k in row if not k.startswith("_")})
+                raise KeyError(f"{key!r} was never logged to the history of run {self.id}; "
+                               f"the keys logged are {logged}")
+            return points
 
     def _keep_media(self, snapshot: dict[str, Any]) -> None:
         for key, value in snapshot.items():
@@ -306,9 +318,9 @@ class RecordedRun:
             self._keep_media(snapshot)
 
     def update_config(self, values: dict[str, Any]) -> None:
-        """Set top-level config keys."""
+        """Set top-level config keys (NaN, nested or in a list, becomes None, as wandb stores it)."""
         with self._lock:
-            self._config.update(copy.deepcopy(values))
+            self._config.update(_null_nan(copy.deepcopy(values), in_lists=True))
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
         """Record the files *path* (a path or glob) matches, named as wandb names them in the run.
@@ -376,8 +388,12 @@ class RecordedRun:
         with self._lock:
             state = f"finished, exit_code={self.exit_code}" if self.finished else "running"
             return (f"<RecordedRun {self.id} project={self.project!r} group={self.group!r} "
-                    f"job_type={self.job_type!r} tags={list(self.tags)} history={len(self._history)} rows "
+                    f"job_type={self.job_type!r} tags={list(self.tags)} history={_count(len(self._history), 'row')} "
                     f"summary={sorted(self._summary)} {state}>")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 class RecordingBackend:
@@ -409,4 +425,4 @@ class RecordingBackend:
         return None
 
     def __repr__(self) -> str:
-        return f"<RecordingBackend {len(self.runs)} runs>"
+        return f"<RecordingBackend {_count(len(self.runs), 'run')}>"

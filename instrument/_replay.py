@@ -151,7 +151,7 @@ def _replay_records(journal: Path, *, run_id: str | None, keep: bool, backend: B
     context: RunContext | None = None
     if (owner / "context.json").is_file():
         try:
-            context = RunContext.load(owner / "context.json")
+            context = RunContext.load(owner / "context.json", require_journal=False)  # the folder may have moved
         except ValueError as error:
             raise ReplayError(f"instrument replay: {error}") from None
     if context is None and run_id is None:

@@ -146,8 +146,12 @@ def _type_name(value: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _problem(kind: Kind, function: str, key: str, detail: str) -> Problem:
-    return Problem(kind=kind, key=key, message=f"instrument: {function}: key {key!r}: {detail}")
+def _problem(kind: Kind, function: str, key: str, detail: str, outcome: str = "") -> Problem:
+    return Problem(kind=kind, key=key, message=f"instrument: {function}: key {key!r}: {detail}", outcome=outcome)
+
+
+def _non_finite_count(count: int) -> str:
+    return f"{count} non-finite value was" if count == 1 else f"{count} non-finite values were"
 
 
 def join(prefix: str | None, key: str) -> str:
@@ -167,7 +171,7 @@ def flatten(
         if not isinstance(key, str) or not key:
             problems.append(
                 _problem("bad_key", function, join(prefix, repr(key)),
-                         f"keys must be non-empty strings, got {type(key).__name__} {key!r}; value dropped")
+                         f"keys must be non-empty strings, got {type(key).__name__} {key!r}", "value dropped")
             )
             continue
         full = join(prefix, key)
@@ -267,12 +271,12 @@ class _Builder:
         self.problems: list[Problem] = []
         self.keys: set[str] = set()
 
-    def problem(self, kind: Kind, key: str, detail: str) -> None:
-        self.problems.append(_problem(kind, self.function, key, detail))
+    def problem(self, kind: Kind, key: str, detail: str, outcome: str = "") -> None:
+        self.problems.append(_problem(kind, self.function, key, detail, outcome))
 
     def claim(self, key: str) -> bool:
         if key in self.keys:
-            self.problem("collision", key, "two values flatten to the same key; the later one was dropped")
+            self.problem("collision", key, "two values flatten to the same key", "the later one was dropped")
             return False
         self.keys.add(key)
         return True
@@ -325,10 +329,15 @@ class _Builder:
             self.add_array(key, _tensor_to_numpy(value) if is_tensor(value) else value, role)
         elif _module(value) == "pandas" and hasattr(value, "to_numpy"):
             self.add_array(key, value.to_numpy(), role)  # a pandas Series: like a 1-D array
+        elif isinstance(value, list | tuple | set | frozenset):
+            self.problem("unroutable", key,
+                         f"a {type(value).__name__} of {len(value)} values is not guessed: wrap it in "
+                         "instrument.Histogram(values) for a distribution, or instrument.Table(columns, rows) "
+                         "for rows", "it was dropped")
         else:
             self.problem("unroutable", key,
                          f"a value of type {_type_name(value)} fits no rule (numbers, strings, mappings, "
-                         "arrays, media, markers); it was dropped")
+                         "arrays, media, markers)", "it was dropped")
 
     def add_mapping(self, mapping: Mapping[Any, Any], prefix: str | None, role: Role) -> None:
         for key, leaf in flatten(mapping, prefix, self.function, self.problems):
@@ -345,9 +354,8 @@ class _Builder:
         if value.base_path is not None:
             base = os.path.abspath(value.base_path)
             if not _under(source, base):
-                self.problem("unroutable", key,
-                             f"file {value.path!r} is not under base_path {value.base_path!r}; it was saved "
-                             "under its name alone")
+                self.problem("unroutable", key, f"file {value.path!r} is not under base_path {value.base_path!r}",
+                             "it was saved under its name alone")
                 base = os.path.dirname(source)
         else:
             cwd = os.getcwd()
@@ -362,7 +370,7 @@ class _Builder:
     def add_image(self, key: str, value: Image, role: Role) -> None:
         data, note = image_frames(value.data)
         if data is None:
-            self.problem("unroutable", key, f"{note}; it was dropped")
+            self.problem("unroutable", key, note, "it was dropped")
             return
         if note:
             self.problem("non_finite", key, f"image: {note}")
@@ -371,8 +379,7 @@ class _Builder:
     def add_histogram(self, key: str, value: Histogram, role: Role) -> None:
         finite = tuple(v for v in value.values if math.isfinite(v))
         if len(finite) != len(value.values):
-            self.problem("non_finite", key,
-                         f"histogram: {len(value.values) - len(finite)} non-finite values were left out")
+            self.problem("non_finite", key, f"histogram: {_non_finite_count(len(value.values) - len(finite))} left out")
         self.place(key, Histogram(finite, num_bins=value.num_bins), role)
 
     def add_table(self, key: str, table: Table, role: Role) -> None:
@@ -388,8 +395,8 @@ class _Builder:
                 cells.append(value)
             rows.append(cells)
         for column, type_name in converted.items():
-            self.problem("unroutable", key,
-                         f"table column {column!r} holds values of type {type_name}; they were stored as str()")
+            self.problem("unroutable", key, f"table column {column!r} holds values of type {type_name}",
+                         "they were stored as str()")
         self.place(key, Table(table.columns, rows), role)
 
     def cell(self, key: str, cell: Any) -> Any:
@@ -402,7 +409,7 @@ class _Builder:
             image = cell if isinstance(cell, Image) else Image(cell)
             data, note = image_frames(image.data)
             if data is None or is_image_batch(data):
-                self.problem("unroutable", key, f"table cell image: {note or 'a batch is not one cell'}; "
+                self.problem("unroutable", key, f"table cell image: {note or 'a batch is not one cell'}",
                              "the cell was left empty")
                 return None
             return Image(data, caption=image.caption)
@@ -415,7 +422,7 @@ class _Builder:
         if len(shape) == 1 and shape[0] > 1 and kind in "biuf":
             values, left_out = histogram_values(array)
             if left_out:
-                self.problem("non_finite", key, f"histogram: {left_out} non-finite values were left out")
+                self.problem("non_finite", key, f"histogram: {_non_finite_count(left_out)} left out")
             self.place(key, Histogram(values), role)
         elif dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in _IMAGE_CHANNELS)):
             self.add_image(key, Image(array), role)
@@ -424,7 +431,7 @@ class _Builder:
         else:
             self.problem("unroutable", key,
                          f"an array of shape {shape} and dtype {dtype} is not guessed; wrap it in "
-                         "instrument.Image(...) or instrument.Table(...); it was dropped")
+                         "instrument.Image(...) or instrument.Table(...)", "it was dropped")
 
     def records(self, axis: str | None, step: int | None, summary: dict[str, str]) -> tuple[Record, ...]:
         out: list[Record] = []
@@ -497,11 +504,11 @@ def route(
             from_key = as_step(raw)
             if from_key is None:
                 builder.problem("bad_step", join(prefix, "step"),
-                                f"step must be a whole number, got {type(raw).__name__} {raw!r}; "
+                                f"step must be a whole number, got {type(raw).__name__} {raw!r}",
                                 "the next automatic step was used")
             elif step is not None and step != from_key:
                 builder.problem("bad_step", join(prefix, "step"),
-                                f"step={step} and the mapping's step key {from_key} differ; step={step} was used")
+                                f"step={step} and the mapping's step key {from_key} differ", f"step={step} was used")
             elif step is None:
                 step = from_key
         builder.add_mapping(mapping, prefix, role)
@@ -514,6 +521,34 @@ def route(
     ops = {join(prefix, key): op for key, op in (summary or {}).items()}
     axis = prefix if role == "series" else None
     return Routed(builder.records(axis, step, ops), tuple(builder.problems))
+
+
+def is_config_mapping(value: object) -> bool:
+    """Return whether *value* can be a run config: a mapping, an attrs or dataclass instance, an
+    OmegaConf config (recognised by its module, omegaconf is not imported)."""
+    if isinstance(value, Mapping) or attrs.has(type(value)) or _module(value) == "omegaconf":
+        return True
+    return hasattr(value, "__dataclass_fields__") and not isinstance(value, type)
+
+
+def nan_keys(values: Any, path: str = "") -> list[str]:
+    """Return the ``a/b`` paths of the config *values* (plain data) that are or hold a NaN float.
+
+    wandb stores NaN anywhere in the config (nested, in a list) as null (WANDB_FACTS 6).
+    """
+    if isinstance(values, float) and math.isnan(values):
+        return [path]
+    if isinstance(values, Mapping):
+        return [found for key, value in values.items() for found in nan_keys(value, join(path, str(key)))]
+    if isinstance(values, list | tuple):
+        return [path] if any(nan_keys(value, path) for value in values) else []
+    return []
+
+
+def nan_config_problems(values: Any, prefix: str | None = None) -> list[Problem]:
+    """Return one problem per config key in *values* (under *prefix*) that holds a NaN."""
+    return [Problem("non_finite", f"instrument: config key {key!r} is NaN; wandb stores NaN in the config "
+                    "as null", f"config:{key}") for key in nan_keys(values, prefix or "")]
 
 
 def plain_config(value: Any) -> Any:

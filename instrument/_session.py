@@ -56,6 +56,7 @@ from instrument._records import (
     SendAlert,
     SummaryUpdate,
 )
+from instrument._routing import nan_config_problems
 
 #: Seconds after which a row held for coalescing (an explicit step still open) is written even
 #: though its stage has not moved on: live charts lag at most about this much.
@@ -92,6 +93,13 @@ class _Held:
 _REJECTIONS = (ValueError, TypeError, LookupError, AttributeError, FileNotFoundError)
 
 
+def _same(old: Any, new: Any) -> bool:
+    """Return whether two config values are equal, NaN equal to NaN (also inside lists)."""
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new, strict=True))
+    return bool(old == new) or (old != old and new != new)
+
+
 def deep_merge(target: dict[str, Any], values: dict[str, Any], path: str, changed: list[str]) -> None:
     """Merge *values* into *target* in place; append to *changed* each leaf whose value changed."""
     for key, value in values.items():
@@ -100,7 +108,7 @@ def deep_merge(target: dict[str, Any], values: dict[str, Any], path: str, change
         if isinstance(value, dict) and isinstance(old, dict):
             deep_merge(old, value, full, changed)
             continue
-        if key in target and old != value and not (old != old and value != value):
+        if key in target and not _same(old, value):
             changed.append(f"{full} ({old!r} -> {value!r})")
         target[key] = value if not isinstance(value, dict) else {**value}
 
@@ -379,6 +387,7 @@ class Session:
             out.append(record)
         elif isinstance(record, ConfigUpdate):
             values = {record.prefix: record.values} if record.prefix else record.values
+            found.extend((problem, True) for problem in nan_config_problems(values))
             if self.spec.redact_secrets:
                 values = redact_config(values)
             changed: list[str] = []

@@ -19,10 +19,40 @@ AlertLevel = Literal["INFO", "WARN", "ERROR"]
 FilePolicy = Literal["now", "end", "live"]
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
 def _mapping(value: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a mapping, got {type(value).__name__}")
-    return dict(value)
+    # A converter sees no class; the validator below names it.
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _is_mapping(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, dict):
+        raise TypeError(f"instrument.{type(instance).__name__}: {attribute.name} must be a mapping, such as "
+                        f"{{'loss': 0.1}}, got {_shown(value)}")
+
+
+@attrs.frozen(slots=True, repr=False)
+class _OneOfValidator:
+    """Check that a field holds one of *options*; the error names the class, the field and the value."""
+
+    options: tuple[str, ...]
+
+    def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in self.options:
+            raise ValueError(f"instrument.{type(instance).__name__}: {attribute.name} must be one of "
+                             f"{', '.join(repr(option) for option in self.options)}, got {_shown(value)}")
+
+    def __repr__(self) -> str:
+        return f"<one_of validator for {self.options!r}>"
+
+
+def one_of(*options: str) -> _OneOfValidator:
+    """Return a validator that accepts only *options* (``attrs.validators.in_`` with a readable error)."""
+    return _OneOfValidator(options)
 
 
 @attrs.frozen(slots=True)
@@ -37,7 +67,7 @@ class Summary:
         TypeError: *values* is not a mapping.
     """
 
-    values: dict[str, Any] = attrs.field(converter=_mapping)
+    values: dict[str, Any] = attrs.field(converter=_mapping, validator=_is_mapping)
 
 
 @attrs.frozen(slots=True)
@@ -50,7 +80,7 @@ class Series:
         TypeError: *values* is not a mapping.
     """
 
-    values: dict[str, Any] = attrs.field(converter=_mapping)
+    values: dict[str, Any] = attrs.field(converter=_mapping, validator=_is_mapping)
 
 
 @attrs.frozen(slots=True)
@@ -66,7 +96,7 @@ class Config:
         TypeError: *values* is not a mapping.
     """
 
-    values: dict[str, Any] = attrs.field(converter=_mapping)
+    values: dict[str, Any] = attrs.field(converter=_mapping, validator=_is_mapping)
 
 
 @attrs.frozen(slots=True)
@@ -82,12 +112,18 @@ class Alert:
     title: str = attrs.field(converter=str)
     text: str = attrs.field(default="", converter=str)
     level: AlertLevel = attrs.field(
-        default="WARN", validator=attrs.validators.in_(("INFO", "WARN", "ERROR"))
+        default="WARN", validator=one_of("INFO", "WARN", "ERROR")
     )
 
 
 def _path(value: str | os.PathLike[str]) -> str:
-    return os.fspath(value)
+    return os.fspath(value) if isinstance(value, str | os.PathLike) else value
+
+
+def _is_path(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) and not (value is None and attribute.default is None):
+        raise TypeError(f"instrument.{type(instance).__name__}: {attribute.name} must be a path (a string or "
+                        f"a pathlib.Path), got {_shown(value)}")
 
 
 @attrs.frozen(slots=True)
@@ -108,11 +144,12 @@ class File:
 
     Raises:
         ValueError: *policy* is not ``"now"``, ``"end"`` or ``"live"``.
+        TypeError: *path* or *base_path* is not a string or a path.
     """
 
-    path: str = attrs.field(converter=_path)
-    policy: FilePolicy = attrs.field(default="now", validator=attrs.validators.in_(("now", "end", "live")))
-    base_path: str | None = attrs.field(default=None, converter=attrs.converters.optional(_path))
+    path: str = attrs.field(converter=_path, validator=_is_path)
+    policy: FilePolicy = attrs.field(default="now", validator=one_of("now", "end", "live"))
+    base_path: str | None = attrs.field(default=None, converter=attrs.converters.optional(_path), validator=_is_path)
 
 
 def _aliases(value: Iterable[str] | str) -> tuple[str, ...]:
@@ -131,18 +168,27 @@ class Artifact:
     offline, the artifact is uploaded by ``wandb sync``.
     """
 
-    path: str = attrs.field(converter=_path)
+    path: str = attrs.field(converter=_path, validator=_is_path)
     type: str = "model"
     name: str | None = None
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_aliases)
 
 
 def _columns(value: Iterable[Any]) -> tuple[str, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"instrument.Table: columns must be a list of column names, got {_shown(value)}")
     return tuple(str(column) for column in value)
 
 
 def _rows(value: Iterable[Iterable[Any]]) -> tuple[tuple[Any, ...], ...]:
-    return tuple(tuple(row) for row in value)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"instrument.Table: rows must be a list of rows (each a list of cells), got {_shown(value)}")
+    rows = []
+    for index, row in enumerate(value):
+        if isinstance(row, str | bytes) or not isinstance(row, Iterable):
+            raise TypeError(f"instrument.Table: row {index} must be a list of cells, got {_shown(row)}")
+        rows.append(tuple(row))
+    return tuple(rows)
 
 
 @attrs.frozen(slots=True)
@@ -156,6 +202,7 @@ class Table:
 
     Raises:
         ValueError: a row's length differs from the number of columns.
+        TypeError: *columns* or *rows* (or a row) is not a list.
     """
 
     columns: tuple[str, ...] = attrs.field(converter=_columns)
@@ -186,7 +233,15 @@ class Image:
 
 
 def _floats(value: Iterable[Any]) -> tuple[float, ...]:
-    return tuple(float(v) for v in value)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"instrument.Histogram: values must be a list or array of numbers, got {_shown(value)}")
+    out = []
+    for v in value:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise TypeError(f"instrument.Histogram: values must be numbers, got {_shown(v)} among them") from None
+    return tuple(out)
 
 
 @attrs.frozen(slots=True)
@@ -195,6 +250,9 @@ class Histogram:
 
     An unmarked 1-D array or tensor of more than one element becomes one. Non-finite values
     are left out, with a warning (numpy cannot bin them).
+
+    Raises:
+        TypeError: *values* is not a list or array of numbers.
     """
 
     values: tuple[float, ...] = attrs.field(converter=_floats)

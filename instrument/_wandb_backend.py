@@ -6,13 +6,16 @@ when a run is really started, never at ``import instrument``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from instrument import _env
 from instrument._backend import BackendRun, RunSpec
 from instrument._routing import is_image_batch
 from instrument._values import Histogram, Image, Table
@@ -188,27 +191,26 @@ class WandbBackend:
         """
         import wandb
 
-        from instrument import _env
-
         settings = wandb.Settings(
             x_transaction_log_flush_interval=FLUSH_INTERVAL_SECONDS,
             finish_timeout=_env.exit_timeout(),  # wandb gives up uploading at the end after this
             silent=True,
         )
-        run = wandb.init(
-            id=spec.id,
-            project=spec.project,
-            entity=spec.entity,
-            name=spec.name,
-            group=spec.group,
-            job_type=spec.job_type,
-            tags=list(spec.tags) or None,
-            config=dict(spec.config) or None,
-            mode=spec.mode,  # type: ignore[arg-type]
-            reinit="create_new",
-            resume=spec.resume,  # type: ignore[arg-type]
-            settings=settings,
-        )
+        with _wandb_mode_env(spec.mode):
+            run = wandb.init(
+                id=spec.id,
+                project=spec.project,
+                entity=spec.entity,
+                name=spec.name,
+                group=spec.group,
+                job_type=spec.job_type,
+                tags=list(spec.tags) or None,
+                config=dict(spec.config) or None,
+                mode=spec.mode,  # type: ignore[arg-type]
+                reinit="create_new",
+                resume=spec.resume,  # type: ignore[arg-type]
+                settings=settings,
+            )
         _OURS.add(run.id)
         if spec.announce:
             where = run.settings.sync_dir
@@ -229,3 +231,23 @@ class WandbBackend:
         if run is None or run.id in _OURS:
             return None
         return WandbRun(run, owned=False)
+
+
+@contextlib.contextmanager
+def _wandb_mode_env(mode: str) -> Iterator[None]:
+    """Show wandb a ``WANDB_MODE`` it accepts while it starts a run, then restore the user's.
+
+    wandb validates ``WANDB_MODE`` even when ``mode=`` is passed, and rejects ``Offline`` or a
+    typo with a pydantic error (WANDB_FACTS 4); instrument already resolved the mode (any case,
+    an unknown value warned about and replaced by offline), so wandb sees that one.
+    """
+    value = os.environ.get(_env.WANDB_MODE)
+    if value is None or value == _env.wandb_mode(os.environ):
+        yield
+        return
+    os.environ[_env.WANDB_MODE] = mode  # what instrument resolved; wandb.init's mode= wins anyway
+    try:
+        yield
+    finally:
+        os.environ[_env.WANDB_MODE] = value
+

@@ -124,7 +124,8 @@ class Recording:
 
     def __repr__(self) -> str:
         runs = "".join(f"\n  {r!r}" for r in self.runs)
-        return f"<Recording of {len(self.backend.runs)} runs{runs}>"
+        count = len(self.backend.runs)
+        return f"<Recording of {count} run{'' if count == 1 else 's'}{runs}>"
 
 
 @contextlib.contextmanager

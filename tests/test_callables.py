@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
+import pickle
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -336,3 +338,112 @@ def test_run_config_takes_dataclasses_attrs_and_omegaconf() -> None:
         from_omegaconf()
     assert isinstance(made, Train)
     assert {"data": {"root": "d"}, "steps": [1, 2], "model": {"width": 8, "name": "8x"}} == recorded.run().config
+
+
+@instrument.training_stage("pickled")
+def pickled_stage(x: float) -> dict[str, float]:
+    """A module-level stage."""
+    return {"loss": x}
+
+
+@instrument.eval_summary
+def pickled_eval() -> dict[str, float]:
+    """A module-level eval."""
+    return {"score": 1.0}
+
+
+@instrument.run_config
+def pickled_config() -> dict[str, int]:
+    """A module-level config function."""
+    return {"seed": 1}
+
+
+@instrument.pipeline(project="p", mode="disabled")
+def pickled_pipeline() -> int:
+    """A module-level pipeline function."""
+    return 3
+
+
+def test_decorated_functions_pickle_and_copy_like_the_originals() -> None:
+    """Module-level decorated functions of every decorator, methods, classmethods and staticmethods
+    pickle by reference and copy as themselves; a loaded stage still logs; a bound method keeps its
+    instance's state."""
+    for function in (pickled_stage, pickled_eval, pickled_config, pickled_pipeline):
+        assert function is pickle.loads(pickle.dumps(function))
+        assert (function, function) == (copy.copy(function), copy.deepcopy(function))
+    for method in (Model.step, Model.evaluate_outer, Model.score_outer, Model.class_steps):
+        loaded = pickle.loads(pickle.dumps(method))
+        assert (method.__qualname__, method.__wrapped__) == (loaded.__qualname__, loaded.__wrapped__)
+    model = Model()
+    model.offset = 5.0
+    assert (6.0, 6.0) == (pickle.loads(pickle.dumps(model.step))(1.0)["loss"], copy.deepcopy(model.step)(1.0)["loss"])
+    with recording() as recorded:
+        pickle.loads(pickle.dumps(pickled_stage))(0.5)
+    assert [(0, 0.5)] == recorded.run().series("pickled/loss")
+
+
+def test_a_decorated_local_function_fails_to_pickle_as_the_original_does() -> None:
+    """A decorated function defined inside a function is not picklable, with pickle's own error."""
+
+    @instrument.training_stage("local")
+    def local() -> None:
+        """A local function."""
+
+    with pytest.raises((AttributeError, pickle.PicklingError), match="local"):
+        pickle.dumps(local)
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda: instrument.training_stage("s", summary="min"), (TypeError, (
+            "instrument.training_stage('s'): summary must be a mapping of metric name to wandb summary op, "
+            "such as {'loss': 'min'}, got str 'min'"))),
+        (lambda: instrument.training_stage(plain), (TypeError, (
+            "instrument.training_stage needs the name as its argument: write "
+            "@instrument.training_stage(\"<name>\") above 'plain', not a bare @instrument.training_stage"))),
+        (lambda: instrument.training_stage("s")(3), (TypeError, (
+            "instrument.training_stage('s') decorates a function or method, got int 3"))),
+        (lambda: instrument.eval_summary(prefix="e")("x"), (TypeError, (
+            "instrument.eval_summary(prefix='e') decorates a function or method, got str 'x'"))),
+        (lambda: instrument.run_config("x"), (TypeError, "instrument.run_config decorates a function or method, got str 'x'")),
+        (lambda: instrument.pipeline(config=[1, 2]), (TypeError, (
+            "instrument.pipeline: config must be a mapping (a dict, an attrs or dataclass instance, an OmegaConf "
+            "config), got list [1, 2]"))),
+        (lambda: instrument.pipeline(project=3), (TypeError, "instrument.pipeline: project must be a string, got int 3")),
+        (lambda: instrument.pipeline(project="p", tags="a,b"), (TypeError, (
+            "instrument.pipeline: tags must be a list or tuple of strings, got str 'a,b'"))),
+        (lambda: instrument.pipeline(plain, mode="offline"), (TypeError, (
+            "instrument.pipeline: project must be a string, got a function; to give options write "
+            "@instrument.pipeline(project=..., ...) above the function"))),
+        (lambda: instrument.pipeline(project="p")(3), (TypeError, "instrument.pipeline decorates a function or method, got int 3")),
+        (lambda: instrument.configure(project=3), (TypeError, "instrument.configure: project must be a string, got int 3")),
+        (lambda: instrument.create_wandb_context(config="lr=1"), (TypeError, (
+            "instrument.create_wandb_context: config must be a mapping (a dict, an attrs or dataclass instance, an "
+            "OmegaConf config), got str 'lr=1'"))),
+    ],
+)
+def test_wrong_decorator_arguments_raise_naming_the_decorator_argument_and_type(
+    call: Callable[[], Any], expected: tuple[type[Exception], str]
+) -> None:
+    """A wrong argument to a decorator (or configure) raises when it is applied, naming the
+    decorator, the argument and the value's type, and saying how to write it."""
+    with pytest.raises(Exception) as caught:
+        call()
+    assert expected == (type(caught.value), str(caught.value))
+
+
+def test_pipeline_works_bare_like_eval_summary() -> None:
+    """``@instrument.pipeline`` without parentheses makes a pipeline run per call and returns the value."""
+
+    @instrument.pipeline
+    def orchestrate(x: int) -> int:
+        """The entry point."""
+        pickled_stage(0.5)
+        return x * 2
+
+    assert ("orchestrate", "The entry point.") == (orchestrate.__name__, orchestrate.__doc__)
+    with recording() as recorded:
+        assert 6 == orchestrate(3)
+    run = recorded.run()
+    assert ("pipeline", [(0, 0.5)], 0) == (run.job_type, run.series("pickled/loss"), run.exit_code)

@@ -3,6 +3,8 @@ themselves, call journals replay every call, and ``python -m instrument replay``
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -148,6 +150,16 @@ def test_the_command_line_reports_errors_with_status_1(tmp_path: Path) -> None:
                             text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert (1, "holds no journal") == (result.returncode, "holds no journal" if "holds no journal" in result.stderr
                                        else result.stderr)
+
+
+def test_the_command_line_help_is_plain_text() -> None:
+    """``python -m instrument --help`` shows no reStructuredText markup (no double backquotes)."""
+    from instrument.__main__ import main
+
+    with pytest.raises(SystemExit) as done, contextlib.redirect_stdout(io.StringIO()) as shown:
+        main(["--help"])
+    assert (0, False) == (done.value.code, "``" in shown.getvalue())
+    assert "replay" in shown.getvalue()
 
 
 def test_journal_files_are_private(tmp_path: Path) -> None:

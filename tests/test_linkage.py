@@ -139,7 +139,9 @@ def test_load_wandb_context_from_env_without_the_variable_returns_none() -> None
         ("[1, 2]", "expected a JSON object, got list"),
         (json.dumps({"run_id": "a", "journal_dir": "/j"}), "mode is missing"),
         (json.dumps({"run_id": 7, "mode": "offline", "journal_dir": "/j"}), "run_id must be a non-empty string, got int 7"),
-        (json.dumps({"run_id": "a", "mode": "Offline", "journal_dir": "/j"}), "mode 'Offline' is not a wandb mode"),
+        (json.dumps({"run_id": "a", "mode": "foo", "journal_dir": "/j"}), "mode 'foo' is not a wandb mode"),
+        (json.dumps({"run_id": "a", "mode": "offline", "journal_dir": "/gone/journal"}),
+         "its journal folder journal_dir='/gone/journal' does not exist"),
     ],
 )
 def test_bad_context_file_raises_context_file_error_naming_file_and_fault(
@@ -153,6 +155,36 @@ def test_bad_context_file_raises_context_file_error_naming_file_and_fault(
         instrument.load_wandb_context_from_env({"WANDB_CONTEXT_FILE": str(path)})
     assert str(path) in str(caught.value)
     assert fault in str(caught.value)
+
+
+@pytest.mark.integration
+def test_a_leftover_context_file_whose_journal_is_gone_falls_back_to_a_standalone_run(wandb_root: Path) -> None:
+    """``WANDB_CONTEXT_FILE`` naming a context whose journal folder was removed (its pipeline ended):
+    one warning naming the variable and the missing folder, and the stage's points and the eval's
+    summary land in a standalone run instead of being lost."""
+    context = instrument.RunContext(run_id="gone1234", project="p", entity=None, group="gone1234", mode="offline",
+                                    journal_dir=str(wandb_root / "removed" / "journal"))
+    path = context.save(wandb_root / "leftover.json")
+    done = run_script(wandb_root, """
+        import instrument
+
+        @instrument.training_stage("operator")
+        def train_step(k):
+            return {"loss": float(k)}
+
+        @instrument.eval_summary(prefix="eval")
+        def evaluate():
+            return {"nrmse": 0.09}
+
+        train_step(0)
+        train_step(1)
+        evaluate()
+    """, env=wandb_env(wandb_root, WANDB_CONTEXT_FILE=str(path)))
+    (run,) = read_runs(wandb_root / "wandb")
+    assert ("", [(0, 0.0), (1, 1.0)], 0.09) == (run.job_type, run.series("operator/loss"), run.summary["eval/nrmse"])
+    warned = [line for line in done.stderr.splitlines() if "InstrumentWarning" in line]
+    assert 1 == len(warned), done.stderr
+    assert all(word in warned[0] for word in ("WANDB_CONTEXT_FILE", "journal_dir=", "does not exist", "standalone"))
 
 
 # -- real wandb, offline, in subprocesses ----------------------------------------------------
@@ -217,6 +249,118 @@ def test_disabled_mode_writes_nothing_and_functions_return_their_values(wandb_ro
     } == last_line(done.stdout)
     assert not (wandb_root / "wandb").exists()
     assert [] == list(wandb_root.rglob("*.wandb"))
+
+
+MODE_PATHS = """
+    import json, re, subprocess, sys
+
+    import instrument
+
+    CHILD = '''
+    import instrument
+
+    @instrument.training_stage("operator")
+    def train_step(k):
+        return {"loss": float(k)}
+
+    @instrument.eval_summary(prefix="eval")
+    def evaluate():
+        return {"nrmse": 0.09}
+
+    train_step(0)
+    train_step(1)
+    evaluate()
+    '''
+
+    @instrument.training_stage("solo")
+    def solo(k):
+        return {"x": float(k)}
+
+    with instrument.pipeline(project="p") as owner:
+        subprocess.run([sys.executable, "-c", CHILD], check=True)
+    solo(0)  # after the pipeline: this process's standalone run
+    solo(1)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["Offline", "foo"])
+def test_a_capitalised_or_unknown_wandb_mode_loses_nothing_on_any_path(wandb_root: Path, value: str) -> None:
+    """``WANDB_MODE=Offline`` is offline; ``WANDB_MODE=foo`` warns once (naming the variable, the value
+    and the accepted modes) and writes offline: the pipeline run, its training child's run (with the
+    child's eval in the pipeline run) and the standalone run after it keep every value."""
+    done = run_script(wandb_root, MODE_PATHS, env=wandb_env(wandb_root, WANDB_MODE=value))
+    runs = {run.job_type: run for run in read_runs(wandb_root / "wandb")}
+    assert {"pipeline", "train", ""} == set(runs)  # the standalone run has no job type
+    assert [(0, 0.0), (1, 1.0)] == runs["train"].series("operator/loss")
+    assert 0.09 == runs["pipeline"].summary["eval/nrmse"]
+    assert [(0, 0.0), (1, 1.0)] == runs[""].series("solo/x")
+    warned = [line for line in done.stderr.splitlines() if "InstrumentWarning" in line]
+    if value == "Offline":
+        assert [] == warned, done.stderr
+    else:
+        assert 1 == len(warned), done.stderr
+        assert all(word in warned[0] for word in ("WANDB_MODE='foo'", "'offline'", "'disabled'", "offline")), warned
+
+
+def test_explicit_mode_arguments_are_checked_at_the_call_in_any_case() -> None:
+    """A ``mode=`` that is no wandb mode raises at ``pipeline(...)``, ``configure(...)`` and
+    ``create_wandb_context(...)``, naming the argument; ``Offline`` is accepted as ``offline``."""
+    for call, name in (
+        (lambda mode: instrument.pipeline(project="p", mode=mode), "instrument.pipeline: mode"),
+        (lambda mode: instrument.configure(mode=mode), "instrument.configure: mode"),
+        (lambda mode: instrument.create_wandb_context(mode=mode), "instrument.create_wandb_context: mode"),
+    ):
+        with pytest.raises(ValueError, match=f"{name} 'foo' is not a wandb mode; expected one of .*'offline'"):
+            call("foo")
+        with pytest.raises(TypeError, match=f"{name} must be a string"):
+            call(3)
+    assert "offline" == instrument.pipeline(project="p", mode="Offline").mode
+    try:
+        instrument.configure(mode="DISABLED")
+        with recording() as recorded:
+            train_step(0)
+        assert "disabled" == recorded.run().mode
+    finally:
+        instrument.configure()
+
+
+def test_an_unknown_wandb_mode_raises_in_strict_mode_and_warns_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a strict recording an unknown ``WANDB_MODE`` is an error naming it; lenient, a warning and offline."""
+    monkeypatch.setenv("WANDB_MODE", "foo")
+    with pytest.raises(instrument.InstrumentationError, match="WANDB_MODE='foo' is not a wandb mode"), recording():
+        train_step(0)
+    with pytest.warns(instrument.InstrumentWarning, match="WANDB_MODE='foo'"), recording(strict=False) as recorded:
+        train_step(0)
+    assert ("offline", [(0, 1.0)]) == (recorded.run().mode, recorded.run().series("operator/loss"))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_an_offline_pipeline_prints_the_sync_command_for_every_run_it_linked(wandb_root: Path) -> None:
+    """With no W&B account a pipeline with two training children ends by printing one ``wandb sync``
+    line naming the folder of its own run and of each child's run (each in a folder of its own)."""
+    env = wandb_env(wandb_root)
+    del env["WANDB_MODE"]  # no account, no mode: offline by default
+    done = run_script(wandb_root, """
+        import subprocess, sys
+        import instrument
+
+        CHILD = "import instrument; instrument.training_stage('operator')(lambda: {'loss': 0.5})()"
+        with instrument.pipeline(project="p"):
+            subprocess.run([sys.executable, "-c", CHILD], check=True)
+            subprocess.run([sys.executable, "-c", CHILD], check=True)
+    """, env=env)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("instrument:")]
+    assert 2 == len(lines), done.stderr  # where the pipeline run goes (at its start), the sync command
+    assert "pipeline run" in lines[-1] and "and its 2 child runs were written offline" in lines[-1], lines[-1]
+    command = lines[-1].split("`")[1].split()
+    assert ["wandb", "sync"] == command[:2]
+    runs = read_runs(wandb_root / "wandb")
+    assert ["pipeline", "train", "train"] == sorted(run.job_type for run in runs)
+    folders = {run.path.parent.resolve() for run in runs}
+    assert folders == {(wandb_root / folder).resolve() for folder in command[2:]}
 
 
 PIPELINE_ENVIRONMENT = """

@@ -131,3 +131,19 @@ def test_example_with_wandb_disabled_writes_nothing(tmp_path: Path) -> None:
     assert "evaluate.py full: nrmse=0.0910" in done.process.stdout
     assert "No run files for" in done.process.stdout
     assert not (tmp_path / "wandb").exists()
+
+
+def test_the_readmes_five_line_snippet_uses_only_names_it_imports_or_defines() -> None:
+    """The snippet under "In five lines" imports everything it uses (``subprocess``, ``sys``)."""
+    import ast
+    import builtins
+
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## In five lines", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    tree = ast.parse(snippet)
+    bound = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+             for alias in node.names}
+    bound |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    bound |= {arg.arg for node in ast.walk(tree) if isinstance(node, ast.arguments) for arg in node.args}
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    assert set() == used - bound - set(dir(builtins))

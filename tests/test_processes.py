@@ -69,6 +69,44 @@ if __name__ == "__main__":
     assert all("forked or multiprocessing child" in message for message in messages)
 
 
+@pytest.mark.slow
+def test_decorated_functions_go_to_process_pools(wandb_root: Path) -> None:
+    """Decorated module-level functions of every kind pickle by reference: ``pool.map`` of a stage,
+    an eval, a run_config and a pipeline function in fork and spawn pools returns their values, the
+    workers log nothing (no run of their own, nothing in the parent's) and warn once each at most."""
+    tests = Path(__file__).resolve().parent
+    env = wandb_env(wandb_root, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    result = run_script(wandb_root, """
+import multiprocessing, pickle
+import pool_work
+
+if __name__ == "__main__":
+    pool_work.work(-1)
+    for function in (pool_work.work, pool_work.check, pool_work.settings, pool_work.experiment):
+        assert pickle.loads(pickle.dumps(function)) is function
+    for method in ("fork", "spawn"):
+        with multiprocessing.get_context(method).Pool(2) as pool:
+            for function in (pool_work.work, pool_work.check, pool_work.settings, pool_work.experiment):
+                print(method, function.__name__, pool.map(function, range(3)), flush=True)
+    pool_work.work(100)
+""", env=env)
+    assert [
+        f"{method} {line}" for method in ("fork", "spawn") for line in (
+            "work [{'i': 0.0}, {'i': 1.0}, {'i': 2.0}]",
+            "check [{'i': 0.0}, {'i': 1.0}, {'i': 2.0}]",
+            "settings [{'worker_setting': 0}, {'worker_setting': 1}, {'worker_setting': 2}]",
+            "experiment [0, 10, 20]",
+        )
+    ] == result.stdout.splitlines()
+    (run,) = read_runs(wandb_root / "wandb")
+    assert ([(0, -1.0), (1, 100.0)], 0) == (run.series("work/i"), run.exit_code)
+    assert [] == [key for key in run.summary if key.startswith("check/")]
+    assert "worker_setting" not in run.config
+    messages = instrument_warnings(result.stderr)
+    assert 1 <= len(messages) <= 4, result.stderr  # 2 forked and 2 spawned workers
+    assert all("forked or multiprocessing child" in message for message in messages), result.stderr
+
+
 ORCHESTRATOR = """
 import os, signal, subprocess, sys, time
 import instrument
@@ -178,6 +216,90 @@ def test_sigterm_and_ctrl_c_finish_the_orchestrators_run(wandb_root: Path, signu
     (run,) = read_runs(wandb_root / "wandb")
     assert (line.split()[1], code, [(0, 0.5)]) == (run.run_id, run.exit_code, run.series("operator/loss"))
     assert [] == list(wandb_root.glob("instrument-*")), "the context folder was left behind"
+
+
+PREEMPTED = """
+import os, signal, subprocess, sys
+import instrument
+
+WORKER = '''
+import sys, time
+import instrument
+
+@instrument.training_stage("operator")
+def train_step(k):
+    return {"loss": float(k)}
+
+train_step(0)
+train_step(1)
+print("ready", flush=True)
+time.sleep(60)
+sys.exit(7)  # never reached: SIGTERM ends it
+'''
+
+with instrument.pipeline(project="p"):
+    # A script of its own: no pipeline, and not attached to this process's wandb-core either.
+    standalone_env = {k: v for k, v in os.environ.items() if k not in ("WANDB_CONTEXT_FILE", "WANDB_SERVICE")}
+    workers = {
+        "standalone": subprocess.Popen([sys.executable, "-c", WORKER], env=standalone_env, stdout=subprocess.PIPE,
+                                       text=True),
+        "training": subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True),
+    }
+    for name, worker in workers.items():
+        assert "ready" == worker.stdout.readline().strip(), name
+        worker.send_signal(signal.SIGTERM)  # what SLURM and Kubernetes send on preemption
+    for name, worker in workers.items():
+        print(name, worker.wait(timeout=100), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_run_of_a_standalone_script_and_of_a_training_child(wandb_root: Path) -> None:
+    """SIGTERM to a standalone training script and to a pipeline's training child: each finishes
+    its run with exit code 143, keeping its points, and still dies of SIGTERM."""
+    result = run_script(wandb_root, PREEMPTED, timeout=180)
+    assert [f"standalone {-signal.SIGTERM}", f"training {-signal.SIGTERM}"] == result.stdout.splitlines()
+    runs = {run.job_type: run for run in read_runs(wandb_root / "wandb")}
+    assert {"", "train", "pipeline"} == set(runs)
+    for job_type in ("", "train"):
+        assert (143, [(0, 0.0), (1, 1.0)]) == (runs[job_type].exit_code, runs[job_type].series("operator/loss"))
+    assert (0, [runs["train"].run_id]) == (runs["pipeline"].exit_code, runs["pipeline"].summary["pipeline/children"])
+
+
+@pytest.mark.slow
+def test_the_sigterm_handler_leaves_a_users_handler_and_other_threads_alone(wandb_root: Path) -> None:
+    """A SIGTERM handler the program installed stays in place when a run starts; a run first started
+    from another thread installs nothing (signal handlers belong to the main thread)."""
+    result = run_script(wandb_root, """
+import signal, threading
+import instrument
+
+@instrument.training_stage("operator")
+def train_step(k):
+    return {"loss": float(k)}
+
+def mine(signum, frame):
+    pass
+
+signal.signal(signal.SIGTERM, mine)
+train_step(0)
+print(signal.getsignal(signal.SIGTERM) is mine)
+""")
+    threaded = run_script(wandb_root, """
+import signal, threading
+import instrument
+
+@instrument.training_stage("operator")
+def train_step(k):
+    return {"loss": float(k)}
+
+worker = threading.Thread(target=train_step, args=(0,))
+worker.start()
+worker.join()
+train_step(1)
+print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+""", name="threaded.py")
+    assert ["True", "True"] == [result.stdout.strip(), threaded.stdout.strip()]
 
 
 @pytest.mark.slow

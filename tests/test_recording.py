@@ -274,8 +274,30 @@ def test_repr_is_readable() -> None:
     run = RecordedRun(RunSpec(id="r1", project="p", group="g", job_type="train", tags=("parent:x",)))
     run.log({"loss": 1.0})
     run.finish(0)
-    assert ("<RecordedRun r1 project='p' group='g' job_type='train' tags=['parent:x'] history=1 rows "
+    assert ("<RecordedRun r1 project='p' group='g' job_type='train' tags=['parent:x'] history=1 row "
             "summary=['loss'] finished, exit_code=0>") == repr(run)
+
+
+def test_reprs_count_in_the_singular_and_plural() -> None:
+    """One row, one run are singular; two are plural."""
+    with recording() as recorded:
+        instrument.log({"loss": 1.0})
+    assert "history=1 row " in repr(recorded.run())
+    assert repr(recorded).startswith("<Recording of 1 run\n")
+    assert "<RecordingBackend 1 run>" == repr(recorded.backend)
+    run = recorded.run()
+    run.log({"loss": 2.0})
+    assert "history=2 rows " in repr(run)
+
+
+def test_series_of_a_key_never_logged_raises_listing_the_keys_that_were() -> None:
+    """``series("typo")`` raises KeyError naming the key and listing the logged keys, instead of ``[]``."""
+    with recording() as recorded:
+        instrument.training_stage("operator")(lambda: {"loss": 1.0})()
+    with pytest.raises(KeyError) as caught:
+        recorded.run().series("operator/los")
+    assert ("'operator/los' was never logged to the history of run "
+            f"{recorded.run().id}; the keys logged are ['operator/loss', 'operator/step']") == caught.value.args[0]
 
 
 def test_save_names_files_as_wandb_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

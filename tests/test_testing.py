@@ -234,7 +234,7 @@ class TestRun:
             train_step(1.0)
         assert isinstance(recorded, Recording)
         assert [recorded.run()] == recorded.runs
-        assert repr(recorded).startswith("<Recording of 1 runs\n  <RecordedRun ")
+        assert repr(recorded).startswith("<Recording of 1 run\n  <RecordedRun ")
 
 
 class TestLinkage:
@@ -251,7 +251,7 @@ class TestLinkage:
         pipeline, training = recorded.run(job_type="pipeline"), recorded.run(job_type="train")
         assert [pipeline, training] == recorded.runs
         assert ("ups", pipeline.group, (f"parent:{pipeline.id}",)) == (training.project, training.group, training.tags)
-        assert ([(0, 0.5)], [], 0.09) == (training.series("operator/loss"), pipeline.series("operator/loss"),
+        assert ([(0, 0.5)], [], 0.09) == (training.series("operator/loss"), pipeline.history,
                                           pipeline.summary["eval/nrmse"])
         assert [training.id] == pipeline.summary["pipeline/children"]
         assert (True, True) == (training.finished, pipeline.finished)

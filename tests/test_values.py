@@ -3,6 +3,7 @@ bad keys named; and properties of routing on arbitrary nested values (hypothesis
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import warnings
@@ -76,6 +77,44 @@ big()
     assert any("train_step" in m and "'operator/meter'" in m and "Meter" in m for m in messages)
     assert any("'eval/nrmse'" in m and "null" in m for m in messages)
     assert any("10.5" in m for m in messages)
+
+
+NAN_CONFIG = """
+import instrument
+
+@instrument.run_config
+def settings():
+    return {"lr": float("nan"), "nested": {"x": float("nan")}, "betas": [0.9, float("nan")], "ok": 1}
+
+@instrument.eval_summary(prefix="eval")
+def evaluate():
+    return {"nrmse": 0.1, "settings": instrument.Config({"c": float("nan")})}
+
+with instrument.pipeline(project="p", config={"p": float("nan")}):
+    settings()
+    settings()
+    evaluate()
+"""
+
+
+@pytest.mark.integration
+def test_nan_in_the_config_warns_once_per_key_that_wandb_stores_null(wandb_root: Path) -> None:
+    """NaN in a pipeline's config, from ``run_config`` (nested, in a list) and in a ``Config`` marker
+    is stored by wandb as null, with one warning per key saying so, however often it is written."""
+    result = run_script(wandb_root, NAN_CONFIG)
+    (run,) = read_runs(wandb_root / "wandb")
+    expected = {"p": None, "lr": None, "nested": {"x": None}, "betas": [0.9, None], "ok": 1, "eval": {"c": None}}
+    assert expected == run.config
+    messages = [m for m in instrument_warnings(result.stderr) if "wandb stores NaN in the config as null" in m]
+    assert ["betas", "eval/c", "lr", "nested/x", "p"] == sorted(re.findall(r"config key '([^']+)'", " ".join(messages)))
+
+
+def test_the_recording_stores_nan_in_the_config_as_wandb_does() -> None:
+    """The recording reads a NaN config value back as None (nested, in lists), like wandb."""
+    with pytest.warns(instrument.InstrumentWarning, match="config as null"), recording() as recorded:
+        exec(compile(NAN_CONFIG, "nan_config", "exec"), {})
+    assert {"p": None, "lr": None, "nested": {"x": None}, "betas": [0.9, None], "ok": 1, "eval": {"c": None}} == (
+        recorded.run().config)
 
 
 @instrument.training_stage("operator")
@@ -180,3 +219,85 @@ def test_a_stage_returning_anything_never_raises_in_production_and_returns_the_v
                 returns(value)
         except instrument.InstrumentationError:
             pass
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda: instrument.File("r.txt", policy="sometimes"), (ValueError, (
+            "instrument.File: policy must be one of 'now', 'end', 'live', got str 'sometimes'"))),
+        (lambda: instrument.Alert("T", level="CRITICAL"), (ValueError, (
+            "instrument.Alert: level must be one of 'INFO', 'WARN', 'ERROR', got str 'CRITICAL'"))),
+        (lambda: instrument.File(3), (TypeError, (
+            "instrument.File: path must be a path (a string or a pathlib.Path), got int 3"))),
+        (lambda: instrument.Artifact(None), (TypeError, (
+            "instrument.Artifact: path must be a path (a string or a pathlib.Path), got NoneType None"))),
+        (lambda: instrument.Summary("x"), (TypeError, (
+            "instrument.Summary: values must be a mapping, such as {'loss': 0.1}, got str 'x'"))),
+        (lambda: instrument.Config([1]), (TypeError, (
+            "instrument.Config: values must be a mapping, such as {'loss': 0.1}, got list [1]"))),
+        (lambda: instrument.Table(3), (TypeError, "instrument.Table: columns must be a list of column names, got int 3")),
+        (lambda: instrument.Table(["a"], [1]), (TypeError, "instrument.Table: row 0 must be a list of cells, got int 1")),
+        (lambda: instrument.Histogram([1, "a"]), (TypeError, "instrument.Histogram: values must be numbers, got str 'a' among them")),
+    ],
+)
+def test_wrong_marker_arguments_raise_naming_the_marker_field_and_value(
+    call: Any, expected: tuple[type[Exception], str]
+) -> None:
+    """A marker or media value built with a wrong argument raises an error that reads as a sentence
+    naming the class, the field and the value (not attrs' raw tuple)."""
+    with pytest.raises(Exception) as caught:
+        call()
+    assert expected == (type(caught.value), str(caught.value))
+
+
+def test_warnings_point_at_the_users_line() -> None:
+    """A warning from a stage call, from ``instrument.log`` inside it, from a ``WandBContext``
+    method and from entering a pipeline points at the line of user code that led to it."""
+    here = __file__
+    lines = []
+
+    @instrument.training_stage("stage")
+    def stage() -> dict[str, Any]:
+        lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+        instrument.log({"inner": object()})
+        return {"outer": object()}
+
+    with warnings.catch_warnings(record=True) as caught, recording(strict=False):
+        warnings.simplefilter("always")
+        lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+        stage()
+        lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+        instrument.current().log_training_metric("stage", "x", object())
+        lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
+        with instrument.pipeline(project="p", config={"lr": float("nan")}):
+            pass
+    found = [(w.filename, w.lineno) for w in caught if issubclass(w.category, instrument.InstrumentWarning)]
+    assert sorted((here, line) for line in lines) == sorted(found), [str(w.message) for w in caught]
+
+
+def test_a_strict_error_does_not_say_what_production_does_instead() -> None:
+    """In strict mode the error names the problem only (nothing was written); the warning in
+    production also says what became of the value."""
+    with pytest.raises(instrument.InstrumentationError) as caught, recording():
+        returns({"x": object()})
+    with pytest.warns(instrument.InstrumentWarning) as warned, recording(strict=False):
+        returns({"x": object()})
+    assert "dropped" not in str(caught.value)
+    assert str(warned[0].message) == f"{caught.value}; it was dropped"
+
+
+def test_a_plain_list_gets_a_hint_to_use_histogram_or_table() -> None:
+    """``{"x": [1, 2, 3]}`` is not guessed: the problem suggests instrument.Histogram or instrument.Table."""
+    routed = route({"x": [1, 2, 3]}, role="series", prefix="s", function="f")
+    assert ((), 1) == (routed.records, len(routed.problems))
+    assert ("instrument: f: key 's/x': a list of 3 values is not guessed: wrap it in instrument.Histogram(values) "
+            "for a distribution, or instrument.Table(columns, rows) for rows") == routed.problems[0].message
+
+
+def test_one_non_finite_value_is_singular() -> None:
+    """A histogram with one NaN says "1 non-finite value was left out"; with two, "values were"."""
+    one = route({"h": instrument.Histogram([1.0, math.nan])}, role="summary", prefix=None, function="f")
+    two = route({"h": instrument.Histogram([math.inf, math.nan])}, role="summary", prefix=None, function="f")
+    assert ["histogram: 1 non-finite value was left out", "histogram: 2 non-finite values were left out"] == [
+        routed.problems[0].message.split(": ", 3)[-1] for routed in (one, two)]

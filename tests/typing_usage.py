@@ -74,6 +74,12 @@ def main(argv: list[str]) -> int:
     return len(argv)
 
 
+@instrument.pipeline
+def main_bare(argv: list[str]) -> str:
+    """A bare pipeline."""
+    return " ".join(argv)
+
+
 class Model:
     """Methods of every kind keep their signatures."""
 
@@ -113,6 +119,7 @@ async def check_types() -> None:
     assert_type(make_config(0.1), dict[str, float])
     assert_type(await make_config_async(0.1), dict[str, float])
     assert_type(main(["a"]), int)
+    assert_type(main_bare(["a"]), str)
     assert_type(Model().step(1.0), dict[str, float])
     assert_type(Model.evaluate("m"), dict[str, str])
     assert_type(Model.score(1.0), dict[str, float])
