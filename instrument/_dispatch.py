@@ -449,22 +449,6 @@ def _register_exit_drain() -> None:
         pass
 
 
-def drain_all(timeout: float | None = None) -> bool:
-    """Write everything every run of this process queued or held, within *timeout* s in all.
-
-    Runs by itself when the main thread ends (before ``atexit`` hooks, so before wandb's
-    teardown); ``instrument.flush()`` calls it too. *timeout* defaults to
-    ``INSTRUMENT_EXIT_TIMEOUT``. Returns True if every queue drained in time.
-    """
-    if _forked:
-        return True
-    deadline = _monotonic() + (_env.exit_timeout() if timeout is None else timeout)
-    done = True
-    for dispatcher in list(_LIVE):
-        done = dispatcher.flush(max(0.0, deadline - _monotonic())) and done
-    return done
-
-
 def _drain_at_exit() -> None:
     global exit_deadline
     if _forked:

@@ -49,10 +49,6 @@ INSTRUMENT_QUEUE_SIZE = "INSTRUMENT_QUEUE_SIZE"
 #: training goes on. Default 60.
 INSTRUMENT_STALL_TIMEOUT = "INSTRUMENT_STALL_TIMEOUT"
 
-#: wandb variables a child must not inherit from the parent: ``WANDB_SERVICE`` attaches the
-#: child to the parent's wandb-core (WANDB_FACTS 3.3), the run id and resume apply to every init.
-PARENT_ONLY_WANDB_VARIABLES = ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME")
-
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _MODES = frozenset({"online", "offline", "disabled", "dryrun", "run"})
 
