@@ -17,7 +17,7 @@ pytest.importorskip("pytest_benchmark")
 
 import instrument  # noqa: E402
 from instrument import _linkage  # noqa: E402
-from instrument._backend import RunSpec, _DisabledRun  # noqa: E402
+from instrument._backends.base import RunSpec, _DisabledRun  # noqa: E402
 
 METRICS = {f"m{j}": j * 0.1 for j in range(10)}
 

@@ -5,7 +5,7 @@ every returned value lands in the right W&B data type of the right run. ``import
 does not import wandb: that happens when a run is really started.
 """
 
-from instrument._context import (
+from instrument._imperative import (
     WandBContext,
     configure,
     create_wandb_context,
@@ -15,7 +15,7 @@ from instrument._context import (
     load_wandb_context_from_env,
     save_wandb_context,
 )
-from instrument._decorators import eval_summary, log, pipeline, run_config, training_stage
+from instrument._stages import eval_summary, log, pipeline, run_config, training_stage
 from instrument._linkage import ContextFileError, RunContext
 from instrument._problems import InstrumentationError, InstrumentWarning
 from instrument._values import Alert, Artifact, Config, File, Histogram, Image, Series, Summary, Table

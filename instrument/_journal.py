@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from instrument._backend import RunSpec
+from instrument._backends.base import RunSpec
 from instrument._records import (
     ConfigUpdate,
     LogArtifact,
@@ -340,9 +340,9 @@ def new_spill_folder(root: Path, run_id: str) -> Path:
 
 
 class JournalRun:
-    """A :class:`~instrument._backend.BackendRun` that writes every call to a call journal.
+    """A :class:`~instrument._backends.base.BackendRun` that writes every call to a call journal.
 
-    The first line describes the run (its :class:`~instrument._backend.RunSpec`, why it is
+    The first line describes the run (its :class:`~instrument._backends.base.RunSpec`, why it is
     journaled, where the part written before lives); then one line per backend call; the last
     line holds the exit code. Files handed to ``save``/``log_artifact`` are copied into
     ``files/`` at once (wandb's ``run.save`` keeps a symlink only, so a later replay would read

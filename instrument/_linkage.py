@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import attrs
 
 from instrument import _env
-from instrument._backend import Backend, DisabledBackend, RunSpec
+from instrument._backends.base import Backend, DisabledBackend, RunSpec
 from instrument._journal import JournalReader, JournalWriter
 from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report, user_stacklevel
 from instrument._records import ConfigUpdate, Record, SummaryUpdate
@@ -242,7 +242,7 @@ def _backend_for(mode: str) -> Backend:
         return _state.backend
     if mode == "disabled":
         return DisabledBackend()
-    from instrument._wandb_backend import WandbBackend
+    from instrument._backends.wandb import WandbBackend
 
     return WandbBackend()
 
@@ -494,7 +494,7 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
 def _adopt() -> Session | None:
     if getattr(sys.modules.get("wandb"), "run", None) is None:  # the common case, without an import
         return None
-    from instrument._wandb_backend import WandbBackend
+    from instrument._backends.wandb import WandbBackend
 
     run = WandbBackend().adopt()
     if run is None:

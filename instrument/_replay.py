@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from instrument._backend import Backend, RunSpec
+from instrument._backends.base import Backend, RunSpec
 from instrument._journal import SPILL_FILE, JournalError, JournalReader, JournalRun, read_call_journal
 from instrument._linkage import RunContext, pipeline_children_summary
 from instrument._problems import Problem, report
@@ -61,7 +61,7 @@ class Replayed:
 
 
 def _default_backend() -> Backend:
-    from instrument._wandb_backend import WandbBackend
+    from instrument._backends.wandb import WandbBackend
 
     return WandbBackend()
 

@@ -42,7 +42,7 @@ from typing import Any
 import attrs
 
 from instrument import _dispatch, _env
-from instrument._backend import Backend, BackendRun, RunSpec, new_run_id
+from instrument._backends.base import Backend, BackendRun, RunSpec, new_run_id
 from instrument._dispatch import Dispatcher
 from instrument._journal import JournalRun, new_spill_folder
 from instrument._problems import InstrumentationError, Problem, report

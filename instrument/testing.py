@@ -28,7 +28,7 @@ from typing import Any
 from instrument import _linkage
 from instrument._env import WANDB_CONTEXT_FILE
 from instrument._problems import InstrumentationError, pop_strict, push_strict, reset_once
-from instrument._recording import RecordedRun, RecordingBackend
+from instrument._backends.recording import RecordedRun, RecordingBackend
 
 __all__ = ["RecordedRun", "Recording", "RecordingBackend", "recording"]
 

@@ -22,9 +22,9 @@ from typing import Any
 import attrs
 
 from instrument import _linkage
-from instrument._backend import Backend, BackendRun, RunSpec
+from instrument._backends.base import Backend, BackendRun, RunSpec
 from instrument._problems import pop_strict, push_strict, reset_once
-from instrument._recording import RecordedRun, RecordingBackend
+from instrument._backends.recording import RecordedRun, RecordingBackend
 
 
 class InjectedError(RuntimeError):

@@ -19,10 +19,10 @@ import pytest
 
 import instrument
 from instrument import _linkage
-from instrument._backend import RunSpec
+from instrument._backends.base import RunSpec
 from instrument._dispatch import Dispatcher
 from instrument._journal import JournalReader, read_call_journal
-from instrument._recording import RecordedRun, RecordingBackend
+from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument._records import SummaryUpdate
 from instrument.runfile import read_runs
 from instrument.testing import recording
@@ -426,7 +426,7 @@ def test_the_disabled_path_does_nothing_but_call_the_function(
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("routed on the disabled path")
 
-    for module in ("instrument._decorators", "instrument._context"):
+    for module in ("instrument._stages", "instrument._imperative"):
         monkeypatch.setattr(f"{module}.route", forbidden)
         monkeypatch.setattr(f"{module}.route_numbers", forbidden)
 
@@ -512,7 +512,7 @@ def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(w
         from faults import FaultyBackend
         import instrument
         from instrument import _linkage
-        from instrument._wandb_backend import WandbBackend
+        from instrument._backends.wandb import WandbBackend
 
         backend = FaultyBackend(WandbBackend()).hang("log", after=5)
         _linkage._backend_for = lambda mode: backend

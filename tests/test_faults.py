@@ -21,7 +21,7 @@ from faults import FaultyBackend, InjectedError, faulty
 
 import instrument
 from instrument import _linkage
-from instrument._recording import RecordingBackend
+from instrument._backends.recording import RecordingBackend
 from instrument._replay import replay
 from instrument.testing import recording
 

@@ -33,7 +33,7 @@ import sys
 sys.path.insert(0, {str(TESTS)!r})
 from faults import FaultyBackend
 from instrument import _linkage
-from instrument._wandb_backend import WandbBackend
+from instrument._backends.wandb import WandbBackend
 """
 
 
@@ -127,7 +127,7 @@ def test_c08b_a_script_that_never_finishes_has_all_points_exit_0_and_one_finish(
     """100 points and no finish call: the exit hook finishes the run once, with exit code 0."""
     result = run_script(wandb_root, """
 import atexit
-from instrument import _wandb_backend
+from instrument._backends import wandb as _wandb_backend
 calls = []
 original = _wandb_backend.WandbRun.finish
 def counting(self, exit_code):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import instrument
-from instrument._backend import RunSpec
+from instrument._backends.base import RunSpec
 from instrument._journal import JournalReader, JournalRun, JournalWriter
-from instrument._recording import RecordingBackend
+from instrument._backends.recording import RecordingBackend
 from instrument._records import LogArtifact, SaveFile, SummaryUpdate
 from instrument._replay import ReplayError, replay
 from instrument._values import Histogram, Image, Table

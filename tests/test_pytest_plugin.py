@@ -216,7 +216,7 @@ def test_importing_the_plugin_imports_nothing_heavy() -> None:
     code = (
         "import sys, instrument.pytest_plugin\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'wandb', 'numpy', 'torch'}"
-        " or m in {'instrument.testing', 'instrument._recording'}))"
+        " or m in {'instrument.testing', 'instrument._backends.recording'}))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "[]" == result.stdout.strip()

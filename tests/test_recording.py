@@ -12,8 +12,8 @@ import pytest
 
 import instrument
 from instrument import InstrumentationError, InstrumentWarning
-from instrument._backend import RunSpec
-from instrument._recording import RecordedRun, RecordingBackend
+from instrument._backends.base import RunSpec
+from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument.testing import recording
 from conftest import run_script
 

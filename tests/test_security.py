@@ -13,8 +13,8 @@ import pytest
 
 import instrument
 from instrument._journal import JournalRun
-from instrument._backend import RunSpec
-from instrument._recording import RecordingBackend
+from instrument._backends.base import RunSpec
+from instrument._backends.recording import RecordingBackend
 from instrument._redact import REDACTED, is_secret_key, redact
 from instrument._replay import ReplayError, replay
 from instrument.testing import recording

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument import _env
-from instrument._backend import BackendRun, RunSpec
+from instrument._backends.base import BackendRun, RunSpec
 from instrument._routing import is_image_batch
 from instrument._values import Histogram, Image, Table
 
@@ -41,7 +41,7 @@ def image_frames(image: Image) -> list[Any]:
     return [data]
 
 
-#: The name the recording backend imports (``instrument._recording``).
+#: The name the recording backend imports (``instrument._backends.recording``).
 image_array = image_frames
 
 
@@ -85,7 +85,7 @@ def _files_of(source: Path, shown: str) -> list[Path]:
 
 
 class WandbRun:
-    """A live ``wandb.Run`` behind the :class:`~instrument._backend.BackendRun` protocol."""
+    """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol."""
 
     def __init__(self, run: Any, *, owned: bool) -> None:
         self.run = run

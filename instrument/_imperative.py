@@ -82,7 +82,7 @@ class OwnerRun:
         job_type: str = "pipeline",
         redact_secrets: bool | None = None,
     ) -> None:
-        from instrument._backend import new_run_id
+        from instrument._backends.base import new_run_id
 
         run_id = run_id or new_run_id()
         self.folder = Path(tempfile.mkdtemp(prefix=f"instrument-{run_id}-"))  # mode 0700

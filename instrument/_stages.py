@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 import wrapt
 
 from instrument import _env, _linkage
-from instrument._context import OwnerRun, check_run_arguments
+from instrument._imperative import OwnerRun, check_run_arguments
 from instrument._problems import InstrumentationError, Problem, origin, report
 from instrument._records import ConfigUpdate
 from instrument._routing import Role, is_config_mapping, join, plain_config, route, route_numbers

@@ -31,7 +31,7 @@ import pathlib
 import threading
 from typing import Any
 
-from instrument._backend import RunSpec
+from instrument._backends.base import RunSpec
 from instrument._problems import InstrumentationError, strict, with_origin
 from instrument._values import Histogram, Image, Table
 
@@ -48,7 +48,7 @@ def _reject(message: str) -> Exception:
 
 def _image(value: Image, key: str) -> Any:
     """Return what a test needs to know of an image: size and caption; reject bad shapes."""
-    from instrument._wandb_backend import image_array  # imports numpy only for numpy data
+    from instrument._backends.wandb import image_array  # imports numpy only for numpy data
 
     pictures = []
     for picture in image_array(value):
