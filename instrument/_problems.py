@@ -16,6 +16,8 @@ from typing import Literal
 
 import attrs
 
+from instrument import _env
+
 Kind = Literal[
     "unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend", "redacted",
 ]
@@ -67,8 +69,6 @@ def strict() -> bool:
     """Return whether problems raise: the innermost ``strict_mode`` override, else the env."""
     if _strict_override:
         return _strict_override[-1]
-    from instrument import _env
-
     return _env.is_strict()
 
 
@@ -82,8 +82,8 @@ def pop_strict() -> None:
     _strict_override.pop()
 
 
-class origin:  # noqa: N801 - used like a function: ``with origin(name):``
-    """Name *function* in the message of every problem reported inside the block.
+class Origin:
+    """Name *function* in the message of every problem reported inside ``with Origin(function):``.
 
     A small class rather than a ``contextlib.contextmanager``: it wraps every logging call, and
     a generator-based context manager costs several times more.
@@ -102,7 +102,7 @@ class origin:  # noqa: N801 - used like a function: ``with origin(name):``
 
 
 def with_origin(message: str) -> str:
-    """Return *message* (``"instrument: ..."``) naming the function of the enclosing :func:`origin`."""
+    """Return *message* (``"instrument: ..."``) naming the function of the enclosing :class:`Origin`."""
     function = _origin.get()
     if function and message.startswith("instrument: ") and not message.startswith(f"instrument: {function}:"):
         return f"instrument: {function}: {message[len('instrument: '):]}"
@@ -112,7 +112,7 @@ def with_origin(message: str) -> str:
 def report(problem: Problem, *, once: bool = False) -> None:
     """Raise *problem* in strict mode, else warn; with *once*, warn once per kind and key.
 
-    The message names the function being written for (:func:`origin`) when it does not already.
+    The message names the function being written for (:class:`Origin`) when it does not already.
 
     Raises:
         InstrumentationError: strict mode is on and the problem is not advisory.

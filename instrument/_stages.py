@@ -1,28 +1,27 @@
-"""The decorators: thin wrappers that call the function and hand what it returns on.
+"""The stage decorators: ``training_stage``, ``eval_summary``, ``run_config`` and ``log``.
 
-Options are validated when a decorator is applied; the kind of callable (plain, generator,
-coroutine, async generator) is classified once; each of the four small wrappers calls one shared
-lifecycle (:class:`_Emitter`). The run is looked up at call time, never at decoration time.
+Thin: options are validated when a decorator is applied, the callable is wrapped once by
+:mod:`instrument._wrapping`, and each call hands what the function returned (or yielded) to one
+shared lifecycle (:class:`_Emitter`), which routes it and writes it where linkage says. The run
+is looked up at call time, never at decoration time; the layers below load on the first record
+(:mod:`instrument._runtime`).
 """
 
 from __future__ import annotations
 
 import contextvars
-import copy
-import functools
-import importlib
-import inspect
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from types import TracebackType
-from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-import wrapt
-
-from instrument import _env, _linkage
-from instrument._imperative import OwnerRun, check_run_arguments
-from instrument._problems import InstrumentationError, Problem, origin, report
+from instrument import _runtime
+from instrument._config import is_config_mapping, plain_config
+from instrument._kinds import as_step
+from instrument._problems import InstrumentationError, Origin, Problem, report
 from instrument._records import ConfigUpdate
-from instrument._routing import Role, is_config_mapping, join, plain_config, route, route_numbers
+from instrument._wrapping import Hooks, check_callable, kind_of, qualname, wrap
+
+if TYPE_CHECKING:
+    from instrument._routing import Role
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,71 +43,16 @@ class Decorator(Protocol):
     @overload
     def __call__(self, function: Callable[P, R], /) -> Callable[P, R]: ...
 
-def _by_name(module: str, qualname: str) -> Any:
-    """Return the object *qualname* (dotted) of *module*: how a pickled decorated function is found."""
-    found: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        found = getattr(found, part)
-    return found
-
-
-class _BoundWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
-    """A decorated method bound to its instance or class; pickles like a bound method."""
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        bound = self.__wrapped__
-        owner = getattr(bound, "__self__", None)
-        if owner is not None:  # obj.method, Class.classmethod: found again on the same object
-            return getattr, (owner, bound.__name__)
-        return _by_name, (self.__module__, self.__wrapped__.__qualname__)  # Class.method, a staticmethod
-
-    def __copy__(self) -> Any:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        bound = self.__wrapped__
-        owner = getattr(bound, "__self__", None)
-        if owner is None or isinstance(owner, type):
-            return self
-        return getattr(copy.deepcopy(owner, memo), bound.__name__)  # as a bound method deep-copies
-
-
-class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """A decorated function. It pickles by reference, as the original function does: the module
-    attribute named by its ``__qualname__`` is this wrapper, so a process pool's worker finds it
-    by importing the module (where it runs as a plain function, see ``_linkage.resolve``)."""
-
-    __bound_function_wrapper__ = _BoundWrapper
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        qualname: str = self.__wrapped__.__qualname__
-        if "." in qualname and "<locals>" not in qualname:  # a method: the class attribute binds
-            return _by_name, (self.__module__, qualname)
-        # A string: pickle looks the name up in the module and checks it is this very object, with
-        # the same error as for an original function defined in a local scope.
-        return qualname
-
-    def __copy__(self) -> Any:  # a function is atomic for copy and deepcopy
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        return self
-
-
-#: ``wrapt.decorator`` making :class:`_Wrapper` proxies (picklable decorated functions).
-_decorator = functools.partial(wrapt.decorator, proxy=_Wrapper)
-
 
 _SUMMARY_OPS = frozenset({"min", "max", "mean", "last", "first", "none"})
-
-_disabled = _linkage.disabled
 
 #: The stage whose call is running in this context (``instrument.log`` adds points to it).
 _current: contextvars.ContextVar[_Emitter | None] = contextvars.ContextVar("instrument_stage", default=None)
 
 
-class _Emitter:
-    """The shared lifecycle: route a returned value and write it where linkage says, safely."""
+class _Emitter(Hooks):
+    """The shared lifecycle of ``training_stage``, ``eval_summary`` and ``instrument.log``: route a
+    returned or yielded value and write it where linkage says, safely."""
 
     __slots__ = ("role", "prefix", "function", "summary", "full_summary")
 
@@ -117,143 +61,53 @@ class _Emitter:
         self.prefix = prefix
         self.function = function
         self.summary = dict(summary)
-        self.full_summary = {join(prefix, key): op for key, op in self.summary.items()}
+        self.full_summary = {(f"{prefix}/{key}" if prefix else key): op for key, op in self.summary.items()}
+
+    def skip(self) -> bool:
+        """Whether the mode is ``disabled``: then a plain function is only called."""
+        return _runtime.disabled()
+
+    def resume(self, state: Any) -> Any:
+        """Make this stage the running one (``instrument.log`` adds points to it)."""
+        return _current.set(self)
+
+    def suspend(self, state: Any, token: Any) -> None:
+        """Leave the stage."""
+        _current.reset(token)
+
+    def value(self, state: Any, value: Any) -> None:
+        """Route and write what the function returned or yielded."""
+        self.emit(value)
 
     def emit(self, value: Any, step: int | None = None) -> None:
         """Route *value* and write it; problems warn (raise in strict mode), faults never raise.
 
         Does nothing at all when the mode is ``disabled`` (resolved once per state).
         """
-        if value is None or _disabled():
+        if value is None or _runtime.disabled():
             return
         try:
-            sink = _linkage.resolve(self.role)
+            sink = _runtime.resolve(self.role)
             if sink is None:
                 return
-            routed = (route_numbers(value, self.prefix, step, self.full_summary) if self.role == "series" else None) or route(
+            routed = (_runtime.route_numbers(value, self.prefix, step, self.full_summary)
+                      if self.role == "series" else None) or _runtime.route(
                 value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
             )
-            with origin(self.function):
+            with Origin(self.function):
                 sink.write(routed.records, routed.problems)
         except InstrumentationError:
             raise
-        except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
+        except Exception as error:  # instrumentation never breaks training
             report(Problem("backend", f"instrument: {self.function}: logging failed "
                            f"({type(error).__name__}: {error}); the function's value was returned"), once=True)
-
-
-def _kind(function: Any) -> str:
-    """Classify a callable once: ``asyncgen``, ``coroutine``, ``generator`` or ``plain``.
-
-    A ``classmethod``/``staticmethod`` object (the decorator written above it) is classified by
-    the function it holds.
-    """
-    target = function.__func__ if isinstance(function, classmethod | staticmethod) else function
-    if inspect.isasyncgenfunction(target):
-        return "asyncgen"
-    if inspect.iscoroutinefunction(target):
-        return "coroutine"
-    if inspect.isgeneratorfunction(target):
-        return "generator"
-    return "plain"
-
-
-def _wrap(emitter: _Emitter, function: Any, *, returns: bool = True) -> Any:
-    """Return *function* wrapped for its kind, each wrapper calling *emitter*."""
-    kind = _kind(function)
-    if kind == "asyncgen":
-
-        @_decorator
-        async def async_gen_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> AsyncIterator[Any]:
-            agen = wrapped(*args, **kwargs)
-            sent: Any = None
-            thrown: BaseException | None = None
-            while True:
-                token = _current.set(emitter)
-                try:
-                    item = await (agen.athrow(thrown) if thrown is not None else agen.asend(sent))
-                except StopAsyncIteration:
-                    return
-                finally:
-                    _current.reset(token)
-                emitter.emit(item)
-                try:
-                    sent, thrown = (yield item), None
-                except GeneratorExit:
-                    await agen.aclose()
-                    raise
-                except BaseException as error:  # noqa: BLE001 - forwarded into the generator
-                    sent, thrown = None, error
-
-        return async_gen_wrapper(function)
-
-    if kind == "coroutine":
-
-        @_decorator
-        async def coroutine_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            token = _current.set(emitter)
-            try:
-                result = await wrapped(*args, **kwargs)
-            finally:
-                _current.reset(token)
-            if returns:
-                emitter.emit(result)
-            return result
-
-        return coroutine_wrapper(function)
-
-    if kind == "generator":
-
-        @_decorator
-        def generator_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Iterator[Any]:
-            gen = wrapped(*args, **kwargs)
-            sent: Any = None
-            thrown: BaseException | None = None
-            while True:
-                token = _current.set(emitter)
-                try:
-                    item = gen.throw(thrown) if thrown is not None else gen.send(sent)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                finally:
-                    _current.reset(token)
-                emitter.emit(item)
-                try:
-                    sent, thrown = (yield item), None
-                except GeneratorExit:
-                    gen.close()
-                    raise
-                except BaseException as error:  # noqa: BLE001 - forwarded into the generator
-                    sent, thrown = None, error
-
-        return generator_wrapper(function)
-
-    @_decorator
-    def function_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if _disabled():  # the fast path: nothing would be written anywhere
-            return wrapped(*args, **kwargs)
-        token = _current.set(emitter)
-        try:
-            result = wrapped(*args, **kwargs)
-        finally:
-            _current.reset(token)
-        if returns:
-            emitter.emit(result)
-        return result
-
-    return function_wrapper(function)
-
-
-def _qualname(function: Any) -> str:
-    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
-    return name if isinstance(name, str) else repr(function)
 
 
 def _check_name(decorator: str, argument: str, value: object) -> str:
     if callable(value) and not isinstance(value, str):  # used bare: @training_stage above a def
         raise TypeError(
             f"instrument.{decorator} needs the {argument} as its argument: write "
-            f"@instrument.{decorator}(\"<{argument}>\") above {_qualname(value)!r}, not a bare "
+            f"@instrument.{decorator}(\"<{argument}>\") above {qualname(value)!r}, not a bare "
             f"@instrument.{decorator}"
         )
     if not isinstance(value, str) or not value or value.startswith("/") or value.endswith("/"):
@@ -263,13 +117,6 @@ def _check_name(decorator: str, argument: str, value: object) -> str:
         )
     return value
 
-
-def _check_callable(decorator: str, function: object) -> None:
-    """Raise TypeError naming *decorator* when *function* is not something it can decorate."""
-    if not (callable(function) or isinstance(function, classmethod | staticmethod)):
-        raise TypeError(
-            f"instrument.{decorator} decorates a function or method, got {type(function).__name__} {function!r}"
-        )
 
 
 def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Decorator:
@@ -311,8 +158,8 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
             )
 
     def decorate(function: Any) -> Any:
-        _check_callable(f"training_stage({name!r})", function)
-        return _wrap(_Emitter("series", name, _qualname(function), ops), function)
+        check_callable(f"training_stage({name!r})", function)
+        return wrap(function, _Emitter("series", name, qualname(function), ops))
 
     return cast(Decorator, decorate)
 
@@ -345,30 +192,36 @@ def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
     _check_name("eval_summary", "prefix", prefix)
 
     def decorate(function: Any) -> Any:
-        _check_callable(f"eval_summary(prefix={prefix!r})", function)
-        return _wrap(_Emitter("summary", prefix, _qualname(function), {}), function)
+        check_callable(f"eval_summary(prefix={prefix!r})", function)
+        return wrap(function, _Emitter("summary", prefix, qualname(function), {}))
 
     return decorate(function) if function is not None else cast(Decorator, decorate)
 
 
-def _write_config(name: str, result: Any) -> None:
-    """Write what a ``run_config`` function returned to ``run.config``; never raises a fault."""
-    if result is None or _disabled():
-        return
-    try:
-        if not is_config_mapping(result):
-            report(Problem("unroutable", f"instrument: {name}: run_config expects a mapping (dict, attrs or "
-                           f"dataclass instance, OmegaConf config), got {type(result).__module__}."
-                           f"{type(result).__qualname__}; nothing was written to the config", "config"))
+class _RunConfig(Hooks):
+    """The lifecycle of ``run_config``: write what the function returned to ``run.config``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def value(self, state: Any, value: Any) -> None:
+        """Write *value* to ``run.config`` at the top level; never raises a fault."""
+        if value is None or _runtime.disabled():
             return
-        sink = _linkage.resolve("summary")
-        if sink is not None:
-            with origin(name):
-                sink.write([ConfigUpdate(values=plain_config(result))])
-    except InstrumentationError:
-        raise
-    except Exception as error:  # noqa: BLE001 - instrumentation never breaks the program
-        report(Problem("backend", f"instrument: {name}: writing the config failed ({error})"), once=True)
+        try:
+            if not is_config_mapping(value):
+                report(Problem("unroutable", f"instrument: {self.name}: run_config expects a mapping (dict, attrs "
+                               f"or dataclass instance, OmegaConf config), got {type(value).__module__}."
+                               f"{type(value).__qualname__}; nothing was written to the config", "config"))
+                return
+            sink = _runtime.resolve("summary")
+            if sink is not None:
+                with Origin(self.name):
+                    sink.write([ConfigUpdate(values=plain_config(value))])
+        except InstrumentationError:
+            raise
+        except Exception as error:  # instrumentation never breaks the program
+            report(Problem("backend", f"instrument: {self.name}: writing the config failed ({error})"), once=True)
 
 
 @overload
@@ -392,29 +245,13 @@ def run_config(function: Any = None, /) -> Any:
     """
 
     def decorate(function: Any) -> Any:
-        _check_callable("run_config", function)
-        name = _qualname(function)
-        kind = _kind(function)
+        check_callable("run_config", function)
+        name = qualname(function)
+        kind = kind_of(function)
         if kind in ("generator", "asyncgen"):
             raise TypeError(f"instrument.run_config: {name} is a {kind} function; a config is one returned "
                             "mapping, so decorate a plain or async function")
-        if kind == "coroutine":
-
-            @_decorator
-            async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-                result = await wrapped(*args, **kwargs)
-                _write_config(name, result)
-                return result
-
-            return async_wrapper(function)
-
-        @_decorator
-        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            result = wrapped(*args, **kwargs)
-            _write_config(name, result)
-            return result
-
-        return wrapper(function)
+        return wrap(function, _RunConfig(name))
 
     return decorate(function) if function is not None else cast(Decorator, decorate)
 
@@ -433,8 +270,6 @@ def log(values: Mapping[str, Any], step: int | None = None) -> None:
     Raises:
         InstrumentationError: in strict mode, for a step that is not a whole number.
     """
-    from instrument._routing import as_step
-
     emitter = _current.get() or _PLAIN
     if step is not None:
         exact = as_step(step)
@@ -448,132 +283,3 @@ def log(values: Mapping[str, Any], step: int | None = None) -> None:
 _PLAIN = _Emitter("series", None, "instrument.log", {})
 
 
-class pipeline:  # noqa: N801 - a decorator and context manager, named like one
-    """Mark the orchestrator: it owns the pipeline run and links its subprocesses to it.
-
-    Usable as ``@pipeline(project="p")`` on the entry point and as ``with pipeline(project="p"):``.
-    On entry it starts the pipeline run (``job_type="pipeline"``, group defaulting to the run's
-    id), writes a context file (mode 0600, no secret) and exports ``WANDB_CONTEXT_FILE`` to
-    subprocesses. Stages and evals called in this process write into the pipeline run; a
-    training subprocess makes its own run in the group tagged ``parent:<id>``; an eval
-    subprocess's summary lands in the pipeline run (through a journal this run ingests). On exit
-    it drains the journals, records the children's run ids in summary ``pipeline/children`` and
-    finishes the run: exit code 0, 1 with the exception re-raised unchanged, n for
-    ``SystemExit(n)``, 130 for Ctrl-C. Entering it again (a hyperparameter loop) makes a new run.
-
-    Also usable bare (``@pipeline`` on a function): the project then comes from
-    ``instrument.configure`` or ``WANDB_PROJECT``.
-
-    Args:
-        project, name, group, entity: strings, as ``wandb.init``'s arguments.
-        tags: a list or tuple of strings.
-        config: the run's config: a mapping, an attrs or dataclass instance, an OmegaConf config.
-        mode: ``online``, ``offline``, ``disabled`` (any case); default ``WANDB_MODE``, else
-            online with credentials, else offline.
-        redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
-            (see :func:`instrument.configure`); None (default) follows ``configure``, which
-            defaults to True.
-
-    Raises:
-        TypeError: an argument has the wrong type (the message names it and the type), or what
-            is decorated is not a function.
-        ValueError: *mode* is not a wandb mode.
-    """
-
-    project: str | None
-    name: str | None
-    group: str | None
-    tags: tuple[str, ...]
-    config: Any
-    mode: str | None
-    entity: str | None
-    redact_secrets: bool | None
-    _active: list[OwnerRun]
-
-    @overload
-    def __new__(cls, function: Callable[P, R], /) -> Callable[P, R]: ...  # type: ignore[misc]
-    @overload
-    def __new__(
-        cls,
-        project: str | None = None,
-        *,
-        name: str | None = None,
-        group: str | None = None,
-        tags: tuple[str, ...] | list[str] = (),
-        config: Any = None,
-        mode: str | None = None,
-        entity: str | None = None,
-        redact_secrets: bool | None = None,
-    ) -> pipeline: ...
-
-    def __new__(
-        cls,
-        project: Any = None,
-        *,
-        name: str | None = None,
-        group: str | None = None,
-        tags: tuple[str, ...] | list[str] = (),
-        config: Any = None,
-        mode: str | None = None,
-        entity: str | None = None,
-        redact_secrets: bool | None = None,
-    ) -> Any:
-        if callable(project) and not isinstance(project, str):  # used bare: @pipeline above a def
-            given = (name, group, config, mode, entity, redact_secrets)
-            if any(option is not None for option in given) or (tags != () and tags != []):
-                raise TypeError("instrument.pipeline: project must be a string, got a function; to give "
-                                "options write @instrument.pipeline(project=..., ...) above the function")
-            return cls()(project)
-        check_run_arguments("instrument.pipeline", project=project, name=name, group=group, entity=entity,
-                            tags=tags, config=config, redact_secrets=redact_secrets)
-        self = super().__new__(cls)
-        self.project = project
-        self.redact_secrets = redact_secrets
-        self.name = name
-        self.group = group
-        self.tags = tuple(tags)
-        self.config = plain_config(config) if config is not None else {}
-        self.mode = _env.check_mode(mode, "instrument.pipeline: mode") if mode is not None else None
-        self.entity = entity
-        self._active = []
-        return self
-
-    def __enter__(self) -> OwnerRun:
-        # In a pool worker (forked or spawned) a pipeline is a plain block, like every decorated
-        # call there: its run is disabled, so nothing is written anywhere.
-        mode = "disabled" if _linkage.in_child() else self.mode
-        active = OwnerRun(
-            project=self.project, entity=self.entity, name=self.name, group=self.group,
-            tags=self.tags, config=self.config, mode=mode, redact_secrets=self.redact_secrets,
-        )
-        active.export()
-        self._active.append(active)
-        return active
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._active.pop().close(error)
-
-    def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
-        """Run *function* inside this pipeline (a new pipeline run per call); coroutine
-        functions are awaited inside it.
-
-        Raises:
-            TypeError: *function* is not a function.
-        """
-        _check_callable("pipeline", function)
-        @_decorator
-        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            with self:
-                return wrapped(*args, **kwargs)
-
-        if inspect.iscoroutinefunction(function):
-
-            @_decorator
-            async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-                with self:
-                    return await wrapped(*args, **kwargs)
-
-            return cast("Callable[P, R]", async_wrapper(function))
-        return cast("Callable[P, R]", wrapper(function))

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import pytest
 
 import instrument
-from conftest import run_script
+from helpers import run_script
 from instrument.runfile import RunFile, read_runs
 from instrument.testing import recording
 

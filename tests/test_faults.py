@@ -21,7 +21,7 @@ from faults import FaultyBackend, InjectedError, faulty
 
 import instrument
 from instrument import _linkage
-from instrument._backends.recording import RecordingBackend
+from instrument.testing import RecordingBackend
 from instrument._replay import replay
 from instrument.testing import recording
 
@@ -207,12 +207,12 @@ def test_strict_mode_never_raises_for_backend_faults() -> None:
 
 def test_journal_that_cannot_be_created_drops_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     """If even the journal cannot be written, the records are dropped, never silently."""
-    import instrument._session as session_module
+    import instrument._fault_policy as fault_policy
 
     def broken(*args: object, **kwargs: object) -> None:
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(session_module, "JournalRun", broken)
+    monkeypatch.setattr(fault_policy, "CallJournal", broken)
     backend = FaultyBackend().fail("start")
     with captured() as messages, faulty(backend):
         assert "ok" == three_points()

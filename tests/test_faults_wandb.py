@@ -1,6 +1,6 @@
 """Fault injection against real wandb, offline, in subprocesses: what ends up on disk (promises 1-3).
 
-Each script runs with ``conftest.wandb_env`` (offline, isolated folders); the faulty backend of
+Each script runs with ``helpers.wandb_env`` (offline, isolated folders); the faulty backend of
 ``tests/faults.py`` wraps the real wandb backend where a fault must be injected.
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_script, wandb_env
+from helpers import run_script, wandb_env
 
 from instrument.runfile import read_runs
 
@@ -79,7 +79,7 @@ def test_c07_log_failing_mid_run_is_replayed_into_the_same_run_id(wandb_root: Pa
     with the same id (resume allowed) and removes the journal; no point is lost."""
     result = run_script(wandb_root, FAULTY + STAGE + """
 backend = FaultyBackend(WandbBackend()).fail("log", after=1)
-_linkage._backend_for = lambda mode: backend
+_linkage.backend_for = lambda mode: backend
 
 @instrument.run_config
 def config():

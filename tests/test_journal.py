@@ -18,7 +18,8 @@ import pytest
 
 import instrument
 from instrument._backends.base import RunSpec
-from instrument._journal import JournalReader, JournalRun, JournalWriter
+from instrument._backends.call_journal import CallJournal
+from instrument._journal import JournalReader, JournalWriter
 from instrument._backends.recording import RecordingBackend
 from instrument._records import LogArtifact, SaveFile, SummaryUpdate
 from instrument._replay import ReplayError, replay
@@ -88,7 +89,7 @@ def test_a_call_journal_replays_every_call_with_media_and_frozen_file_copies(
     Path("notes.txt").write_text("as saved")
     folder = tmp_path / "spill"
     folder.mkdir()
-    journal = JournalRun(folder, RunSpec(id="r1", project="p", group="g", tags=("a",), config={"lr": 0.1}), reason="t")
+    journal = CallJournal(folder, RunSpec(id="r1", project="p", group="g", tags=("a",), config={"lr": 0.1}), reason="t")
     journal.define_metric("op/loss", "op/step", "min")
     journal.log({"op/loss": float("nan"), "op/step": 0, "op/img": Image(np.ones((2, 2, 3), dtype=np.uint8)),
                  "op/hist": Histogram([1.0, 2.0])})
@@ -119,7 +120,7 @@ def test_replay_refuses_a_journal_whose_writer_is_still_running(tmp_path: Path) 
     try:
         folder = tmp_path / "spill"
         folder.mkdir()
-        JournalRun(folder, RunSpec(id="r2"), reason="t").log({"a": 1})
+        CallJournal(folder, RunSpec(id="r2"), reason="t").log({"a": 1})
         header, *rest = (folder / "spill.jsonl").read_text().splitlines()
         fields = {**json.loads(header), "pid": sleeper.pid, "host": socket.gethostname()}
         (folder / "spill.jsonl").write_text("\n".join([json.dumps(fields), *rest]) + "\n")
@@ -176,7 +177,7 @@ def test_journal_files_are_private(tmp_path: Path) -> None:
 def test_a_file_a_child_saved_survives_the_removal_of_the_drained_journal(wandb_root: Path) -> None:
     """An eval subprocess saves a file into the pipeline run: once the journal folder is removed
     the run's ``files/`` holds a real copy (not a link into the removed journal), listed in the run."""
-    from conftest import run_script
+    from helpers import run_script
 
     from instrument.runfile import read_runs
 

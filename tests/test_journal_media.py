@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 import instrument
 from instrument._journal import JournalReader, JournalWriter

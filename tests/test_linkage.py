@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import instrument
-from conftest import run_script, wandb_env
+from helpers import run_script, wandb_env
 from instrument.runfile import RunFile, read_runs
 from instrument.testing import recording
 
@@ -316,7 +316,7 @@ def test_explicit_mode_arguments_are_checked_at_the_call_in_any_case() -> None:
             call("foo")
         with pytest.raises(TypeError, match=f"{name} must be a string"):
             call(3)
-    assert "offline" == instrument.pipeline(project="p", mode="Offline").mode
+    assert "offline" == instrument.pipeline(project="p", mode="Offline").options.mode
     try:
         instrument.configure(mode="DISABLED")
         with recording() as recorded:

@@ -15,7 +15,7 @@ from instrument import InstrumentationError, InstrumentWarning
 from instrument._backends.base import RunSpec
 from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument.testing import recording
-from conftest import run_script
+from helpers import run_script
 
 # One scenario, run twice: in memory under recording(), and in a subprocess with real wandb
 # offline. It uses every kind of value a user's code sends, without any instrumentation problem.

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 import instrument
 from instrument.runfile import read_runs

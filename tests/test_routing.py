@@ -17,7 +17,9 @@ from stand_ins import FakeTensor
 
 import instrument
 from instrument._records import ConfigUpdate, LogArtifact, Point, SaveFile, SendAlert, SummaryUpdate
-from instrument._routing import Routed, as_number, as_step, plain_config, route
+from instrument._config import plain_config
+from instrument._kinds import as_number, as_step
+from instrument._routing import Routed, route
 
 
 def stage(value: Any, **kwargs: Any) -> Routed:

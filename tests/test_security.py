@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import instrument
-from instrument._journal import JournalRun
+from instrument._backends.call_journal import CallJournal
 from instrument._backends.base import RunSpec
 from instrument._backends.recording import RecordingBackend
 from instrument._redact import REDACTED, is_secret_key, redact
@@ -147,7 +147,7 @@ def test_a_call_journal_cannot_make_replay_read_outside_it(tmp_path: Path) -> No
     """A call journal whose ``save`` names a file outside its folder is refused by the replay."""
     folder = tmp_path / "journal"
     folder.mkdir()
-    journal = JournalRun(folder, RunSpec(id="abc"), reason="test")
+    journal = CallJournal(folder, RunSpec(id="abc"), reason="test")
     journal.finish(0)
     with (folder / "spill.jsonl").open("a") as handle:
         handle.write(json.dumps({"type": "call", "method": "save",

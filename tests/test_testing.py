@@ -12,8 +12,7 @@ import pytest
 
 import instrument
 from instrument import InstrumentationError, InstrumentWarning
-from instrument import _linkage
-from instrument.testing import RecordedRun, Recording, RecordingBackend, recording
+from instrument.testing import RecordedRun, Recording, RecordingBackend, recording, use_backend
 
 
 @instrument.training_stage("operator", summary={"loss": "min"})
@@ -46,16 +45,43 @@ def test_records_config_series_and_summary() -> None:
     assert (True, 0) == (run.finished, run.exit_code)
 
 
-def test_restores_the_previous_state_and_nests() -> None:
-    """Each block has its own runs; the outer block and the process state come back on exit."""
-    before = _linkage._state
-    with recording() as outer:
-        train_step(1.0)
-        with recording() as inner:
-            train_step(2.0)
-        train_step(3.0)
-    assert before is _linkage._state
+def test_restores_the_previous_backend_and_nests() -> None:
+    """Each block has its own runs; the outer block and the backend around it come back on exit."""
+    around = RecordingBackend()
+    with use_backend(around):
+        with recording() as outer:
+            train_step(1.0)
+            with recording() as inner:
+                train_step(2.0)
+            train_step(3.0)
+        train_step(4.0)
     assert [[1.0, 3.0], [2.0]] == [[v for _, v in r.run().series("operator/loss")] for r in (outer, inner)]
+    assert [[(0, 4.0)], [True]] == [[p for run in around.runs for p in run.series("operator/loss")],
+                                     [run.finished for run in around.runs]]
+
+
+def test_use_backend_writes_any_backend_and_finishes_its_runs_with_the_exit_code() -> None:
+    """``use_backend`` routes runs to the backend it is given and finishes them with the block's exit code."""
+    backend = RecordingBackend()
+    with pytest.raises(SystemExit), use_backend(backend) as used:
+        train_step(1.0)
+        raise SystemExit(3)
+    assert (backend, [(0, 1.0)], True, 3) == (used, backend.runs[0].series("operator/loss"),
+                                              backend.runs[0].finished, backend.runs[0].exit_code)
+
+
+def test_testing_is_reachable_from_import_instrument_alone() -> None:
+    """``instrument.testing.recording()`` works after a bare ``import instrument`` (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, instrument\n"
+            "with instrument.testing.recording() as recorded:\n"
+            "    instrument.training_stage('s')(lambda: {'x': 1})()\n"
+            "print(recorded.run().series('s/x'), 'wandb' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert ("[(0, 1)] False", "") == (result.stdout.strip(), result.stderr)
 
 
 def test_each_block_gets_a_fresh_standalone_run() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 import instrument
 from instrument.runfile import read_runs

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import instrument
-from instrument._routing import as_step, join, route
+from instrument._kinds import as_step
+from instrument._routing import join, route
 from instrument.runfile import read_runs
 from instrument.testing import recording
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import instrument
-from conftest import run_script, wandb_env
+from helpers import run_script, wandb_env
 from instrument import ContextFileError, InstrumentationError, InstrumentWarning
 from instrument.testing import RecordedRun, recording
 

@@ -32,6 +32,7 @@ import threading
 from typing import Any
 
 from instrument._backends.base import RunSpec
+from instrument._media import pictures
 from instrument._problems import InstrumentationError, strict, with_origin
 from instrument._values import Histogram, Image, Table
 
@@ -48,10 +49,8 @@ def _reject(message: str) -> Exception:
 
 def _image(value: Image, key: str) -> Any:
     """Return what a test needs to know of an image: size and caption; reject bad shapes."""
-    from instrument._backends.wandb import image_array  # imports numpy only for numpy data
-
-    pictures = []
-    for picture in image_array(value):
+    found = []
+    for picture in pictures(value):
         shape = getattr(picture, "shape", None)
         if shape is not None:
             shape = tuple(shape)
@@ -61,8 +60,8 @@ def _image(value: Image, key: str) -> Any:
             height, width = shape[0], shape[1]
         else:
             width, height = getattr(picture, "size", (None, None))
-        pictures.append({"_type": "image", "width": width, "height": height, "caption": value.caption})
-    return pictures[0] if len(pictures) == 1 else pictures
+        found.append({"_type": "image", "width": width, "height": height, "caption": value.caption})
+    return found[0] if len(found) == 1 else found
 
 
 def _foreign(value: Any) -> dict[str, Any]:
@@ -400,13 +399,11 @@ class RecordingBackend:
     """A backend that keeps every run in memory, in creation order (:attr:`runs`).
 
     Attributes:
-        name: ``"recording"``.
         synchronous: True: sessions write to it in the caller's thread, so a strict-mode
             :class:`~instrument.InstrumentationError` reaches the code under test.
         runs: the :class:`RecordedRun` objects started, in creation order.
     """
 
-    name = "recording"
     synchronous = True
 
     def __init__(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from instrument import _env
 from instrument._backends.base import BackendRun, RunSpec
-from instrument._routing import is_image_batch
+from instrument._media import is_image_batch, pictures
 from instrument._values import Histogram, Image, Table
 
 #: Seconds between flushes of wandb's transaction log. wandb's default is 15 s, so a SIGKILLed
@@ -27,22 +27,6 @@ FLUSH_INTERVAL_SECONDS = 1.0
 #: Run ids started by this library in this process, so an active ``wandb.run`` of ours is never
 #: mistaken for a framework's run.
 _OURS: set[str] = set()
-
-
-def image_frames(image: Image) -> list[Any]:
-    """Return the pictures *image* holds: one per frame of a batch NxHxWxC, else one.
-
-    Each is what ``wandb.Image`` accepts: a uint8 array (HxW or HxWxC), a PIL image or a path.
-    Routing already converted the data (:func:`instrument._routing.image_frames`).
-    """
-    data = image.data
-    if is_image_batch(data):
-        return [frame[:, :, 0] if frame.shape[2] == 1 else frame for frame in data]
-    return [data]
-
-
-#: The name the recording backend imports (``instrument._backends.recording``).
-image_array = image_frames
 
 
 def to_wandb(value: Any) -> Any:
@@ -59,8 +43,8 @@ def to_wandb(value: Any) -> Any:
     if isinstance(value, Histogram):
         return wandb.Histogram(list(value.values), num_bins=value.num_bins)
     if isinstance(value, Image):
-        pictures = [wandb.Image(frame, caption=value.caption) for frame in image_frames(value)]
-        return pictures if is_image_batch(value.data) else pictures[0]
+        images = [wandb.Image(frame, caption=value.caption) for frame in pictures(value)]
+        return images if is_image_batch(value.data) else images[0]
     if isinstance(value, dict):
         return {k: to_wandb(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -176,7 +160,6 @@ def _copy(source: Path, target: Path) -> None:
 class WandbBackend:
     """Start real wandb runs (online or offline), one ``wandb.init`` per run spec."""
 
-    name = "wandb"
 
     def start(self, spec: RunSpec) -> BackendRun:
         """Start a run with ``wandb.init`` (``reinit="create_new"``, so a second pipeline in one
