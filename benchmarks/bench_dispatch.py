@@ -296,10 +296,10 @@ def machine() -> str:
     except OSError:
         pass
     try:
-        import importlib.metadata as metadata
+        from importlib import metadata
 
         wandb_version = metadata.version("wandb")
-    except Exception:  # noqa: BLE001
+    except Exception:
         wandb_version = "?"
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({model or 'unknown CPU'}), "
             f"Python {platform.python_version()}, wandb {wandb_version}")
@@ -327,7 +327,8 @@ def main() -> None:
         rows.append((what, ours, theirs, "" if ratio is None else f"{ratio:.3f}", f"{target} {verdict}".strip()))
 
     ii, iw = m["import_instrument"]["seconds"], m["import_wandb"]["seconds"]
-    add("1. import instrument / import wandb", f"{ii * 1e3:.1f} ms", f"{iw * 1e3:.1f} ms", ii / iw, "<= 0.1", ii / iw <= 0.1)
+    add("1. import instrument / import wandb", f"{ii * 1e3:.1f} ms", f"{iw * 1e3:.1f} ms", ii / iw, "<= 0.1",
+        ii / iw <= 0.1)
     idec = m["import_instrument"]["with_decoration"]
     add("   import instrument + decorate a stage", f"{idec * 1e3:.1f} ms", f"{iw * 1e3:.1f} ms", idec / iw, "", None)
     d = m["disabled"]
@@ -375,10 +376,10 @@ def main() -> None:
     print(f"\nMachine: {machine()}; medians of {args.repeats} fresh processes; {args.points} points of 10 metrics.\n")
     header = ("measurement", "instrument", "baseline", "ratio", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-import instrument  # noqa: E402
-from instrument import _linkage  # noqa: E402
-from instrument._backends.disabled import DisabledRun  # noqa: E402
-from instrument.testing import RunSpec, use_backend  # noqa: E402
+import instrument
+from instrument import _linkage
+from instrument._backends.disabled import DisabledRun
+from instrument.testing import RunSpec, use_backend
 
 METRICS = {f"m{j}": j * 0.1 for j in range(10)}
 

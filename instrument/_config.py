@@ -80,7 +80,11 @@ def same_value(old: Any, new: Any) -> bool:
     """Return whether two config values are equal, NaN equal to NaN (also inside lists)."""
     if isinstance(old, list) and isinstance(new, list):
         return len(old) == len(new) and all(same_value(a, b) for a, b in zip(old, new, strict=True))
-    return bool(old == new) or (old != old and new != new)
+    return bool(old == new) or (_is_nan(old) and _is_nan(new))
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def deep_merge(target: dict[str, Any], values: dict[str, Any], path: str, changed: list[str]) -> None:

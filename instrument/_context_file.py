@@ -89,12 +89,12 @@ class RunContext:
                 f"{where}: not a valid context file (expected a JSON object, got {type(data).__name__})"
             )
         wrong = [f"{name} is missing" for name in ("run_id", "mode", "journal_dir") if name not in data]
-        for name in ("run_id", "mode", "journal_dir"):
-            if name in data and (not isinstance(data[name], str) or not data[name]):
-                wrong.append(f"{name} must be a non-empty string, got {type(data[name]).__name__} {data[name]!r}")
-        for name in ("project", "entity", "group"):
-            if data.get(name) is not None and not isinstance(data[name], str):
-                wrong.append(f"{name} must be a string or null, got {type(data[name]).__name__} {data[name]!r}")
+        wrong.extend(f"{name} must be a non-empty string, got {type(data[name]).__name__} {data[name]!r}"
+                     for name in ("run_id", "mode", "journal_dir")
+                     if name in data and (not isinstance(data[name], str) or not data[name]))
+        wrong.extend(f"{name} must be a string or null, got {type(data[name]).__name__} {data[name]!r}"
+                     for name in ("project", "entity", "group")
+                     if data.get(name) is not None and not isinstance(data[name], str))
         if isinstance(data.get("mode"), str) and data["mode"]:
             try:
                 data["mode"] = _env.check_mode(data["mode"], "mode")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import importlib
 import os
 import tempfile
 import threading
@@ -279,7 +280,7 @@ class Dispatcher:
         # If the main thread ends before the run started, the thread imports wandb and calls
         # wandb.init inside the exit drain; importing concurrent.futures.thread then would raise
         # "can't register atexit after shutdown" (wandb imports it), so it is imported now.
-        import concurrent.futures.thread  # noqa: F401
+        importlib.import_module("concurrent.futures.thread")
 
         thread = self._thread = threading.Thread(target=self._run, name=f"instrument-dispatch-{self.name}", daemon=True)
         self._progress = self._clock()

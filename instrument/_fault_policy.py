@@ -77,12 +77,16 @@ class FaultPolicy:
         except Exception as error:  # never raise into user code
             failure = f"starting run {self.spec.id} ({self.spec.mode}) failed ({describe(error)})"
         if self.spec.mode in ("online", "run"):
-            for spec in (attrs.evolve(self.spec, mode="offline"), attrs.evolve(self.spec, mode="offline", id=new_run_id())):
+            offline = attrs.evolve(self.spec, mode="offline")
+            for spec in (offline, attrs.evolve(offline, id=new_run_id())):  # a fresh id if wandb holds the old one
                 try:
                     run = self.backend.start(spec)
-                except Exception:  # the next fallback follows  # noqa: S112
+                except Exception:  # the next fallback follows
+                    run = None
+                if run is None:
                     continue
-                renamed = f" under the new id {run.id} (wandb still held {self.spec.id})" if run.id != self.spec.id else ""
+                renamed = "" if run.id == self.spec.id else (
+                    f" under the new id {run.id} (wandb still held {self.spec.id})")
                 self.spec = spec
                 where = run.location()
                 self.fault("init", f"{failure}; the run was written offline{renamed} to {where} instead; "
@@ -149,8 +153,8 @@ class FaultPolicy:
         be lost).
         """
         run = self.spill or run
-        failure = f"the backend did not take {len(records)} record(s) of run {self.spec.id} within {timeout:g} s " \
-                  f"({_env.INSTRUMENT_EXIT_TIMEOUT})"
+        failure = (f"the backend did not take {len(records)} record(s) of run {self.spec.id} within {timeout:g} s "
+                   f"({_env.INSTRUMENT_EXIT_TIMEOUT})")
         if isinstance(run, CallJournal):
             journal = run
         else:
@@ -215,8 +219,8 @@ def unsynced(run: BackendRun | None) -> str:
         return "The run never started."
     where = location(run)
     if isinstance(run, CallJournal):
-        return f"Its data is in the journal {where}; write it into an offline run with " \
-               f"`python -m instrument replay {where}`."
+        return (f"Its data is in the journal {where}; write it into an offline run with "
+                f"`python -m instrument replay {where}`.")
     if os.path.isdir(where):
         return f"Its data is in {where}; upload what is missing with `wandb sync {where}`."
     return f"Its data is in {where}."

@@ -271,7 +271,7 @@ class JournalReader:
 
     def _decode(self, line: dict[str, Any], path: Path) -> Record | dict[str, Any]:
         if not isinstance(line, dict):
-            raise ValueError("a journal line must be a JSON object")
+            raise TypeError("a journal line must be a JSON object")
         cls = _RECORDS.get(line.pop("record", None) or "")
         if cls is None:
             return line  # a plain message, such as {"type": "child", "run_id": ...}
@@ -321,10 +321,11 @@ class JournalSink:
         for problem in problems:
             report(problem, once=problem.kind == "non_finite")
         for record in records:
+            line = record
             if isinstance(record, ConfigUpdate) and self.redact_secrets:
-                record = attrs.evolve(record, values=redact_config(record.values))  # before it hits the disk
+                line = attrs.evolve(record, values=redact_config(record.values))  # before it hits the disk
             try:
-                self.writer.append(record)
+                self.writer.append(line)
             except Exception as error:  # never raise into user code
                 report(Problem("backend", f"instrument: writing to the journal {self.writer.path} failed "
                                f"({type(error).__name__}: {error})"), once=True)

@@ -16,6 +16,7 @@ for Ctrl-C, 143 after SIGTERM.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -74,12 +75,12 @@ def watch_exit_code() -> None:
     sys.excepthook = excepthook
     original_exit = sys.exit
 
-    def exit(code: Any = None) -> None:  # mirrors sys.exit, whose name it takes
+    def exit_recording_status(code: Any = None) -> None:
         global _exit_code
         _exit_code = code if isinstance(code, int) else (0 if code is None else 1)
         original_exit(code)
 
-    sys.exit = exit  # type: ignore[assignment]
+    sys.exit = exit_recording_status  # type: ignore[assignment]
 
 
 def finish_at_exit(finish: Finisher) -> None:
@@ -226,16 +227,12 @@ def _finish_after_sigterm() -> None:
     _exit_code = code = 128 + signal.SIGTERM
     try:
         for close in reversed(list(_terminators)):
-            try:
+            with contextlib.suppress(Exception):  # dying anyway: finish what can be finished
                 close(code)
-            except Exception:  # dying anyway: finish what can be finished  # noqa: S110
-                pass
         if _finish is not None:
             _finish(code)
     finally:
         _sigterm_finished.set()
         _sigterm_finishing.clear()
-        try:
+        with contextlib.suppress(OSError, ValueError):  # the main thread ended: the interpreter is exiting
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
-        except (OSError, ValueError):  # the main thread already ended: the interpreter is exiting
-            pass

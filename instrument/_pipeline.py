@@ -90,7 +90,7 @@ def pipeline(
     """
     if callable(project) and not isinstance(project, str):  # used bare: @pipeline above a def
         given = (name, group, config, mode, entity, redact_secrets)
-        if any(option is not None for option in given) or (tags != () and tags != []):
+        if any(option is not None for option in given) or tags not in ((), []):
             raise TypeError("instrument.pipeline: project must be a string, got a function; to give "
                             "options write @instrument.pipeline(project=..., ...) above the function")
         return Pipeline(RunOptions())(project)
@@ -111,7 +111,7 @@ class Pipeline:
         self.options = options
         self._active: list[PipelineRun] = []
 
-    def _open(self) -> PipelineRun:
+    def start_run(self) -> PipelineRun:
         # In a pool worker (forked or spawned) a pipeline is a plain block, like every decorated
         # call there: its run is disabled, so nothing is written anywhere.
         options = attrs.evolve(self.options, mode="disabled") if _runtime.in_child() else self.options
@@ -120,19 +120,20 @@ class Pipeline:
         self._active.append(run)
         return run
 
-    def _close(self, run: PipelineRun, error: BaseException | None) -> None:
+    def finish_run(self, run: PipelineRun, error: BaseException | None) -> None:
+        """Finish *run*, one this pipeline started (exit code from *error*, see :func:`pipeline`)."""
         self._active.remove(run)
         run.close(error)
 
     def __enter__(self) -> PipelineRun:
         """Start a pipeline run and export ``WANDB_CONTEXT_FILE``; return the run."""
-        return self._open()
+        return self.start_run()
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Finish the run entered last (exit code from *error*); the exception is not swallowed."""
-        self._close(self._active[-1], error)
+        self.finish_run(self._active[-1], error)
 
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
         """Run *function* inside this pipeline, a new pipeline run per call.
@@ -159,8 +160,8 @@ class _PipelineHooks(Hooks):
 
     def begin(self) -> PipelineRun:
         """Start the pipeline run before the body first runs."""
-        return self.pipeline._open()
+        return self.pipeline.start_run()
 
     def end(self, state: PipelineRun, error: BaseException | None) -> None:
         """Finish it when the body is over (exit code from *error*)."""
-        self.pipeline._close(state, error)
+        self.pipeline.finish_run(state, error)

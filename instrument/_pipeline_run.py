@@ -154,7 +154,8 @@ class PipelineRun:
                            else os.path.join(wandb_dir, f"offline-run-*-{child}"))
         shown = " ".join(_short(folder) for folder in folders)
         count = len(folders) - 1
-        runs = f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count else f"run {self.id} was"
+        runs = (f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count
+                else f"run {self.id} was")
         print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "
               f"`wandb sync {shown}`", file=sys.stderr)
 

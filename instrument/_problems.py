@@ -8,6 +8,7 @@ touched by this module.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import os
 import sys
 import threading
@@ -148,10 +149,11 @@ def user_stacklevel() -> int:
     (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12 only.) With no such
     frame (a thread of instrument's own) it is 1, the calling function.
     """
-    frame = sys._getframe(1)  # the caller: what stacklevel=1 names
+    here = inspect.currentframe()
+    frame = here.f_back if here is not None else None  # the caller: what stacklevel=1 names
     level = 1
     while frame is not None and _internal(frame.f_code.co_filename):
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
         level += 1
     return level if frame is not None else 1
 

@@ -46,7 +46,14 @@ from instrument._kinds import (
     tensor_to_numpy,
     type_name,
 )
-from instrument._media import IMAGE_CHANNELS, artifact_name, dataframe_table, histogram_values, image_data, is_image_batch
+from instrument._media import (
+    IMAGE_CHANNELS,
+    artifact_name,
+    dataframe_table,
+    histogram_values,
+    image_data,
+    is_image_batch,
+)
 from instrument._problems import Kind, Problem
 from instrument._records import (
     ConfigUpdate,

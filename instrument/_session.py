@@ -56,7 +56,7 @@ Found = list[tuple[Problem, bool]]  # problems found while writing, reported aft
 class _Held:
     """A stage's row at an explicit step, still open for more metrics of the same step."""
 
-    __slots__ = ("values", "axis", "step", "summary", "touched")
+    __slots__ = ("axis", "step", "summary", "touched", "values")
 
     def __init__(self, values: dict[str, Any], axis: str, step: int, summary: dict[str, str], now: float) -> None:
         self.values = values

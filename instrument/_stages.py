@@ -54,7 +54,7 @@ class _Emitter(Hooks):
     """The shared lifecycle of ``training_stage``, ``eval_summary`` and ``instrument.log``: route a
     returned or yielded value and write it where linkage says, safely."""
 
-    __slots__ = ("role", "prefix", "function", "summary", "full_summary")
+    __slots__ = ("full_summary", "function", "prefix", "role", "summary")
 
     def __init__(self, role: Role, prefix: str | None, function: str, summary: Mapping[str, str]) -> None:
         self.role = role
@@ -107,7 +107,7 @@ def _check_name(decorator: str, argument: str, value: object) -> str:
     if callable(value) and not isinstance(value, str):  # used bare: @training_stage above a def
         raise TypeError(
             f"instrument.{decorator} needs the {argument} as its argument: write "
-            f"@instrument.{decorator}(\"<{argument}>\") above {qualname(value)!r}, not a bare "
+            f'@instrument.{decorator}("<{argument}>") above {qualname(value)!r}, not a bare '
             f"@instrument.{decorator}"
         )
     if not isinstance(value, str) or not value or value.startswith("/") or value.endswith("/"):
@@ -161,7 +161,7 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
         check_callable(f"training_stage({name!r})", function)
         return wrap(function, _Emitter("series", name, qualname(function), ops))
 
-    return cast(Decorator, decorate)
+    return cast("Decorator", decorate)
 
 
 @overload
@@ -195,7 +195,7 @@ def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
         check_callable(f"eval_summary(prefix={prefix!r})", function)
         return wrap(function, _Emitter("summary", prefix, qualname(function), {}))
 
-    return decorate(function) if function is not None else cast(Decorator, decorate)
+    return decorate(function) if function is not None else cast("Decorator", decorate)
 
 
 class _RunConfig(Hooks):
@@ -253,7 +253,7 @@ def run_config(function: Any = None, /) -> Any:
                             "mapping, so decorate a plain or async function")
         return wrap(function, _RunConfig(name))
 
-    return decorate(function) if function is not None else cast(Decorator, decorate)
+    return decorate(function) if function is not None else cast("Decorator", decorate)
 
 
 def log(values: Mapping[str, Any], step: int | None = None) -> None:

@@ -89,8 +89,9 @@ class Config:
 
     Returned from a decorated function it is deep-merged under the decorator's prefix
     (``config["eval_small"]["eval_samples"]``), so two evals never collide; the mapping key it
-    is returned under (``{"nrmse": 0.1, "config": Config(...)}``) is not a config level. ``instrument.run_config`` and ``WandBContext.update_config``
-    write at the top level instead. Paths become strings, tuples lists.
+    is returned under (``{"nrmse": 0.1, "config": Config(...)}``) is not a config level.
+    ``instrument.run_config`` and ``WandBContext.update_config`` write at the top level instead.
+    Paths become strings, tuples lists.
 
     Raises:
         TypeError: *values* is not a mapping.

@@ -171,10 +171,11 @@ def _plain(hooks: Hooks, wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
             hooks.suspend(state, token)
         if hooks.returns:
             hooks.value(state, result)
-        return result
     except BaseException as error:
         failure = error
         raise
+    else:
+        return result
     finally:
         hooks.end(state, failure)
 
@@ -190,10 +191,11 @@ async def _coroutine(hooks: Hooks, wrapped: Any, instance: Any, args: Any, kwarg
             hooks.suspend(state, token)
         if hooks.returns:
             hooks.value(state, result)
-        return result
     except BaseException as error:
         failure = error
         raise
+    else:
+        return result
     finally:
         hooks.end(state, failure)
 

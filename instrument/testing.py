@@ -32,7 +32,16 @@ from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument._env import WANDB_CONTEXT_FILE
 from instrument._problems import InstrumentationError, pop_strict, push_strict, reset_once
 
-__all__ = ["Backend", "BackendRun", "RecordedRun", "Recording", "RecordingBackend", "RunSpec", "recording", "use_backend"]
+__all__ = [
+    "Backend",
+    "BackendRun",
+    "RecordedRun",
+    "Recording",
+    "RecordingBackend",
+    "RunSpec",
+    "recording",
+    "use_backend",
+]
 
 _ANY: Any = object()
 

@@ -5,7 +5,6 @@ Helpers that tests import live in tests/helpers.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ def wandb_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep in-process tests away from the machine's wandb settings and from real runs."""
     for name in SCRUB:
         monkeypatch.delenv(name, raising=False)
@@ -30,4 +29,3 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".cache"))
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".data"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".config"))
-    yield

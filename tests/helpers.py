@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Variables a test must not inherit from the machine: a real key, a parent's wandb-core, a

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from helpers import run_script
 
 import instrument
-from helpers import run_script
 from instrument.runfile import RunFile, read_runs
 from instrument.testing import recording
 

@@ -9,25 +9,23 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import eventually, run_script, wandb_env
 
 import instrument
 from instrument import _linkage, _runtime
 from instrument._backends.call_journal import read_call_journal
 from instrument._dispatch import Dispatcher
 from instrument._journal import JournalReader
-from instrument._records import Point, Record, SummaryUpdate
+from instrument._records import Point, SummaryUpdate
 from instrument._session import Session
 from instrument.runfile import read_runs
 from instrument.testing import RecordedRun, RecordingBackend, RunSpec, recording, use_backend
-
-from helpers import eventually, run_script, wandb_env
 
 
 class FakeClock:
@@ -560,7 +558,7 @@ def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(w
     """, env=wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="3"))
     (message,) = [m for m in re.findall(r"InstrumentWarning: (.*)", result.stderr) if "did not take" in m]
     folder = Path(message.split("python -m instrument replay ", 1)[1].split("`", 1)[0])
-    header, calls, _ = read_call_journal(folder)
+    _, calls, _ = read_call_journal(folder)
     kept = [args["row"]["op/i"] for method, args in calls if method == "log"]
     (run,) = read_runs(wandb_root / "wandb")
     assert [(i, i) for i in range(5)] == run.series("op/i")

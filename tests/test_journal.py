@@ -19,8 +19,8 @@ import pytest
 import instrument
 from instrument._backends.base import RunSpec
 from instrument._backends.call_journal import CallJournal
-from instrument._journal import JournalReader, JournalWriter
 from instrument._backends.recording import RecordingBackend
+from instrument._journal import JournalReader, JournalWriter
 from instrument._records import LogArtifact, SaveFile, SummaryUpdate
 from instrument._replay import ReplayError, replay
 from instrument._values import Histogram, Image, Table
@@ -41,9 +41,8 @@ def test_a_childs_files_artifacts_and_media_reach_the_owner_through_the_journal(
         return {"nrmse": 0.09, "table": Table(["a"], [[1]]), "sample": np.zeros((4, 4), dtype=np.uint8),
                 "report": instrument.File("report.txt"), "model": instrument.Artifact("model.pt", aliases=("best",))}
 
-    with recording() as recorded, instrument.pipeline(project="p") as owner:
-        with recorded.subprocess():
-            evaluate()
+    with recording() as recorded, instrument.pipeline(project="p") as owner, recorded.subprocess():
+        evaluate()
     run = recorded.runs[0]
     assert owner.id == run.id
     assert (0.09, 1, 1) == (run.summary["eval/nrmse"], len(run.tables["eval/table"]), len(run.images["eval/sample"]))

@@ -7,15 +7,14 @@ wandb offline in subprocesses and read back the ``.wandb`` files it wrote.
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script, wandb_env
 
 import instrument
-from helpers import run_script, wandb_env
 from instrument.runfile import RunFile, read_runs
 from instrument.testing import recording
 
@@ -47,12 +46,10 @@ def history_keys(run: RunFile) -> set[str]:
 
 def test_pipeline_and_its_subprocess_record_two_linked_runs() -> None:
     """A pipeline plus a simulated subprocess give a pipeline run and a train run in its group, tagged parent:<id>."""
-    with recording() as rec:
-        with instrument.pipeline(project="p") as owner:
-            with rec.subprocess():
-                for k in range(3):
-                    train_step(k)
-                evaluate()
+    with recording() as rec, instrument.pipeline(project="p") as owner, rec.subprocess():
+        for k in range(3):
+            train_step(k)
+        evaluate()
     pipeline, child = rec.runs
     assert (owner.id, "pipeline", owner.id, ()) == (pipeline.id, pipeline.job_type, pipeline.group, pipeline.tags)
     assert ("train", owner.id, (f"parent:{owner.id}",)) == (child.job_type, child.group, child.tags)
@@ -66,10 +63,9 @@ def test_pipeline_and_its_subprocess_record_two_linked_runs() -> None:
 
 def test_stages_inside_the_pipeline_process_write_into_the_pipeline_run() -> None:
     """Stages and evals called in the orchestrator's own process land in the pipeline run, no second run."""
-    with recording() as rec:
-        with instrument.pipeline(project="p"):
-            train_step(0)
-            evaluate()
+    with recording() as rec, instrument.pipeline(project="p"):
+        train_step(0)
+        evaluate()
     run = rec.run()
     assert ("pipeline", [(0, 1.0)], 0.09) == (run.job_type, run.series("operator/loss"), run.summary["eval/nrmse"])
 
@@ -98,10 +94,9 @@ def test_user_exception_propagates_unchanged_and_the_run_keeps_earlier_points() 
 @pytest.mark.parametrize(("error", "code"), [(SystemExit(3), 3), (SystemExit(None), 0), (KeyboardInterrupt(), 130)])
 def test_pipeline_records_the_exit_code_of_how_its_block_ended(error: BaseException, code: int) -> None:
     """A pipeline left by SystemExit(n), SystemExit(None) or Ctrl-C records n, 0 or 130 and re-raises."""
-    with recording() as rec, pytest.raises(type(error)) as caught:
-        with instrument.pipeline(project="p"):
-            train_step(0)
-            raise error
+    with recording() as rec, pytest.raises(type(error)) as caught, instrument.pipeline(project="p"):
+        train_step(0)
+        raise error
     assert caught.value is error
     assert code == rec.runs[0].exit_code
 
@@ -113,12 +108,11 @@ def test_collision_in_a_journaled_record_warns_in_strict_mode_and_the_record_lan
     def eval_stage() -> dict[str, float]:
         return {"nrmse": 0.5}
 
-    with recording() as rec:
-        with pytest.warns(instrument.InstrumentWarning, match="'eval/nrmse'"):
-            with instrument.pipeline(project="p"):
-                eval_stage()
-                with rec.subprocess():
-                    evaluate()
+    with recording() as rec, pytest.warns(instrument.InstrumentWarning, match="'eval/nrmse'"):
+        with instrument.pipeline(project="p"):
+            eval_stage()
+            with rec.subprocess():
+                evaluate()
     (pipeline,) = rec.runs  # the subprocess only evaluated: no run of its own
     assert 0.09 == pipeline.summary["eval/nrmse"]
     assert [(0, 0.5)] == pipeline.series("eval/nrmse")

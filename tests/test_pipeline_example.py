@@ -12,8 +12,8 @@ from pathlib import Path
 
 import attrs
 import pytest
-
 from helpers import ROOT, wandb_env
+
 from instrument.runfile import RunFile, find_run_files, read_runs
 
 pytestmark = pytest.mark.integration

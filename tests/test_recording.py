@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script
 
 import instrument
 from instrument import InstrumentationError, InstrumentWarning
 from instrument._backends.base import RunSpec
 from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument.testing import recording
-from helpers import run_script
 
 # One scenario, run twice: in memory under recording(), and in a subprocess with real wandb
 # offline. It uses every kind of value a user's code sends, without any instrumentation problem.

@@ -16,9 +16,9 @@ import pytest
 from stand_ins import FakeTensor
 
 import instrument
-from instrument._records import ConfigUpdate, LogArtifact, Point, SaveFile, SendAlert, SummaryUpdate
 from instrument._config import plain_config
 from instrument._kinds import as_number, as_step
+from instrument._records import ConfigUpdate, LogArtifact, Point, SaveFile, SendAlert, SummaryUpdate
 from instrument._routing import Routed, route
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import instrument
-from instrument._backends.call_journal import CallJournal
 from instrument._backends.base import RunSpec
+from instrument._backends.call_journal import CallJournal
 from instrument._backends.recording import RecordingBackend
 from instrument._redact import REDACTED, is_secret_key, redact
 from instrument._replay import ReplayError, replay
@@ -77,9 +77,8 @@ def test_redaction_can_be_turned_off() -> None:
     def config() -> dict[str, str]:
         return {"api_key": "k8"}
 
-    with recording() as recorded:
-        with instrument.pipeline(project="p", config={"token": "k9"}, redact_secrets=False):
-            config()
+    with recording() as recorded, instrument.pipeline(project="p", config={"token": "k9"}, redact_secrets=False):
+        config()
     assert {"token": "k9", "api_key": "k8"} == recorded.run().config
     with recording() as recorded:
         instrument.configure(redact_secrets=False)

@@ -301,7 +301,7 @@ class TestLinkage:
 
     def test_subprocess_needs_a_pipeline(self) -> None:
         """Without a pipeline or a context file, subprocess() says what it needs."""
-        with recording() as recorded, pytest.raises(RuntimeError, match="needs an active instrument.pipeline"):
+        with recording() as recorded, pytest.raises(RuntimeError, match=r"needs an active instrument\.pipeline"):
             with recorded.subprocess():
                 pass
 

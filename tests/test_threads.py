@@ -36,7 +36,7 @@ def run_together(*bodies: Callable[[], None]) -> list[BaseException]:
         try:
             barrier.wait()
             body()
-        except BaseException as error:  # noqa: BLE001 - collected for the assertion
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=wrap, args=(body,)) for body in bodies]
@@ -137,7 +137,7 @@ def test_the_readme_thread_example_works_as_written() -> None:
     }
     before = set(threading.enumerate())
     with recording() as recorded:
-        exec(textwrap.dedent(code), namespace)  # noqa: S102 - the README's own snippet
+        exec(textwrap.dedent(code), namespace)
         namespace["train_epoch"](None)  # type: ignore[operator]
         for thread in set(threading.enumerate()) - before:
             thread.join()

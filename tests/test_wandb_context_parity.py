@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script, wandb_env
 
 import instrument
-from helpers import run_script, wandb_env
 from instrument import ContextFileError, InstrumentationError, InstrumentWarning
 from instrument.testing import RecordedRun, recording
 
@@ -301,7 +301,7 @@ def wandb_with_bad_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         """
     ) + "".join(f"    {c}\n" for c in calls) + textwrap.indent(VALID["log_eval_summary"], "    ") + "\n" + \
         textwrap.indent("ctx.finish()\nctx.finish()\n", "    ") + \
-        'print(json.dumps([str(w.message) for w in caught]))\n'
+        "print(json.dumps([str(w.message) for w in caught]))\n"
     result = run_script(root, code)
     (run,) = read_runs(root / "wandb")
     return {"warnings": json.loads(result.stdout.splitlines()[-1]), "run": run}
@@ -323,7 +323,7 @@ def test_bad_call_against_real_wandb_warns_and_the_run_goes_on(method: str, wand
 # File persistence: the context file hands the run to a subprocess -------------------------------
 
 #: Which run a child's call lands in: its own training run, or the pipeline run (through the journal).
-CHILD_TARGET = {m: "pipeline" for m in METHODS} | {"log_training_metric": "train", "finish": "train"}
+CHILD_TARGET = dict.fromkeys(METHODS, "pipeline") | {"log_training_metric": "train", "finish": "train"}
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -329,7 +329,8 @@ class RecordedRun:
                 ``now``/``end``/``live``, *base_path* is not a prefix of *path*, or no file matches.
         """
         if policy not in _POLICIES:
-            raise _reject(f"save({path!r}): policy {policy!r} is not one of {list(_POLICIES)} (wandb raises ValueError)")
+            raise _reject(f"save({path!r}): policy {policy!r} is not one of {list(_POLICIES)} "
+                          "(wandb raises ValueError)")
         source = pathlib.Path(os.path.abspath(path))
         if base_path is not None:
             base = pathlib.Path(os.path.abspath(base_path))
@@ -338,7 +339,8 @@ class RecordedRun:
         else:
             base = source.parent.parent  # wandb keeps one folder level of an absolute path
         if not source.is_relative_to(base):
-            raise _reject(f"save({path!r}): base_path {base_path!r} is not a prefix of the path (wandb raises ValueError)")
+            raise _reject(f"save({path!r}): base_path {base_path!r} is not a prefix of the path "
+                          "(wandb raises ValueError)")
         matches = sorted(p for p in glob.glob(str(source)) if os.path.isfile(p))
         if not matches:
             raise _reject(f"no file matches {path!r}; wandb would save nothing and say nothing")
@@ -419,7 +421,7 @@ class RecordingBackend:
 
     def adopt(self) -> None:
         """Return None: a recording never adopts a run some other code started."""
-        return None
+        return
 
     def __repr__(self) -> str:
         return f"<RecordingBackend {_count(len(self.runs), 'run')}>"
