@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from instrument._pipeline import pipeline
-from instrument._problems import InstrumentationError, InstrumentWarning
+from instrument._problems import InstrumentationError, InstrumentationWarning
 from instrument._stages import eval_summary, log, run_config, training_stage
 
 __version__ = "0.1.0.dev0"
@@ -19,7 +19,7 @@ __version__ = "0.1.0.dev0"
 if TYPE_CHECKING:
     from instrument import runfile as runfile
     from instrument import testing as testing
-    from instrument._context_file import ContextFileError, RunContext
+    from instrument._context_file import ContextFile, ContextFileError
     from instrument._imperative import (
         WandBContext,
         configure,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(("Alert", "Artifact", "Config", "File", "Histogram", "Image", "Series", "Summary", "Table"),
                     "instrument._values"),
-    **dict.fromkeys(("ContextFileError", "RunContext"), "instrument._context_file"),
+    **dict.fromkeys(("ContextFileError", "ContextFile"), "instrument._context_file"),
     **dict.fromkeys(("WandBContext", "configure", "create_wandb_context", "current", "finish", "flush",
                      "load_wandb_context_from_env", "save_wandb_context"), "instrument._imperative"),
     "runfile": "instrument.runfile",
@@ -64,13 +64,13 @@ __all__ = [
     "Alert",
     "Artifact",
     "Config",
+    "ContextFile",
     "ContextFileError",
     "File",
     "Histogram",
     "Image",
-    "InstrumentWarning",
     "InstrumentationError",
-    "RunContext",
+    "InstrumentationWarning",
     "Series",
     "Summary",
     "Table",

@@ -25,7 +25,7 @@ class ContextFileError(ValueError):
 
 
 @attrs.frozen(slots=True)
-class RunContext:
+class ContextFile:
     """What a pipeline tells its subprocesses (the context file); never a secret.
 
     Attributes:
@@ -59,7 +59,7 @@ class RunContext:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, require_journal: bool = True) -> RunContext:
+    def load(cls, path: str | os.PathLike[str], *, require_journal: bool = True) -> ContextFile:
         """Read a context file.
 
         Args:

@@ -16,7 +16,7 @@ from typing import Any
 
 from instrument import _linkage
 from instrument._config import plain_config
-from instrument._context_file import RunContext
+from instrument._context_file import ContextFile
 from instrument._env import WANDB_CONTEXT_FILE
 from instrument._kinds import as_step
 from instrument._options import RunOptions
@@ -304,5 +304,5 @@ def load_wandb_context_from_env(environ: Mapping[str, str] = os.environ) -> Wand
     path = environ.get(WANDB_CONTEXT_FILE)
     if not path:
         return None
-    RunContext.load(path)
+    ContextFile.load(path)
     return WandBContext(lambda role: _linkage.resolve(role, environ))

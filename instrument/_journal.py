@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import attrs
 
 from instrument._kinds import is_pil_image, is_wandb_value
-from instrument._problems import InstrumentationError, InstrumentWarning, Problem, report, user_stacklevel
+from instrument._problems import InstrumentationError, InstrumentationWarning, Problem, report, user_stacklevel
 from instrument._records import (
     ConfigUpdate,
     LogArtifact,
@@ -361,7 +361,7 @@ def ingest(target: Writable, reader: JournalReader, locations: dict[str, str] | 
         try:
             target.write([record])
         except InstrumentationError as error:
-            warnings.warn(f"{error} (a record journaled for run {getattr(target, 'id', '?')})", InstrumentWarning,
+            warnings.warn(f"{error} (a record journaled for run {getattr(target, 'id', '?')})", InstrumentationWarning,
                           stacklevel=user_stacklevel())
     return children
 

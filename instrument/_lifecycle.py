@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from instrument._problems import InstrumentWarning, user_stacklevel
+from instrument._problems import InstrumentationWarning, user_stacklevel
 
 #: What finishes every run of the process with an exit code (linkage's ``finish_state``).
 Finisher = Callable[[int], None]
@@ -125,7 +125,7 @@ def _warn_forked() -> None:
             "instrument: this is a forked or multiprocessing child process (a DataLoader worker, a "
             "pool); decorated calls here run as plain functions and log nothing (the parent's run is "
             "left alone)",
-            InstrumentWarning,
+            InstrumentationWarning,
             stacklevel=user_stacklevel(),
         )
 

@@ -30,7 +30,7 @@ from instrument._backends.base import Backend, BackendRun, RunSpec, new_run_id
 from instrument._backends.disabled import DisabledBackend
 from instrument._backends.wandb import WandbBackend
 from instrument._config import nan_config_problems
-from instrument._context_file import ContextFileError, RunContext
+from instrument._context_file import ContextFile, ContextFileError
 from instrument._journal import JournalSink
 from instrument._options import RunOptions
 from instrument._problems import Problem, report
@@ -56,7 +56,7 @@ class _State:
         self.training: dict[str, Session] = {}
         self.journals: dict[str, JournalSink] = {}
         self.adopted: Session | None = None
-        self.contexts: dict[str, RunContext] = {}
+        self.contexts: dict[str, ContextFile] = {}
         self.sessions: list[Session] = []
         #: What standalone and training runs are started with (``instrument.configure``).
         self.settings = settings if settings is not None else RunOptions(redact_secrets=True)
@@ -240,19 +240,19 @@ def _compute_disabled() -> bool:
         return mode == "disabled"
 
 
-def _context_file(environ: Mapping[str, str]) -> RunContext | None:
+def _context_file(environ: Mapping[str, str]) -> ContextFile | None:
     """Return the context file ``WANDB_CONTEXT_FILE`` names (read once per path), or None."""
     path = environ.get(_env.WANDB_CONTEXT_FILE)
     if not path:
         return None
     context = _state.contexts.get(path)
     if context is None:
-        context = RunContext.load(path)
+        context = ContextFile.load(path)
         _state.contexts[path] = context
     return context
 
 
-def training_session(context: RunContext, environ: Mapping[str, str]) -> Session:
+def training_session(context: ContextFile, environ: Mapping[str, str]) -> Session:
     """Return this process's training run for *context*, creating it on first use."""
     session = _state.training.get(context.run_id)
     if session is None or session.finished:  # finished by hand: later points make a new run
@@ -274,7 +274,7 @@ def training_session(context: RunContext, environ: Mapping[str, str]) -> Session
     return session
 
 
-def journal_sink(context: RunContext) -> JournalSink:
+def journal_sink(context: ContextFile) -> JournalSink:
     """Return this process's journal into the pipeline run of *context*."""
     sink = _state.journals.get(context.run_id)
     if sink is None:

@@ -19,7 +19,7 @@ import attrs
 
 from instrument import _lifecycle, _linkage
 from instrument._backends.base import new_run_id
-from instrument._context_file import RunContext
+from instrument._context_file import ContextFile
 from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader, children_summary, ingest
 from instrument._options import RunOptions
@@ -50,7 +50,7 @@ class PipelineRun:
                                job_type=options.job_type or "pipeline")
         self.session = _linkage.new_session(options, os.environ)
         self.session.start()
-        self.context = RunContext(
+        self.context = ContextFile(
             run_id=self.session.id,  # not run_id: a failed init may have fallen back to a fresh id
             project=options.project,
             entity=options.entity,

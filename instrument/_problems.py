@@ -28,7 +28,7 @@ Kind = Literal[
 _ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted"})
 
 
-class InstrumentWarning(UserWarning):
+class InstrumentationWarning(UserWarning):
     """Warning category of every instrumentation problem (filter it with ``warnings``)."""
 
 
@@ -127,7 +127,7 @@ def report(problem: Problem, *, once: bool = False) -> None:
                 return
             _seen.add(marker)
     message = f"{problem.message}; {problem.outcome}" if problem.outcome else problem.message
-    warnings.warn(with_origin(message), InstrumentWarning, stacklevel=user_stacklevel())
+    warnings.warn(with_origin(message), InstrumentationWarning, stacklevel=user_stacklevel())
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep

@@ -30,7 +30,7 @@ import attrs
 from instrument._backends.base import Backend, RunSpec
 from instrument._backends.call_journal import SPILL_FILE, read_call_journal
 from instrument._backends.wandb import WandbBackend
-from instrument._context_file import RunContext
+from instrument._context_file import ContextFile
 from instrument._journal import JournalError, JournalReader, children_summary
 from instrument._problems import Problem, report
 from instrument._session import Session
@@ -145,10 +145,10 @@ def _replay_calls(folder: Path, *, run_id: str | None, keep: bool, force: bool, 
 
 def _replay_records(journal: Path, *, run_id: str | None, keep: bool, backend: Backend) -> Replayed:
     owner = journal.parent
-    context: RunContext | None = None
+    context: ContextFile | None = None
     if (owner / "context.json").is_file():
         try:
-            context = RunContext.load(owner / "context.json", require_journal=False)  # the folder may have moved
+            context = ContextFile.load(owner / "context.json", require_journal=False)  # the folder may have moved
         except ValueError as error:
             raise ReplayError(f"instrument replay: {error}") from None
     if context is None and run_id is None:

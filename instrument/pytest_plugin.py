@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the ``instrument_lenient`` marker."""
     config.addinivalue_line(
         "markers",
-        "instrument_lenient: instrument_recorder lets instrumentation problems warn (InstrumentWarning) "
+        "instrument_lenient: instrument_recorder lets instrumentation problems warn (InstrumentationWarning) "
         "instead of failing this test",
     )
 

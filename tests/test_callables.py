@@ -291,7 +291,7 @@ def test_run_config_refuses_generators_and_reports_non_mappings() -> None:
     def make() -> list[int]:
         return [1, 2]
 
-    with recording(strict=False) as recorded, pytest.warns(instrument.InstrumentWarning, match="make.*list"):
+    with recording(strict=False) as recorded, pytest.warns(instrument.InstrumentationWarning, match="make.*list"):
         assert [1, 2] == make()
     assert [] == recorded.runs
 

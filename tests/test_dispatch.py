@@ -117,7 +117,7 @@ def test_a_stalled_backend_spills_records_to_disk_and_writes_them_when_it_moves_
     dispatcher.put(records[:2])
     eventually(lambda: dispatcher.busy)
     clock.advance(30)  # the backend took nothing for the stall timeout
-    with pytest.warns(instrument.InstrumentWarning, match=r"no progress for 30 s.*kept on disk in .*instrument-queue-stall-"
+    with pytest.warns(instrument.InstrumentationWarning, match=r"no progress for 30 s.*kept on disk in .*instrument-queue-stall-"
                       r".*instrument replay .* --run-id stall"):
         for record in records[2:]:
             dispatcher.put([record])
@@ -389,7 +389,7 @@ def test_records_a_hung_backend_never_took_at_finish_go_to_the_call_journal(
         try:
             for i in range(1, 6):
                 step(i)
-            with pytest.warns(instrument.InstrumentWarning, match=r"did not take \d record\(s\).*instrument replay"):
+            with pytest.warns(instrument.InstrumentationWarning, match=r"did not take \d record\(s\).*instrument replay"):
                 instrument.finish()
         finally:
             run.gate.set()
@@ -556,7 +556,7 @@ def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(w
             step(i)
         instrument.flush(timeout=0.5)
     """, env=wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="3"))
-    (message,) = [m for m in re.findall(r"InstrumentWarning: (.*)", result.stderr) if "did not take" in m]
+    (message,) = [m for m in re.findall(r"InstrumentationWarning: (.*)", result.stderr) if "did not take" in m]
     folder = Path(message.split("python -m instrument replay ", 1)[1].split("`", 1)[0])
     _, calls, _ = read_call_journal(folder)
     kept = [args["row"]["op/i"] for method, args in calls if method == "log"]

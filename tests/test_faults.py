@@ -27,12 +27,12 @@ from instrument.testing import RecordingBackend, recording
 
 @contextlib.contextmanager
 def captured() -> Iterator[list[str]]:
-    """Collect the messages of every InstrumentWarning given in the block (no de-duplication)."""
+    """Collect the messages of every InstrumentationWarning given in the block (no de-duplication)."""
     messages: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield messages
-    messages.extend(str(w.message) for w in caught if issubclass(w.category, instrument.InstrumentWarning))
+    messages.extend(str(w.message) for w in caught if issubclass(w.category, instrument.InstrumentationWarning))
 
 
 @instrument.training_stage("operator")

@@ -108,7 +108,7 @@ def test_collision_in_a_journaled_record_warns_in_strict_mode_and_the_record_lan
     def eval_stage() -> dict[str, float]:
         return {"nrmse": 0.5}
 
-    with recording() as rec, pytest.warns(instrument.InstrumentWarning, match="'eval/nrmse'"):
+    with recording() as rec, pytest.warns(instrument.InstrumentationWarning, match="'eval/nrmse'"):
         with instrument.pipeline(project="p"):
             eval_stage()
             with rec.subprocess():
@@ -156,7 +156,7 @@ def test_a_leftover_context_file_whose_journal_is_gone_falls_back_to_a_standalon
     """``WANDB_CONTEXT_FILE`` naming a context whose journal folder was removed (its pipeline ended):
     one warning naming the variable and the missing folder, and the stage's points and the eval's
     summary land in a standalone run instead of being lost."""
-    context = instrument.RunContext(run_id="gone1234", project="p", entity=None, group="gone1234", mode="offline",
+    context = instrument.ContextFile(run_id="gone1234", project="p", entity=None, group="gone1234", mode="offline",
                                     journal_dir=str(wandb_root / "removed" / "journal"))
     path = context.save(wandb_root / "leftover.json")
     done = run_script(wandb_root, """
@@ -176,7 +176,7 @@ def test_a_leftover_context_file_whose_journal_is_gone_falls_back_to_a_standalon
     """, env=wandb_env(wandb_root, WANDB_CONTEXT_FILE=str(path)))
     (run,) = read_runs(wandb_root / "wandb")
     assert ("", [(0, 0.0), (1, 1.0)], 0.09) == (run.job_type, run.series("operator/loss"), run.summary["eval/nrmse"])
-    warned = [line for line in done.stderr.splitlines() if "InstrumentWarning" in line]
+    warned = [line for line in done.stderr.splitlines() if "InstrumentationWarning" in line]
     assert 1 == len(warned), done.stderr
     assert all(word in warned[0] for word in ("WANDB_CONTEXT_FILE", "journal_dir=", "does not exist", "standalone"))
 
@@ -290,7 +290,7 @@ def test_a_capitalised_or_unknown_wandb_mode_loses_nothing_on_any_path(wandb_roo
     assert [(0, 0.0), (1, 1.0)] == runs["train"].series("operator/loss")
     assert 0.09 == runs["pipeline"].summary["eval/nrmse"]
     assert [(0, 0.0), (1, 1.0)] == runs[""].series("solo/x")
-    warned = [line for line in done.stderr.splitlines() if "InstrumentWarning" in line]
+    warned = [line for line in done.stderr.splitlines() if "InstrumentationWarning" in line]
     if value == "Offline":
         assert [] == warned, done.stderr
     else:
@@ -325,7 +325,7 @@ def test_an_unknown_wandb_mode_raises_in_strict_mode_and_warns_otherwise(monkeyp
     monkeypatch.setenv("WANDB_MODE", "foo")
     with pytest.raises(instrument.InstrumentationError, match="WANDB_MODE='foo' is not a wandb mode"), recording():
         train_step(0)
-    with pytest.warns(instrument.InstrumentWarning, match="WANDB_MODE='foo'"), recording(strict=False) as recorded:
+    with pytest.warns(instrument.InstrumentationWarning, match="WANDB_MODE='foo'"), recording(strict=False) as recorded:
         train_step(0)
     assert ("offline", [(0, 1.0)]) == (recorded.run().mode, recorded.run().series("operator/loss"))
 

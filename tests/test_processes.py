@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 def instrument_warnings(stderr: str) -> list[str]:
-    """Return the InstrumentWarning messages a script printed."""
-    return re.findall(r"InstrumentWarning: (.*)", stderr)
+    """Return the InstrumentationWarning messages a script printed."""
+    return re.findall(r"InstrumentationWarning: (.*)", stderr)
 
 
 @pytest.mark.slow
@@ -133,7 +133,7 @@ def evaluate():
     return {"nrmse": 0.09, "mse": 0.001}
 
 evaluate()
-folder = instrument.RunContext.load(os.environ["WANDB_CONTEXT_FILE"]).journal_dir
+folder = instrument.ContextFile.load(os.environ["WANDB_CONTEXT_FILE"]).journal_dir
 (journal,) = glob.glob(os.path.join(folder, f"journal-{os.getpid()}-*.jsonl"))
 with open(journal, "ab") as handle:  # die in the middle of writing a record
     handle.write(b'{"record": "SummaryUpdate", "values": {"eval/lost"')
@@ -189,7 +189,7 @@ def train_step(loss):
 def main():
     train_step(0.5)
     import os
-    print("ready", instrument.RunContext.load(os.environ["WANDB_CONTEXT_FILE"]).run_id, flush=True)
+    print("ready", instrument.ContextFile.load(os.environ["WANDB_CONTEXT_FILE"]).run_id, flush=True)
     subprocess.run([sys.executable, "-c", "import time; time.sleep(60)"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -161,12 +161,12 @@ def test_lenient_warns_and_keeps_the_rest(
     user_project.makepyfile(
         test_user=f"""
         import pytest
-        from instrument import InstrumentWarning
+        from instrument import InstrumentationWarning
         from user_code import train_step_with_meter
 
         {marker}
         def test_meter(instrument_recorder):
-            with pytest.warns(InstrumentWarning, match="operator/meter"):
+            with pytest.warns(InstrumentationWarning, match="operator/meter"):
                 train_step_with_meter()
             assert [(0, 1.0)] == instrument_recorder.run().series("operator/loss")
         """

@@ -98,7 +98,7 @@ def test_context_file_and_child_journal_hold_no_secret_and_are_private(monkeypat
 
     with recording() as recorded, instrument.pipeline(project="p") as owner:
         context = Path(os.environ["WANDB_CONTEXT_FILE"])
-        with recorded.subprocess(), pytest.warns(instrument.InstrumentWarning, match="'password' looks like a secret"):
+        with recorded.subprocess(), pytest.warns(instrument.InstrumentationWarning, match="'password' looks like a secret"):
             config()
         journals = list((owner.folder / "journal").glob("journal-*.jsonl"))
         assert 1 == len(journals)

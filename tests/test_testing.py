@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import instrument
-from instrument import InstrumentationError, InstrumentWarning
+from instrument import InstrumentationError, InstrumentationWarning
 from instrument.testing import RecordedRun, Recording, RecordingBackend, recording, use_backend
 
 
@@ -223,7 +223,7 @@ class TestStrict:
         def at(step: int) -> None:
             instrument.log({"loss": float(step)}, step=step)
 
-        with recording(strict=False) as recorded, pytest.warns(InstrumentWarning, match="went back"):
+        with recording(strict=False) as recorded, pytest.warns(InstrumentationWarning, match="went back"):
             at(5)
             at(2)
         assert [(5, 5.0), (2, 2.0)] == recorded.run().series("stage/loss")
@@ -232,7 +232,7 @@ class TestStrict:
         """After a strict block the process's own setting (warnings) is back."""
         with pytest.raises(InstrumentationError), recording(strict=True):
             instrument.log({"bad": object()})
-        with recording(strict=False), pytest.warns(InstrumentWarning, match="'bad'"):
+        with recording(strict=False), pytest.warns(InstrumentationWarning, match="'bad'"):
             instrument.log({"bad": object()})
 
 
@@ -364,7 +364,7 @@ class TestSpies:
     def test_failing_backend_warns_and_training_goes_on(self, mocker: Any) -> None:
         """A backend that raises never breaks the code under test: one warning, the value returned."""
         mocker.patch.object(RecordedRun, "log", side_effect=OSError("disk full"))
-        with recording() as recorded, pytest.warns(InstrumentWarning, match="disk full"):
+        with recording() as recorded, pytest.warns(InstrumentationWarning, match="disk full"):
             assert {"loss": 1.0} == train_step(1.0)
             train_step(0.5)
         assert [] == recorded.run().history

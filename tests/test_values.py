@@ -24,8 +24,8 @@ from instrument.testing import recording
 
 
 def instrument_warnings(stderr: str) -> list[str]:
-    """Return the InstrumentWarning messages a script printed."""
-    return re.findall(r"InstrumentWarning: (.*)", stderr)
+    """Return the InstrumentationWarning messages a script printed."""
+    return re.findall(r"InstrumentationWarning: (.*)", stderr)
 
 
 @pytest.mark.integration
@@ -112,7 +112,7 @@ def test_nan_in_the_config_warns_once_per_key_that_wandb_stores_null(wandb_root:
 
 def test_the_recording_stores_nan_in_the_config_as_wandb_does() -> None:
     """The recording reads a NaN config value back as None (nested, in lists), like wandb."""
-    with pytest.warns(instrument.InstrumentWarning, match="config as null"), recording() as recorded:
+    with pytest.warns(instrument.InstrumentationWarning, match="config as null"), recording() as recorded:
         exec(compile(NAN_CONFIG, "nan_config", "exec"), {})
     assert {"p": None, "lr": None, "nested": {"x": None}, "betas": [0.9, None], "ok": 1, "eval": {"c": None}} == (
         recorded.run().config)
@@ -273,7 +273,7 @@ def test_warnings_point_at_the_users_line() -> None:
         lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
         with instrument.pipeline(project="p", config={"lr": float("nan")}):
             pass
-    found = [(w.filename, w.lineno) for w in caught if issubclass(w.category, instrument.InstrumentWarning)]
+    found = [(w.filename, w.lineno) for w in caught if issubclass(w.category, instrument.InstrumentationWarning)]
     assert sorted((here, line) for line in lines) == sorted(found), [str(w.message) for w in caught]
 
 
@@ -282,7 +282,7 @@ def test_a_strict_error_does_not_say_what_production_does_instead() -> None:
     production also says what became of the value."""
     with pytest.raises(instrument.InstrumentationError) as caught, recording():
         returns({"x": object()})
-    with pytest.warns(instrument.InstrumentWarning) as warned, recording(strict=False):
+    with pytest.warns(instrument.InstrumentationWarning) as warned, recording(strict=False):
         returns({"x": object()})
     assert "dropped" not in str(caught.value)
     assert str(warned[0].message) == f"{caught.value}; it was dropped"

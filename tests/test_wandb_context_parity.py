@@ -14,7 +14,7 @@ import pytest
 from helpers import run_script, wandb_env
 
 import instrument
-from instrument import ContextFileError, InstrumentationError, InstrumentWarning
+from instrument import ContextFileError, InstrumentationError, InstrumentationWarning
 from instrument.testing import RecordedRun, recording
 
 METHODS = ["log_training_metric", "log_eval_summary", "update_config", "log_table", "log_image", "save_file",
@@ -248,7 +248,7 @@ def test_bad_call_warns_in_a_lenient_recording_and_logging_goes_on(method: str, 
     snippet, message = BAD[method]
     with recording(strict=False) as recorded:
         ctx = instrument.current()
-        with pytest.warns(InstrumentWarning, match=message):
+        with pytest.warns(InstrumentationWarning, match=message):
             _call(snippet, ctx)
         _call(VALID["log_eval_summary"], ctx)
     CHECKS["log_eval_summary"](recorded.run())
@@ -278,7 +278,7 @@ def test_finish_is_safe_to_repeat_and_without_a_run() -> None:
 def test_failing_backend_never_raises(method: str, strict: bool, workdir: Path, mocker: Any) -> None:
     """When the backend call behind a method fails, the method returns and one warning names the fault."""
     mocker.patch.object(RecordedRun, BACKEND_CALL[method], side_effect=OSError("backend down"))
-    with recording(strict=strict), pytest.warns(InstrumentWarning, match=r"failed \(OSError: backend down\)"):
+    with recording(strict=strict), pytest.warns(InstrumentationWarning, match=r"failed \(OSError: backend down\)"):
         ctx = instrument.current()
         if method == "finish":
             _call(VALID["log_eval_summary"], ctx)
