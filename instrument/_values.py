@@ -136,7 +136,7 @@ class File:
     returned from a decorated function is ``File(path)``.
 
     *policy* is wandb's: ``"now"`` uploads at once, ``"end"`` at finish, ``"live"`` whenever it
-    changes. wandb's ``run.save`` only symlinks the file (WANDB_FACTS 2.5), so instrument copies
+    changes. wandb's ``run.save`` only symlinks the file (docs/wandb-behaviour.md), so instrument copies
     ``"now"`` files into the run's files folder at once and ``"end"`` files again at finish: the
     run keeps the contents of that moment even if the original changes or is deleted before a
     later ``wandb sync``. ``"live"`` stays a symlink (it is meant to follow the file), except

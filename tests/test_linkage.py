@@ -492,7 +492,7 @@ SEED_EVALUATE = """
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_seed_pattern_lands_subprocess_values_in_the_orchestrator_run(wandb_root: Path) -> None:
+def test_the_create_and_save_context_pattern_lands_subprocess_values_in_the_orchestrator_run(wandb_root: Path) -> None:
     """create/save in the orchestrator, load in the subprocess: its eval summary and config land in the one run."""
     (wandb_root / "evaluate.py").write_text(textwrap.dedent(SEED_EVALUATE))
     done = run_script(wandb_root, SEED_ORCHESTRATOR)

@@ -1,4 +1,4 @@
-"""Parity with the seed's WandBContext tests: each method x {data types, disabled mode, error
+"""Parity with the tests of the imperative WandBContext API this library grew from: each method x {data types, disabled mode, error
 handling, file persistence}, against the recording backend and against real wandb offline."""
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """The recording backend: runs kept in memory, the oracle for tests.
 
-It keeps the rules of wandb 0.31 that users' assertions depend on (WANDB_FACTS):
+It keeps the rules of wandb 0.31 that users' assertions depend on (docs/wandb-behaviour.md):
 
 * every ``log`` appends one history row with the next ``_step`` (0, 1, 2, ...) and sets the
-  summary to the row's values (2.1), unless ``define_metric(summary=...)`` says otherwise: then
-  the summary value is ``{"min": v}`` and so on, or absent for ``"none"`` (1.4);
-* a summary update never touches history (2.1), and a NaN set in the summary is stored as
-  ``None`` (wandb writes null; section 6), as is a NaN anywhere in the config;
+  summary to the row's values, unless ``define_metric(summary=...)`` says otherwise: then
+  the summary value is ``{"min": v}`` and so on, or absent for ``"none"``;
+* a summary update never touches history, and a NaN set in the summary is stored as ``None``
+  (wandb writes null), as is a NaN anywhere in the config;
 * a config update replaces top-level keys (``config.update``; the session deep-merges first);
 * what wandb rejects is rejected: a file policy other than ``now``/``end``/``live`` or a
   ``base_path`` that is not a prefix of the path (ValueError in ``run.save``), an artifact path
   that does not exist, an alert level other than INFO/WARN/ERROR, an image array of a shape
   wandb cannot convert. A ``save`` whose path matches no file is rejected too: wandb saves
-  nothing and says nothing (2.5), which a test should hear about. In strict mode the rejection
+  nothing and says nothing, which a test should hear about. In strict mode the rejection
   is an :class:`~instrument.InstrumentationError` that reaches the test; otherwise it is the
   ``ValueError`` wandb raises, which the session turns into one warning.
 
