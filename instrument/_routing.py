@@ -1,6 +1,6 @@
 """Pure routing: (returned value, decorator role, prefix) -> records and problems.
 
-The one place the rules of README "Where values land" live. No wandb, no global state, no I/O
+The one place the rules of docs/values.md live. No wandb, no global state, no I/O
 (only the working directory is read, to keep a saved file's path relative to it). numpy,
 torch, pandas, PIL and OmegaConf objects are recognised by duck typing and their module name;
 numpy is used only to convert an array the caller already handed in, and none of the others is

@@ -230,13 +230,18 @@ def test_fixture_is_registered_through_the_entry_point() -> None:
     assert {"instrument": "instrument.pytest_plugin"} == project["entry-points"]["pytest11"]
 
 
-def test_readme_test_file_passes(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test file in the README's "Testing your instrumented code" section passes as written."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Testing your instrumented code", 1)[1].split("\n## ", 1)[0]
+@pytest.mark.parametrize(("document", "heading", "tests"), [
+    ("README.md", "## Testing in ten lines", 1),
+    ("docs/testing.md", "# Testing your instrumented code", 4),
+])
+def test_documented_test_files_pass(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, document: str, heading: str, tests: int
+) -> None:
+    """The first test file under *heading* in *document* passes as written, touching no wandb folder."""
+    section = (ROOT / document).read_text().split(heading + "\n", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(test_training=code)
     result = pytester.runpytest_subprocess(*QUIET, "-W", "error::pytest.PytestUnraisableExceptionWarning")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=tests)
     assert not (pytester.path / "wandb").exists()

@@ -1,4 +1,4 @@
-"""Pure unit tests of instrument._routing: every row of README "Where values land"."""
+"""Pure unit tests of instrument._routing: every row of docs/values.md."""
 
 from __future__ import annotations
 
