@@ -83,7 +83,7 @@ class Encoder:
             name = self.name(".png")
             data.save(self.files / name, format="PNG")
         else:  # a uint8 array, converted by routing: kept exactly
-            import numpy as np
+            import numpy as np  # only for an array, so numpy is there; never at import
 
             name = self.name(".npy")
             np.save(self.files / name, data, allow_pickle=False)
@@ -119,7 +119,7 @@ def decode_value(value: Any, files: Path) -> Any:
         if media == "image":
             path = inside(files, value["file"])
             if path.suffix == ".npy":
-                import numpy as np
+                import numpy as np  # only for pixels a child saved from an array; never at import
 
                 return Image(np.load(path, allow_pickle=False), caption=value.get("caption"))
             return Image(str(path), caption=value.get("caption"))
