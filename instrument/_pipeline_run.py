@@ -24,6 +24,7 @@ from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader, children_summary, ingest
 from instrument._options import RunOptions
 from instrument._problems import Problem, report
+from instrument._session import Session
 
 
 class PipelineRun:
@@ -32,7 +33,12 @@ class PipelineRun:
     Starts the run at once (``job_type="pipeline"`` unless *options* say otherwise, group
     defaulting to the run's id), makes a private folder (mode 0700) for the context file and the
     journals, ingests the journals every second while it runs and drains them at :meth:`close`.
-    ``with instrument.pipeline(...) as run:`` gives one.
+    ``with instrument.pipeline(...) as run:`` gives one. The run id is *options*' run id, else
+    ``WANDB_RUN_ID`` (see :func:`instrument._linkage.own_run_options`), else a fresh one.
+
+    In a process that writes no run of its own (a worker, a rank its policy keeps from writing)
+    it is *plain*: no run, no folder, nothing exported; the block just runs and its records go
+    where the process's records go. Then *id*, *folder*, *context* and *context_file* are None.
 
     Attributes:
         folder: the private folder holding ``context.json`` and ``journal/``.
@@ -42,6 +48,20 @@ class PipelineRun:
     """
 
     def __init__(self, options: RunOptions) -> None:
+        self.children: list[str] = []
+        self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
+        self._previous: str | None = None
+        self._exported = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.plain = not _linkage.placement().writes
+        self.folder: Path | None = None
+        self.context: ContextFile | None = None
+        self.context_file: Path | None = None
+        self.session: Session | None = None
+        if self.plain:
+            return
+        options = _linkage.own_run_options(options, os.environ)
         run_id = options.run_id or new_run_id()
         self.folder = Path(tempfile.mkdtemp(prefix=f"instrument-{run_id}-"))  # mode 0700
         journal = self.folder / "journal"
@@ -60,12 +80,6 @@ class PipelineRun:
         )
         self.context_file = self.context.save(self.folder / "context.json")
         self.reader = JournalReader(journal)
-        self.children: list[str] = []
-        self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
-        self._previous: str | None = None
-        self._exported = False
-        self._closed = False
-        self._close_lock = threading.Lock()
         _linkage.push_pipeline(self.session)
         _lifecycle.close_on_sigterm(self._terminate, _linkage.finish_state)
         self._stop = threading.Event()
@@ -73,12 +87,15 @@ class PipelineRun:
         self._poller.start()
 
     @property
-    def id(self) -> str:
-        """The run's id."""
-        return self.session.id
+    def id(self) -> str | None:
+        """The run's id (None for a plain pipeline)."""
+        return self.session.id if self.session is not None else None
 
     def export(self) -> None:
-        """Set ``WANDB_CONTEXT_FILE`` for subprocesses until :meth:`close` restores it."""
+        """Set ``WANDB_CONTEXT_FILE`` for subprocesses until :meth:`close` restores it (a plain
+        pipeline exports nothing)."""
+        if self.context_file is None:
+            return
         self._previous = os.environ.get(WANDB_CONTEXT_FILE)
         os.environ[WANDB_CONTEXT_FILE] = str(self.context_file)
         self._exported = True
@@ -89,6 +106,8 @@ class PipelineRun:
 
     def ingest(self) -> bool:
         """Write what the subprocesses journaled so far into the run; return whether it all went."""
+        if self.session is None:
+            return True
         try:
             self.children.extend(ingest(self.session, self.reader, self.child_locations))
         except Exception as error:  # never raise into the orchestrator
@@ -110,6 +129,9 @@ class PipelineRun:
             if self._closed:
                 return
             self._closed = True
+        if self.session is None or self.folder is None:
+            return
+        _linkage.drain_workers()  # the workers' records that belong in this run
         _linkage.pop_pipeline(self.session)
         _lifecycle.forget_sigterm(self._terminate, runs_left=bool(_linkage.own_sessions()))
         if self._exported:
@@ -141,7 +163,7 @@ class PipelineRun:
         """Print, for an offline pipeline, one line with the ``wandb sync`` command for its run
         and every child's run (each child's run has a folder of its own; wandb's own hint is
         silenced and would only name one run)."""
-        if self.session.spec.mode not in ("offline", "dryrun"):
+        if self.session is None or self.session.spec.mode not in ("offline", "dryrun"):
             return
         own = self.session.location()
         if not os.path.isdir(own):  # not a wandb run folder (disabled, recorded, a journal)

@@ -18,17 +18,8 @@ from typing import Any
 
 import attrs
 
+from instrument import _env, _family
 from instrument._problems import Problem, report
-
-
-class _env:  # the constants move to instrument._env once the new layout landed
-    INSTRUMENT_RANK = "INSTRUMENT_RANK"
-    INSTRUMENT_RANK_POLICY = "INSTRUMENT_RANK_POLICY"
-    WANDB_RUN_GROUP = "WANDB_RUN_GROUP"
-
-#: The rank policies: ``rank0`` (only global rank 0 writes) and ``per_rank`` (every rank writes
-#: a run of its own, all in one group).
-POLICIES = ("rank0", "per_rank")
 
 #: Where a rank comes from, most specific first: (source, variables, when it counts). The README
 #: shows this table; :func:`resolve_rank` follows it.
@@ -113,7 +104,7 @@ def _torch_distributed(environ: Mapping[str, str], modules: Mapping[str, Any]) -
         if not (dist.is_available() and dist.is_initialized()):
             return None
         return Rank(int(dist.get_rank()), int(dist.get_world_size()), "torch.distributed")
-    except Exception:  # noqa: BLE001 - a broken or stubbed torch: the next source decides
+    except Exception:
         return None
 
 
@@ -205,20 +196,6 @@ def forget() -> None:
     _cache.clear()
 
 
-def check_policy(value: object, where: str) -> str:
-    """Return the rank policy *value* names.
-
-    Raises:
-        TypeError: *value* is not a string.
-        ValueError: *value* is not ``"rank0"`` or ``"per_rank"``; the message names *where*.
-    """
-    if not isinstance(value, str):
-        raise TypeError(f"{where} must be 'rank0' or 'per_rank', got {type(value).__name__} {value!r}")
-    if value not in POLICIES:
-        raise ValueError(f"{where} {value!r} is not a rank policy; expected 'rank0' or 'per_rank'")
-    return value
-
-
 def resolve_policy(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str:
     """Return the rank policy: *explicit* (``configure(rank_policy=...)``), else
     ``INSTRUMENT_RANK_POLICY``, else ``"rank0"``. An unknown ``INSTRUMENT_RANK_POLICY`` is warned
@@ -228,7 +205,7 @@ def resolve_policy(explicit: str | None, environ: Mapping[str, str] = os.environ
     value = environ.get(_env.INSTRUMENT_RANK_POLICY, "").strip()
     if not value:
         return "rank0"
-    if value not in POLICIES:
+    if value not in _env.RANK_POLICIES:
         report(Problem("config", f"instrument: {_env.INSTRUMENT_RANK_POLICY}={value!r} is not a rank policy "
                        "(expected 'rank0' or 'per_rank'); only rank 0 writes", _env.INSTRUMENT_RANK_POLICY), once=True)
         return "rank0"
@@ -268,7 +245,7 @@ def job_group(environ: Mapping[str, str] = os.environ, modules: Mapping[str, Any
         return _run_id_shaped(f"MASTER={environ['MASTER_ADDR']}:{environ['MASTER_PORT']}")
     process = getattr(modules.get("multiprocessing.process"), "parent_process", None)
     if process is not None and process() is not None:
-        return _run_id_shaped(f"multiprocessing={family_key()}")
+        return _run_id_shaped(f"multiprocessing={_family.family_key()}")
     return None
 
 
@@ -283,13 +260,3 @@ def _run_id_shaped(text: str) -> str:
         number, digit = divmod(number, len(_ALPHABET))
         out.append(_ALPHABET[digit])
     return "".join(out)
-
-
-def family_key() -> str:
-    """Return a secret shared by this process and every multiprocessing child it starts (forked,
-    spawned or forkserver): a digest of multiprocessing's authentication key, which children
-    inherit. Imports ``multiprocessing.process`` (small, no torch)."""
-    import multiprocessing.process
-
-    key = bytes(multiprocessing.process.current_process().authkey)
-    return hashlib.sha256(b"instrument:" + key).hexdigest()[:24]

@@ -18,6 +18,7 @@ from instrument._config import is_config_mapping, plain_config
 from instrument._kinds import as_step
 from instrument._problems import InstrumentationError, Origin, Problem, report
 from instrument._records import ConfigUpdate
+from instrument._reduce import check_op, reduce_across_ranks
 from instrument._wrapping import Hooks, check_callable, kind_of, qualname, wrap
 
 if TYPE_CHECKING:
@@ -54,18 +55,21 @@ class _Emitter(Hooks):
     """The shared lifecycle of ``training_stage``, ``eval_summary`` and ``instrument.log``: route a
     returned or yielded value and write it where linkage says, safely."""
 
-    __slots__ = ("full_summary", "function", "prefix", "role", "summary")
+    __slots__ = ("full_summary", "function", "prefix", "reduce", "role", "summary")
 
-    def __init__(self, role: Role, prefix: str | None, function: str, summary: Mapping[str, str]) -> None:
+    def __init__(self, role: Role, prefix: str | None, function: str, summary: Mapping[str, str],
+                 reduce: str | None = None) -> None:
         self.role = role
         self.prefix = prefix
         self.function = function
         self.summary = dict(summary)
         self.full_summary = {(f"{prefix}/{key}" if prefix else key): op for key, op in self.summary.items()}
+        self.reduce = reduce
 
     def skip(self) -> bool:
-        """Whether the mode is ``disabled``: then a plain function is only called."""
-        return _runtime.disabled()
+        """Whether the mode is ``disabled``: then a plain function is only called. Never for a
+        stage that reduces across ranks: every rank must join each ``all_reduce``."""
+        return self.reduce is None and _runtime.disabled()
 
     def resume(self, state: Any) -> Any:
         """Make this stage the running one (``instrument.log`` adds points to it)."""
@@ -76,7 +80,10 @@ class _Emitter(Hooks):
         _current.reset(token)
 
     def value(self, state: Any, value: Any) -> None:
-        """Route and write what the function returned or yielded."""
+        """Reduce across ranks when asked (on every rank), then route and write what the function
+        returned or yielded."""
+        if self.reduce is not None and value is not None:
+            value = reduce_across_ranks(value, self.reduce, function=self.function, keep_step=self.role == "series")
         self.emit(value)
 
     def emit(self, value: Any, step: int | None = None) -> None:
@@ -119,7 +126,7 @@ def _check_name(decorator: str, argument: str, value: object) -> str:
 
 
 
-def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Decorator:
+def training_stage(name: str, *, summary: Mapping[str, str] | None = None, reduce: str | None = None) -> Decorator:
     """Decorate a training step: each call (or each yield) is one point of the stage's series.
 
     A returned mapping ``{"loss": 0.1}`` becomes ``<name>/loss`` in history, on the stage's own
@@ -136,9 +143,17 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
         summary: per-metric summary aggregation, ``{"loss": "min"}``; one or several of ``min``,
             ``max``, ``mean``, ``last``, ``first``, ``none`` joined with commas (wandb's
             ``define_metric(summary=...)``; the summary value becomes ``{"min": v}``).
+        reduce: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``: in a distributed job, the returned
+            numbers (ints, floats, numpy scalars, one-element tensors; nested mappings too; not
+            the ``step`` key) are reduced across the ranks with one packed ``all_reduce`` of the
+            default process group before rank 0 writes them (as Lightning's ``sync_dist``); the
+            function returns its own value unchanged. Every rank must call the stage (a
+            collective). Without an initialized ``torch.distributed`` process group it does
+            nothing. ``instrument.log`` points inside the call are not reduced. Default None.
 
     Raises:
-        ValueError: *name* is empty or not a string, or a summary op is not one wandb accepts.
+        ValueError: *name* is empty or not a string, a summary op is not one wandb accepts, or
+            *reduce* is not one of the reductions.
         TypeError: the decorator was used bare (``@training_stage`` without a name), *summary*
             is not a mapping, or what is decorated is not a function.
     """
@@ -157,9 +172,11 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
                 f"op; use one or more of {sorted(_SUMMARY_OPS)} joined with ','"
             )
 
+    reduction = check_op(reduce, f"instrument.training_stage({name!r})")
+
     def decorate(function: Any) -> Any:
         check_callable(f"training_stage({name!r})", function)
-        return wrap(function, _Emitter("series", name, qualname(function), ops))
+        return wrap(function, _Emitter("series", name, qualname(function), ops, reduction))
 
     return cast("Decorator", decorate)
 
@@ -167,10 +184,10 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
 @overload
 def eval_summary(function: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
-def eval_summary(function: str = ..., /, *, prefix: str = ...) -> Decorator: ...
+def eval_summary(function: str = ..., /, *, prefix: str = ..., reduce: str | None = ...) -> Decorator: ...
 
 
-def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
+def eval_summary(function: Any = None, /, *, prefix: str = "eval", reduce: str | None = None) -> Any:
     """Decorate an evaluation: the returned mapping goes to ``run.summary`` as ``<prefix>/key``.
 
     Never into history. Usable bare (``@eval_summary``) or called (``@eval_summary(prefix="x")``,
@@ -182,18 +199,22 @@ def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
     Args:
         function: the function, when used bare; or the prefix, when called with one argument.
         prefix: put before every key (``"eval"``).
+        reduce: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``: reduce the returned numbers
+            across the ranks of a distributed job before rank 0 writes them, as for
+            :func:`training_stage`. Default None.
 
     Raises:
-        ValueError: *prefix* is empty or not a string.
+        ValueError: *prefix* is empty or not a string, or *reduce* is not one of the reductions.
         TypeError: what is decorated is not a function.
     """
     if isinstance(function, str):
         function, prefix = None, function
     _check_name("eval_summary", "prefix", prefix)
+    reduction = check_op(reduce, f"instrument.eval_summary(prefix={prefix!r})")
 
     def decorate(function: Any) -> Any:
         check_callable(f"eval_summary(prefix={prefix!r})", function)
-        return wrap(function, _Emitter("summary", prefix, qualname(function), {}))
+        return wrap(function, _Emitter("summary", prefix, qualname(function), {}, reduction))
 
     return decorate(function) if function is not None else cast("Decorator", decorate)
 

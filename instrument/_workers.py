@@ -1,12 +1,11 @@
-"""Workers: values from child processes reach the run their parent writes to.
+"""Workers: the record journal that carries a child process's values to its parent's run.
 
-A multiprocessing child (a pool or DataLoader worker; forked, spawned or forkserver) and a bare
-``os.fork`` child open no run of their own. Their records go to a record journal (the format of
-:mod:`instrument._journal`) in their parent's *inbox*, a folder named after the parent's process
-id and a secret the whole process family shares (:func:`instrument._ranks.family_key`), so no
-variable has to be handed down. The parent ingests its inbox about every second while it has a
-run, at ``flush``, before a run finishes and at exit, and writes each record where one of its own
-records of the same role would go.
+A worker (see :mod:`instrument._family`) appends its records to a journal file of its own in its
+parent's inbox (:class:`WorkerJournal`); the parent reads the inbox (:class:`Inbox`) while it has
+a run, at ``flush``, before its runs finish and at exit, and writes each record where one of its
+own records of the same role would go. The journal is the one eval subprocesses use
+(:mod:`instrument._journal`): flushed per record, media and files copied beside it, config
+redacted before it reaches the disk.
 """
 
 from __future__ import annotations
@@ -14,186 +13,129 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import sys
-import tempfile
 import threading
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable
 
-from instrument import _ranks
-from instrument._journal import JournalReader, JournalWriter
+from instrument import _family
+from instrument._journal import JournalReader, JournalSink, Writable, ingest
 from instrument._problems import Problem, report
 from instrument._records import Point, Record
 
 #: Seconds between two looks at the inbox while this process has a run.
 POLL_SECONDS = 1.0
 
-_forked_from: int | None = None  # in a forked child: the process it was forked from
-_pid_at_fork: int | None = None
 
-
-def _before_fork() -> None:
-    # The family key is read from multiprocessing's key; a child forked before it was read here
-    # could import multiprocessing afresh and get another one, so it is read now.
-    global _pid_at_fork
-    _pid_at_fork = os.getpid()
+def _private(path: str | os.PathLike[str]) -> bool:
+    """Return whether *path* is a real folder of this user that nobody else can enter."""
     try:
-        _family_key()
-    except Exception:  # noqa: BLE001, S110 - never stop a fork; the child then journals nowhere
-        pass
-
-
-def _after_fork_in_child() -> None:
-    global _forked_from, _inbox, _poller, _lock
-    _forked_from = _pid_at_fork
-    _inbox = None
-    _poller = None
-    _lock = threading.RLock()
-
-
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-
-_key: str | None = None
-
-
-def _family_key() -> str:
-    global _key
-    if _key is None:
-        _key = _ranks.family_key()
-    return _key
-
-
-def parent_pid() -> int | None:
-    """Return the process this one's records go to: the one it was forked from (``os.fork``, a
-    forked worker), else its multiprocessing parent (a spawned or forkserver worker); None for a
-    process that is neither."""
-    if _forked_from is not None:
-        return _forked_from
-    multiprocessing = sys.modules.get("multiprocessing")
-    parent = multiprocessing.parent_process() if multiprocessing is not None else None
-    return parent.pid if parent is not None else None
-
-
-def inbox_folder(pid: int) -> Path:
-    """Return the inbox of process *pid*: ``<temp dir>/instrument-workers-<pid>-<family key>``."""
-    return Path(tempfile.gettempdir()) / f"instrument-workers-{pid}-{_family_key()}"
-
-
-def _private(folder: Path) -> bool:
-    """Return whether *folder* is a real folder of this user that nobody else can enter."""
-    try:
-        info = os.lstat(folder)
+        info = os.lstat(path)
     except OSError:
         return False
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
 
 
 class WorkerJournal:
-    """Where a worker's records go: a journal file of its own in its parent's inbox.
+    """Where a worker's records go: a journal file of its own in the inbox of process *parent*.
 
-    The inbox is created (mode 0700) by the first worker that writes; a folder of that name that
-    is not this user's private folder is refused (a warning; the records are dropped).
+    The inbox is created (mode 0700) by the first worker that writes. A folder of that name that
+    is not this user's private folder is refused: the records are dropped, with one warning.
     """
 
-    def __init__(self, parent: int) -> None:
+    def __init__(self, parent: int, *, redact_secrets: bool = True) -> None:
         self.parent = parent
-        self.folder = inbox_folder(parent)
-        self._writer: JournalWriter | None = None
+        self.folder = _family.inbox_folder(parent)
+        self.redact_secrets = redact_secrets
+        self._sink: JournalSink | None = None
+        self._refused = False
 
-    def write(self, records: list[Record]) -> None:
-        """Append *records* to this worker's journal (one flushed line each).
-
-        Raises:
-            OSError: the inbox cannot be created or written, or is not private.
-        """
-        if self._writer is None:
+    def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
+        """Append *records* to this worker's journal (one flushed line each) after reporting
+        *problems*; a record that cannot be written is reported (once per kind), never raised."""
+        if self._sink is None and not self._refused:
             try:
-                self.folder.mkdir(mode=0o700)
-            except FileExistsError:
-                pass
-            if not _private(self.folder):
-                raise PermissionError(f"{self.folder} is not a private folder of this user")
-            self._writer = JournalWriter(self.folder)
-        for record in records:
-            self._writer.append(record)
+                self.folder.mkdir(mode=0o700, exist_ok=True)
+            except OSError as error:
+                report(Problem("backend", f"instrument: the inbox {self.folder} of process {self.parent} cannot be "
+                               f"created ({error}); values of this worker process are dropped"), once=True)
+            if _private(self.folder):
+                self._sink = JournalSink(str(self.folder), redact_secrets=self.redact_secrets)
+            else:
+                self._refused = True
+                report(Problem("backend", f"instrument: {self.folder} is not a private folder of this user; values "
+                               "of this worker process are dropped"), once=True)
+        if self._sink is None:
+            for problem in problems:
+                report(problem, once=problem.kind == "non_finite")
+            return
+        self._sink.redact_secrets = self.redact_secrets  # configure() may have changed it
+        self._sink.write(records, problems)
 
     def close(self) -> None:
         """Close the journal file; it stays in the inbox for the parent."""
-        if self._writer is not None:
-            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
 
 
 def role_of(record: Record) -> str:
-    """Return the linkage role of a record from a worker: ``series`` for points, else ``summary``."""
+    """Return the role a worker's record is written with: ``series`` for points, else ``summary``."""
     return "series" if isinstance(record, Point) else "summary"
 
 
 class Inbox:
-    """This process's inbox: what its workers journaled, read incrementally."""
+    """This process's inbox: what its workers journaled, read incrementally.
 
-    def __init__(self) -> None:
-        self.folder = inbox_folder(os.getpid())
-        self.reader = JournalReader(self.folder)
+    Args:
+        target: writes one worker's records where this process writes its own (linkage).
+    """
+
+    def __init__(self, target: Writable) -> None:
+        self.folder = _family.inbox_folder(os.getpid())
+        self.target = target
+        self._reader = JournalReader(self.folder)
         self._lock = threading.Lock()
 
-    def drain(self, write: Callable[[Record], None]) -> None:
-        """Hand every record the workers journaled since the last call to *write*, in order.
+    def drain(self) -> None:
+        """Write every record the workers journaled since the last call, in order.
 
-        A record that fails to be written is reported (a warning naming the inbox) and the rest
-        still go. A folder of the inbox's name that is not this user's private folder is left
-        alone.
+        A problem a record raises in strict mode came from another process: it is a warning
+        here. A folder of the inbox's name that is not this user's private folder is left alone.
         """
         if not self.folder.is_dir():
             return
         if not _private(self.folder):
             report(Problem("backend", f"instrument: {self.folder} is not a private folder of this user; values "
-                           "from worker processes there were not read"), once=True)
+                           "there were not read"), once=True)
             return
         with self._lock:
-            for record in self.reader.read_new():
-                if isinstance(record, dict):
-                    continue  # no plain messages come from workers
-                try:
-                    write(record)
-                except Exception as error:  # noqa: BLE001 - never raise into the program
-                    report(Problem("backend", f"instrument: writing a value from a worker process ({self.folder}) "
-                                   f"failed ({type(error).__name__}: {error})"), once=True)
+            ingest(self.target, self._reader)
 
     def remove(self) -> None:
-        """Warn about records cut in half (a worker killed mid-write), then delete the inbox."""
-        for path in self.reader.torn():
+        """Drain, warn about records cut in half (a worker killed mid-write), delete the inbox."""
+        self.drain()
+        for path in self._reader.torn():
             report(Problem("backend", f"instrument: the worker journal {path} ends with an incomplete record (its "
                            "process died while writing it); everything before it was kept"))
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if _private(self.folder):
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
-_lock = threading.RLock()
-_inbox: Inbox | None = None
-_poller: threading.Thread | None = None
+class Poller:
+    """A daemon thread that calls *drain* every :data:`POLL_SECONDS` while this process has a run."""
 
+    def __init__(self, drain: Callable[[], None]) -> None:
+        self._drain = drain
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="instrument-workers", daemon=True)
+        self._thread.start()
 
-def inbox() -> Inbox:
-    """Return this process's inbox (nothing is created on disk)."""
-    global _inbox
-    with _lock:
-        if _inbox is None:
-            _inbox = Inbox()
-        return _inbox
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self._drain()
+            except Exception as error:  # never end the thread: the next round or the exit drains
+                report(Problem("backend", f"instrument: reading values from worker processes failed "
+                               f"({type(error).__name__}: {error})"), once=True)
 
-
-def watch(write: Callable[[Record], None]) -> None:
-    """Start, once per process, a daemon thread that drains the inbox into *write* every
-    :data:`POLL_SECONDS` (called when this process starts writing a run)."""
-    global _poller
-    with _lock:
-        if _poller is not None:
-            return
-        box = inbox() if _inbox is None else _inbox
-
-        def poll() -> None:
-            stop = threading.Event()
-            while not stop.wait(POLL_SECONDS):
-                box.drain(write)
-
-        _poller = threading.Thread(target=poll, name="instrument-workers", daemon=True)
-        _poller.start()
+    def stop(self) -> None:
+        """Stop the thread (it ends within a round)."""
+        self._stop.set()

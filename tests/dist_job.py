@@ -60,7 +60,6 @@ def work(rank: int, root: str, init_method: str | None) -> None:
         "rank": dist.get_rank(),
         "returned": returned,
         "wandb imported": "wandb" in sys.modules,
-        "run id": instrument.current().run_id if "wandb" in sys.modules else None,
         "folder exists": os.path.exists(folder),
     }), flush=True)
     dist.destroy_process_group()

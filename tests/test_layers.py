@@ -19,16 +19,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 #: Every module of the package, by layer (names relative to ``instrument``).
 LAYERS: dict[str, frozenset[str]] = {
     "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_redact",
-                       "_options", "_context_file", "_wrapping"}),
+                       "_options", "_context_file", "_wrapping", "_ranks", "_reduce", "_family"}),
     "routing": frozenset({"_routing"}),
-    "backends": frozenset({"_journal", "_backends", "_backends.base", "_backends.disabled", "_backends.recording",
-                           "_backends.wandb", "_backends.call_journal"}),
+    "backends": frozenset({"_journal", "_workers", "_backends", "_backends.base", "_backends.disabled",
+                           "_backends.recording", "_backends.wandb", "_backends.call_journal", "runfile"}),
     "dispatch": frozenset({"_dispatch"}),
     "session": frozenset({"_session", "_fault_policy"}),
     "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
     "api": frozenset({"_imperative"}),
     "decorators": frozenset({"_stages", "_pipeline", "_runtime"}),
-    "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "runfile"}),
+    "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin"}),
 }
 
 #: The layers each layer may import (at import time or inside a function). Dependencies point
