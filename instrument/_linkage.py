@@ -66,6 +66,7 @@ class _State:
         #: What standalone and training runs are started with (``instrument.configure``).
         self.settings = settings if settings is not None else RunOptions(redact_secrets=True)
         self.disabled: bool | None = None  # cache of disabled(); None: not computed yet
+        self.identity_taken = False  # WANDB_RUN_ID/WANDB_RESUME went to a run of this state already
 
 
 _lock = threading.RLock()
@@ -412,10 +413,9 @@ def own_run_options(options: RunOptions, environ: Mapping[str, str], *, from_env
     config ``instrument/rank`` (and ``instrument/world_size``), and a given run id gets the
     suffix ``-rank<k>`` (every rank sees the same ``WANDB_RUN_ID``).
     """
-    global _identity_taken
     run_id, resume = options.run_id, options.resume
-    if from_environment and not _identity_taken:
-        _identity_taken = True
+    if from_environment and not _state.identity_taken:
+        _state.identity_taken = True
         identity = _env.run_identity(environ)
         for name, message in identity.refused:
             report(Problem("config", message, name), once=True)
@@ -435,8 +435,6 @@ def own_run_options(options: RunOptions, environ: Mapping[str, str], *, from_env
         run_id = f"{run_id}-rank{where.rank.index}" if run_id else None
     return attrs.evolve(options, run_id=run_id, resume=resume, group=group, tags=tags, config=config)
 
-
-_identity_taken = False
 
 
 # Workers ------------------------------------------------------------------------------------------

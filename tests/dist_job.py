@@ -45,23 +45,34 @@ def synced_evaluate(rank: int) -> dict[str, int]:
     return {"samples": 10 * (rank + 1)}
 
 
+@instrument.training_stage("uneven", reduce="sum")
+def uneven_step(rank: int) -> dict[str, float]:
+    """Ranks that return different numbers: a warning, and each rank keeps its own."""
+    return {"a": 1.0} if rank == 0 else {"a": 1.0, "b": 2.0}
+
+
 def work(rank: int, root: str, init_method: str | None) -> None:
-    """Run one rank: the stage twice, the eval, the reducing stage and eval; then report."""
+    """Run one rank: the stage twice, the eval, the reducing stages and eval; then report."""
     folder = os.path.join(root, f"rank{rank}")
     os.environ["WANDB_DIR"] = folder  # before the first record: where this rank's runs would go
     if init_method is None:
         dist.init_process_group("gloo")  # torchrun's variables say where
     else:
         dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=2)
-    returned = [train_step(0, rank), train_step(1, rank), evaluate(rank), synced_step(rank), synced_evaluate(rank)]
+    returned = [train_step(0, rank), train_step(1, rank), evaluate(rank), synced_step(rank), synced_evaluate(rank),
+                uneven_step(rank)]
     instrument.flush()
-    dist.barrier()
-    print(json.dumps({
+    report = json.dumps({
         "rank": dist.get_rank(),
         "returned": returned,
         "wandb imported": "wandb" in sys.modules,
         "folder exists": os.path.exists(folder),
-    }), flush=True)
+    })
+    for turn in range(dist.get_world_size()):  # one rank at a time: the lines never interleave
+        dist.barrier()
+        if turn == rank:
+            sys.stdout.write(report + "\n")
+            sys.stdout.flush()
     dist.destroy_process_group()
 
 
