@@ -105,7 +105,11 @@ HF_TRAINER = """
     @instrument.eval_summary(prefix="eval")
     def compute_metrics(prediction):
         right = (prediction.predictions.argmax(-1) == prediction.label_ids).mean()
-        return {"accuracy": float(right), "loss": 123.0}  # HF logs its own eval/loss as well
+        return {"accuracy": float(right)}  # HF logs it too, as eval/accuracy: the same values
+
+    @instrument.eval_summary(prefix="eval")
+    def held_out():
+        return {"accuracy": 0.75}  # another evaluation under the same key, with another value
 
     class Pairs(torch.utils.data.Dataset):
         def __len__(self):
@@ -127,6 +131,9 @@ HF_TRAINER = """
             per_device_train_batch_size=4, report_to=["wandb"], use_cpu=True, save_strategy="no", disable_tqdm=True)
         Trainer(model=model, args=args, train_dataset=Pairs(), eval_dataset=Pairs(),
                 compute_metrics=compute_metrics).train()
+        out["compute_metrics"] = [str(w.message) for w in seen if "eval/accuracy" in str(w.message)]
+        held_out()
+        instrument.flush()  # the eval summaries are written (their warnings come from the writing thread)
         out["run"] = wandb.run.id
     out["warnings"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentWarning)]
     print(json.dumps(out))
@@ -135,7 +142,8 @@ HF_TRAINER = """
 
 def test_hf_trainer_after_instrument_run_config_writes_one_run(wandb_root: Path) -> None:
     """HF's Trainer after ``@run_config``: no exception, one run holding HF's metrics and config and
-    instrument's config and eval summary; the eval key HF also logs with another value warns once."""
+    instrument's config; compute_metrics as an eval_summary agrees with HF's eval/* series, a later
+    eval under the same key with another value warns once and its value is the summary's."""
     pytest.importorskip("transformers", reason="the frameworks extra is not installed")
     done = run_script(wandb_root, HF_TRAINER, timeout=300)
     out = last_json(done.stdout)
@@ -145,8 +153,10 @@ def test_hf_trainer_after_instrument_run_config_writes_one_run(wandb_root: Path)
     assert "learning_rate" in run.config
     assert 4 == len(run.series("train/loss"))
     assert 2 == len(run.series("eval/accuracy"))
-    assert run.summary["eval/accuracy"] == run.series("eval/accuracy")[-1][1]
-    collisions = [w for w in out["warnings"] if "eval/loss" in w]
+    assert [] == out["compute_metrics"]
+    collisions = [w for w in out["warnings"] if "eval/accuracy" in w]
     assert 1 == len(collisions), out["warnings"]
-    assert [] == [w for w in out["warnings"] if "eval/accuracy" in w]
+    assert "0.75" in collisions[0]
+    assert 0.75 == run.summary["eval/accuracy"]  # the eval's summary key; HF's values stay in history
+    assert 0.75 not in [value for _, value in run.series("eval/accuracy")]
     assert [] == no_journal(wandb_root)

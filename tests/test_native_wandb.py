@@ -50,10 +50,10 @@ PIPELINE = """
             context = instrument.current()
             out["same_run"] = wandb.run is not None and wandb.run.id == context.run_id == owner.id
             out["url"] = context.url
+            wandb.define_metric("native/y", summary="max")
             wandb.log({"native/y": 2.0})
             wandb.config.update({"native_lr": 0.5})
             wandb.summary["native/s"] = 3.0
-            wandb.define_metric("native/y", summary="max")
             wandb.log({"native/table": wandb.Table(columns=["a"], data=[[1], [2]])})
             chart = wandb.Table(columns=["x", "y"], data=[[0, 1.0], [1, 2.0]])
             wandb.log({"native/chart": wandb.plot.line(chart, "x", "y", title="native")})
