@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import run_script, wandb_env
+from helpers import run_script, wandb_env
 
 from instrument.runfile import read_runs
 
