@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 
-from instrument.runfile import RunFile, read_runs
+from instrument.runfile import read_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,7 +60,7 @@ ACCELERATE = """
             accelerator.log({"train_loss": 1.0 / (s + 1)}, step=s)
         out["run"] = wandb.run.id
         accelerator.end_training()
-    out["warnings"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentWarning)]
+    out["warnings"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentationWarning)]
     print(json.dumps(out))
 """
 
@@ -135,7 +135,7 @@ HF_TRAINER = """
         held_out()
         instrument.flush()  # the eval summaries are written (their warnings come from the writing thread)
         out["run"] = wandb.run.id
-    out["warnings"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentWarning)]
+    out["warnings"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentationWarning)]
     print(json.dumps(out))
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 from instrument.runfile import RunFile, read_runs
 
@@ -56,7 +56,7 @@ GUEST = """
             run.log({"train_loss": 1.0 / (s + 1)}, step=s)
         out["owner_step"] = run.step
         run.finish()
-        out["owner"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentWarning)]
+        out["owner"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentationWarning)]
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -65,7 +65,7 @@ GUEST = """
             stage(s)
         run.log({"train_loss": 0.5}, step=0)
         run.finish()
-        out["lagging"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentWarning)]
+        out["lagging"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentationWarning)]
     print(json.dumps(out))
 """
 

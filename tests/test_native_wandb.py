@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_script, wandb_env
+from helpers import run_script, wandb_env
 
 import instrument
 from instrument.runfile import RunFile, read_runs
@@ -65,7 +65,7 @@ PIPELINE = """
             out["global_after_finish"] = None if wandb.run is None else wandb.run.id
             step(200)  # after the finish: where a process with no run would send it
         out["pipeline"] = owner.id
-    out["warnings"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentWarning)]
+    out["warnings"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentationWarning)]
     print(json.dumps(out))
 """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import lightning as L
+import lightning
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
@@ -31,7 +31,7 @@ def report_health(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch
     return {"loss": loss.detach(), "weight_norm": weights}
 
 
-class TinyRegression(L.LightningModule):
+class TinyRegression(lightning.LightningModule):
     """A linear layer learning y = sum(x)."""
 
     def __init__(self, lr: float = 0.05) -> None:
@@ -57,7 +57,7 @@ def main() -> str:
     data = torch.utils.data.TensorDataset(x, x.sum(dim=1, keepdim=True))
     root = os.environ.get("WANDB_DIR") or "."
     logger = WandbLogger(project="instrument-lightning", save_dir=root, offline=True)
-    trainer = L.Trainer(
+    trainer = lightning.Trainer(
         max_epochs=EPOCHS, logger=logger, log_every_n_steps=1, accelerator="cpu",
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -78,6 +78,15 @@ class BackendRun(Protocol):
     def location(self) -> str:
         """Return where the run's data lives (a folder, or a short description)."""
 
+    @property
+    def native(self) -> Any:
+        """The library's own run object (a ``wandb.Run``), or None where there is none."""
+
+    def watch(self, settle: Callable[[float], object], finished: Callable[[str | None], None]) -> None:
+        """Tell the session what other code in the process does to the run: *settle(timeout)*
+        before that code takes the run over (the session writes what it queued), *finished(call)*
+        once that code finished it (*call* names it; None for a run instrument does not own)."""
+
 
 class Backend(Protocol):
     """Starts runs; the session holds the run it returns.
@@ -91,3 +100,7 @@ class Backend(Protocol):
 
     def adopt(self) -> BackendRun | None:
         """Return a run that some other code started and that is still active, or None."""
+
+    def expect(self, spec: RunSpec) -> Callable[[], None]:
+        """Note that *spec* will be started on another thread (the session queued its first
+        record); return what the session calls once that start is over."""
