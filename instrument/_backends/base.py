@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -47,7 +47,14 @@ class RunSpec:
 
 
 class BackendRun(Protocol):
-    """One started run. Every method takes plain data; none returns anything useful."""
+    """One started run. Every method takes plain data; none returns anything useful.
+
+    Two optional members, which the session looks for (the wandb backend has them): ``native``,
+    the library's own run object (what ``instrument.current().run`` returns; None if absent),
+    and ``watch(settle, finished)``, through which the run tells the session what other code
+    in the process does to it: ``settle(timeout)`` before that code takes the run over (the
+    session writes what it queued), ``finished(call)`` once that code finished the run.
+    """
 
     id: str
 
@@ -78,18 +85,13 @@ class BackendRun(Protocol):
     def location(self) -> str:
         """Return where the run's data lives (a folder, or a short description)."""
 
-    @property
-    def native(self) -> Any:
-        """The library's own run object (a ``wandb.Run``), or None where there is none."""
-
-    def watch(self, settle: Callable[[float], object], finished: Callable[[str | None], None]) -> None:
-        """Tell the session what other code in the process does to the run: *settle(timeout)*
-        before that code takes the run over (the session writes what it queued), *finished(call)*
-        once that code finished it (*call* names it; None for a run instrument does not own)."""
-
 
 class Backend(Protocol):
     """Starts runs; the session holds the run it returns.
+
+    Optional: ``expect(spec)``, called when a run will be started on a dispatcher thread (its
+    first record was queued); it returns what the session calls once that start is over (the
+    wandb backend makes other code's ``wandb.init`` wait for the start meanwhile).
 
     A backend whose class sets ``synchronous = True`` (the recording and disabled ones) is
     written on the calling thread, in call order; any other gets a dispatcher thread per run.
@@ -100,7 +102,3 @@ class Backend(Protocol):
 
     def adopt(self) -> BackendRun | None:
         """Return a run that some other code started and that is still active, or None."""
-
-    def expect(self, spec: RunSpec) -> Callable[[], None]:
-        """Note that *spec* will be started on another thread (the session queued its first
-        record); return what the session calls once that start is over."""

@@ -153,11 +153,6 @@ class CallJournal:
         """Return the journal folder."""
         return str(self.folder)
 
-    native = None  # a journal has no wandb run behind it
-
-    def watch(self, settle: Any, finished: Any) -> None:
-        """Do nothing: no other code takes a journal over."""
-
 
 def read_call_journal(folder: Path) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], int | None]:
     """Read the call journal in *folder*: ``(header, [(method, args), ...], exit_code)``.

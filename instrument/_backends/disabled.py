@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from instrument._backends.base import BackendRun, RunSpec
@@ -41,11 +40,6 @@ class DisabledRun:
     def location(self) -> str:
         return "nowhere (mode=disabled)"
 
-    native = None  # no wandb run (instrument.current().run gives wandb's own disabled run)
-
-    def watch(self, settle: Callable[[float], object], finished: Callable[[str | None], None]) -> None:
-        pass
-
 
 class DisabledBackend:
     """A backend that writes nothing: every decorated function still returns its value."""
@@ -59,11 +53,3 @@ class DisabledBackend:
     def adopt(self) -> BackendRun | None:
         """Return None: a disabled backend never adopts a run."""
         return None
-
-    def expect(self, spec: RunSpec) -> Callable[[], None]:
-        """Return a no-op: runs that keep nothing start at once."""
-        return _nothing
-
-
-def _nothing() -> None:
-    pass

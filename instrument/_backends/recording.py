@@ -385,12 +385,6 @@ class RecordedRun:
         """Return where the run lives: in memory."""
         return f"memory (recorded run {self.id})"
 
-    #: No wandb run behind a recording: ``instrument.current().run`` is None in tests.
-    native = None
-
-    def watch(self, settle: Any, finished: Any) -> None:
-        """Do nothing: no other code takes a recorded run over."""
-
     def __repr__(self) -> str:
         with self._lock:
             state = f"finished, exit_code={self.exit_code}" if self.finished else "running"
@@ -428,10 +422,6 @@ class RecordingBackend:
     def adopt(self) -> None:
         """Return None: a recording never adopts a run some other code started."""
         return
-
-    def expect(self, spec: RunSpec) -> Any:
-        """Return a no-op: a recording starts its runs on the calling thread."""
-        return lambda: None
 
     def __repr__(self) -> str:
         return f"<RecordingBackend {_count(len(self.runs), 'run')}>"
