@@ -5,6 +5,7 @@ the ``.wandb`` files."""
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,65 @@ def test_points_waiting_for_owner_rows_are_kept_and_warned_about_once(
     lag = [w for w in out["lagging"] if "wait" in w]
     assert 1 == len(lag), out["lagging"]
     assert [] == [w for w in out["owner"] if "wait" in w]
+
+
+# instrument's own standalone runs, shared with other code: in "late", other code logs with
+# step= below the rows instrument already wrote, then above them; in "handed", a library gets the
+# run from wandb.init() and logs without step=, so the run is instrument's own again.
+OWN_SHARED = """
+    import json
+    import warnings
+
+    import wandb
+
+    import instrument
+
+    @instrument.training_stage("stage")
+    def stage(s):
+        return {"x": float(s)}
+
+    out = {}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        instrument.configure(project="own", name="late")
+        for s in range(3):
+            stage(s)
+        instrument.flush()
+        wandb.log({"framework/loss": 1.0}, step=0)  # LATE_LINE: below instrument's three rows
+        for s in range(3, 6):
+            stage(s)
+            wandb.log({"framework/loss": 0.5}, step=10 + s)
+        instrument.finish()
+
+        instrument.configure(project="own", name="handed")
+        stage(0)
+        instrument.flush()
+        run = wandb.init()  # a library gets instrument's run
+        for s in range(1, 4):
+            stage(s)
+        run.log({"library/loss": 0.1})  # without step=: the step stays instrument's
+        for s in range(4, 200):
+            stage(s)
+        instrument.finish()
+    out["warnings"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentationWarning)]
+    print(json.dumps(out))
+"""
+
+
+def test_own_run_shared_with_code_that_logs_steps(wandb_root: Path) -> None:
+    """In instrument's run, a ``log(step=0)`` below the rows instrument wrote is dropped by wandb
+    with one warning naming the call; from then on instrument shares rows and loses nothing. A
+    library handed the run that logs without ``step=`` leaves it instrument's: 200 points, no lag."""
+    done = run_script(wandb_root, OWN_SHARED)
+    warned = json.loads(done.stdout.strip().splitlines()[-1])["warnings"]
+    runs = {run.name: run for run in read_runs(wandb_root / "wandb")}
+    late = runs["late"]
+    assert [(s, float(s)) for s in range(6)] == late.series("stage/x")
+    assert [(13, 0.5), (14, 0.5), (15, 0.5)] == late.series("framework/loss")
+    line = next(n for n, text in enumerate(textwrap.dedent(OWN_SHARED).splitlines(), 1) if "LATE_LINE" in text)
+    (late_warning,) = [w for w in warned if "step=0" in w]
+    assert f"script.py:{line}" in late_warning
+    handed = runs["handed"]
+    assert [(s, float(s)) for s in range(200)] == handed.series("stage/x")
+    assert [0.1] == [value for _, value in handed.series("library/loss", step_key="_step")]
+    assert [] == [w for w in warned if "wait" in w]
