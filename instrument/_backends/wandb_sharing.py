@@ -81,7 +81,10 @@ class Rows:
         self._log = log
         self._open_step: int | None = None  # the step of the open row instrument merged points into
         self._open_keys: set[str] = set()
-        self._held: collections.deque[dict[str, Any]] = collections.deque()
+        # Waiting points by their keys (a stage's points share them): in order within a group, and
+        # at most one point of a group fits a row, so a new row costs one pass over the groups.
+        self._held: dict[frozenset[str], collections.deque[dict[str, Any]]] = {}
+        self._waiting = 0
         self._lag_warned = False
         self._late_step_warned = False
 
@@ -101,33 +104,45 @@ class Rows:
 
     def _place(self, row: dict[str, Any]) -> None:
         step = self._step()
-        if step != self._open_step:
+        if step != self._open_step:  # the owner moved on: waiting points go first, one per group
             self._open_step, self._open_keys = step, set()
-        waiting: collections.deque[dict[str, Any]] = collections.deque()
-        blocked: set[str] = set()  # keys of points still waiting ahead: their later points wait too
-        for point in (*self._held, row):
-            if blocked.isdisjoint(point) and self._open_keys.isdisjoint(point):
-                self._log(point, commit=False)
-                self._open_keys.update(point)
-            else:
-                waiting.append(point)
-                blocked.update(point)
-        self._held = waiting
-        if len(waiting) >= LAG_WARN_POINTS and not self._lag_warned:
+            blocked: set[str] = set()
+            for keys, points in list(self._held.items()):
+                if blocked.isdisjoint(keys) and self._open_keys.isdisjoint(keys):
+                    self._merge(points.popleft(), keys)
+                    self._waiting -= 1
+                    if not points:
+                        del self._held[keys]
+                        continue
+                blocked.update(keys)
+        keys = frozenset(row)
+        if self._open_keys.isdisjoint(keys) and all(keys.isdisjoint(waiting) for waiting in self._held):
+            self._merge(row, keys)
+            return
+        self._held.setdefault(keys, collections.deque()).append(row)
+        self._waiting += 1
+        if self._waiting >= LAG_WARN_POINTS and not self._lag_warned:
             self._lag_warned = True
-            report(Problem("shared", f"instrument: {len(waiting)} points wait for rows of run {self.run.id}, "
+            report(Problem("shared", f"instrument: {self._waiting} points wait for rows of run {self.run.id}, "
                            "whose step belongs to other code that writes rows less often than instrument "
                            "reports; instrument never moves that step, so each point goes into a later row of "
                            "the owner and what is left is written when the run finishes", "lag"))
+
+    def _merge(self, point: dict[str, Any], keys: frozenset[str]) -> None:
+        self._log(point, commit=False)
+        self._open_keys.update(keys)
 
     def _commit_held(self) -> None:
         """Write every waiting point, one committed row each (the step moves)."""
         if self._held and self._open_keys and self._open_step == self._step():
             self._log({}, commit=True)  # close the row holding instrument's keys first
         self._open_keys = set()
-        while self._held:
-            self._log(self._held.popleft())
-            self.committed += 1
+        for points in self._held.values():
+            while points:
+                self._log(points.popleft())
+                self.committed += 1
+        self._held.clear()
+        self._waiting = 0
 
     def observe(self, step: Any, where: Callable[[], str]) -> None:
         """Note a ``log`` call into this run by other code (with *step* or None), before it runs."""
