@@ -244,7 +244,7 @@ class SharedRun:
         if _same(ours, theirs):
             return
         kept = "instrument's value is written back at the end (an eval's summary key)" if self.owned else \
-            "the summary keeps the owner's value"
+            "the summary keeps the value written last (the run is the owner's)"
         report(Problem("shared", f"instrument: key {key!r} of run {self.run.id}: instrument's evaluation wrote "
                        f"{ours!r} to the summary and other code logs {theirs!r} under the same key; {kept}", key),
                once=True)
