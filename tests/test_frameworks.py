@@ -98,6 +98,8 @@ HF_TRAINER = """
 
     import instrument
 
+    INSTRUMENT_FIRST = None  # set by the test
+
     @instrument.run_config
     def make_config():
         return {"lr": 1e-3}
@@ -122,7 +124,8 @@ HF_TRAINER = """
     out = {}
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        make_config()  # instrument's standalone run starts before the Trainer exists
+        if INSTRUMENT_FIRST:
+            make_config()  # instrument's standalone run starts before the Trainer exists
         model = BertForSequenceClassification(BertConfig(
             vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8,
             max_position_embeddings=16, num_labels=2))
@@ -132,6 +135,8 @@ HF_TRAINER = """
         Trainer(model=model, args=args, train_dataset=Pairs(), eval_dataset=Pairs(),
                 compute_metrics=compute_metrics).train()
         out["compute_metrics"] = [str(w.message) for w in seen if "eval/accuracy" in str(w.message)]
+        if not INSTRUMENT_FIRST:
+            make_config()  # into HF's run, as a guest
         held_out()
         instrument.flush()  # the eval summaries are written (their warnings come from the writing thread)
         out["run"] = wandb.run.id
@@ -140,12 +145,15 @@ HF_TRAINER = """
 """
 
 
-def test_hf_trainer_after_instrument_run_config_writes_one_run(wandb_root: Path) -> None:
-    """HF's Trainer after ``@run_config``: no exception, one run holding HF's metrics and config and
+@pytest.mark.parametrize("order", ["instrument-first", "hf-first"])
+def test_hf_trainer_and_instrument_write_one_run(wandb_root: Path, order: str) -> None:
+    """HF's Trainer after ``@run_config`` (it logs into instrument's run) or before it (instrument
+    is a guest in HF's run): no exception, one run holding HF's metrics and config and
     instrument's config; compute_metrics as an eval_summary agrees with HF's eval/* series, a later
-    eval under the same key with another value warns once and its value is the summary's."""
+    eval under the same key with another value warns once, naming the key."""
     pytest.importorskip("transformers", reason="the frameworks extra is not installed")
-    done = run_script(wandb_root, HF_TRAINER, timeout=300)
+    code = HF_TRAINER.replace("INSTRUMENT_FIRST = None", f"INSTRUMENT_FIRST = {order == 'instrument-first'}")
+    done = run_script(wandb_root, code, timeout=300)
     out = last_json(done.stdout)
     (run,) = read_runs(wandb_root / "wandb")
     assert out["run"] == run.run_id

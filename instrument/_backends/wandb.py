@@ -113,6 +113,7 @@ class WandbRun:
         self.run.define_metric(name, **kwargs)
 
     def update_summary(self, values: dict[str, Any]) -> None:
+        self.shared.before_summary(values)
         self.run.summary.update(to_wandb(values))
         self.shared.wrote_summary(values)
 

@@ -189,10 +189,10 @@ class SharedRun:
         self._finishing = False  # instrument finishes it itself
         self._config_written: dict[str, Any] = {}  # leaf path -> the value instrument wrote last
         self._summary_written: dict[str, Any] = {}  # key -> the plain value instrument wrote last
-        self._logged: dict[str, Any] = {}  # key -> the plain value other code logged last (instrument's run)
+        self._logged: dict[str, Any] = {}  # key -> the plain value other code logged last
         _watch_finish(run, self._on_finish)
+        _guard_log(self)
         if owned:
-            _guard_log(self)
             with _lock:
                 _ours.append(self)
 
@@ -223,6 +223,21 @@ class SharedRun:
                                f"{value!r} was not written", full), once=True)
         return out
 
+    def before_summary(self, values: Mapping[str, Any]) -> None:
+        """In a guest run, warn where the owner's summary holds another value under a key
+        instrument is about to write (an eval key the owner logs too; reads the summary once)."""
+        if self.owned or not any(isinstance(v, int | float | str | bool) for v in values.values()):
+            return
+        try:
+            current = dict(self.run.summary)
+        except Exception:  # only a check
+            return
+        for key, value in values.items():
+            theirs = current.get(key, _NOTHING)
+            if isinstance(value, int | float | str | bool) and isinstance(theirs, int | float | str | bool) \
+                    and not _same(theirs, self._summary_written.get(key, _NOTHING)):
+                self._collision(key, value, theirs)
+
     def wrote_summary(self, values: Mapping[str, Any]) -> None:
         """Remember the plain summary values instrument wrote; warn where other code logged the
         same key with another value."""
@@ -233,7 +248,7 @@ class SharedRun:
                     self._collision(key, value, self._logged[key])
 
     def logged(self, values: Mapping[str, Any]) -> None:
-        """Note what other code logs into instrument's run (through ``run.log``/``wandb.log``)."""
+        """Note what other code logs into the run (through ``run.log``/``wandb.log``)."""
         for key, value in values.items():
             if isinstance(value, int | float | str | bool) and isinstance(key, str):
                 self._logged[key] = value
@@ -327,8 +342,9 @@ def _watch_finish(run: Any, call: Callable[[], None]) -> None:
 
 
 def _guard_log(shared: SharedRun) -> None:
-    """Make ``run.log`` (and so ``wandb.log`` once the run is global) tell *shared* about each call
-    by other code before wandb takes it, serialised with instrument's own rows."""
+    """Make ``run.log`` and ``wandb.log`` (when it is this run's) tell *shared* about each call by
+    other code before wandb takes it, serialised with instrument's own rows. The call itself
+    reaches wandb unchanged."""
     original = shared.log
     rows = shared.rows
 
@@ -341,6 +357,9 @@ def _guard_log(shared: SharedRun) -> None:
             return original(data, step, commit, *args, **kwargs)
 
     shared.run.log = log
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(getattr(wandb, "log", None), "__self__", None) is shared.run:  # a guest's log
+        wandb.log = log  # type: ignore[attr-defined]
 
 
 # The global run ------------------------------------------------------------------------------------
