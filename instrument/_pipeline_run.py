@@ -104,12 +104,18 @@ class PipelineRun:
         while not self._stop.wait(1.0):
             self.ingest()
 
+    def _target(self, session: Session) -> _linkage.Sink:
+        """The pipeline's run; once other code finished it, where a process with no run writes."""
+        if session.finished_by is None:
+            return session
+        return _linkage.resolve("summary") or session
+
     def ingest(self) -> bool:
         """Write what the subprocesses journaled so far into the run; return whether it all went."""
         if self.session is None:
             return True
         try:
-            self.children.extend(ingest(self.session, self.reader, self.child_locations))
+            self.children.extend(ingest(self._target(self.session), self.reader, self.child_locations))
         except Exception as error:  # never raise into the orchestrator
             report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
                    once=True)
@@ -147,7 +153,9 @@ class PipelineRun:
             report(Problem("backend", f"instrument: the journal {path} ends with an incomplete record (its "
                            "writer died while writing it); everything before it was kept"))
         try:
-            self.session.write([children_summary(self.children)])
+            target = self._target(self.session)
+            if target is self.session or self.children:  # no run is started only to say there were none
+                target.write([children_summary(self.children)])
         except Exception as failure:  # never raise into the orchestrator
             report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({failure})"))
         self.session.finish(exit_code if exit_code is not None else _lifecycle.exit_code_for(error), timeout)
