@@ -69,8 +69,10 @@ class WandBContext:
     def run_id(self) -> str | None:
         """The id of the run a stage's point written now goes to, known before the run starts:
         a pipeline's run in its body, this process's training run in a pipeline's subprocess, a
-        run other code started that is ``wandb.run``, else this process's standalone run. None
-        when the mode is disabled.
+        run other code started that is ``wandb.run``, else this process's standalone run (whose
+        id is ``WANDB_RUN_ID`` or ``configure(run_id=)`` when given: store it with a checkpoint to
+        resume). None when the mode is disabled, in a worker process (its values go to its
+        parent's run) and on a rank that writes nothing.
         """
         session = self._session()
         return session.id if session is not None else None

@@ -205,9 +205,7 @@ class WandbRun:
         :func:`instrument.runfile.last_steps`.
         """
         if getattr(self.run, "resumed", False):
-            summary = self.run.summary
-            return {key.removesuffix("/step"): summary[key] for key in list(summary.keys())
-                    if key.endswith("/step") and type(summary[key]) is int}
+            return steps_in_summary(self.run.summary)
         steps: dict[str, int] = {}
         for file in self._earlier_files():
             for axis, step in runfile.last_steps(file).items():
@@ -299,6 +297,13 @@ class WandbBackend:
         if guest is None or guest.run is not run:
             guest = _GUESTS[run.id] = WandbRun(run, owned=False)
         return guest
+
+
+def steps_in_summary(summary: Any) -> dict[str, int]:
+    """Return each stage's last step from a run's summary: ``{stage: n}`` for every whole-number
+    summary key ``<stage>/step`` (a step axis's summary is its last value)."""
+    return {key.removesuffix("/step"): summary[key] for key in list(summary.keys())
+            if isinstance(key, str) and key.endswith("/step") and type(summary[key]) is int}
 
 
 @contextlib.contextmanager
