@@ -60,13 +60,15 @@ def forked() -> bool:
 
 
 def parent_pid() -> int | None:
-    """Return the process this one's values go to: the one it was forked from, else its
-    multiprocessing parent (a spawned or forkserver worker); None for any other process."""
-    if _forked_from is not None:
-        return _forked_from
+    """Return the process this one's values go to: its multiprocessing parent (a pool or
+    DataLoader worker, however started: a forkserver worker is forked by the fork server, but its
+    parent is the process that asked for it), else the process it was forked from (``os.fork``);
+    None for any other process."""
     multiprocessing = sys.modules.get("multiprocessing")
     parent = multiprocessing.parent_process() if multiprocessing is not None else None
-    return parent.pid if parent is not None else None
+    if parent is not None:
+        return int(parent.pid)
+    return _forked_from
 
 
 def inbox_folder(pid: int) -> Path:

@@ -192,8 +192,9 @@ def _on_start(session: Session) -> None:
 
 def finish_state(exit_code: int) -> None:
     """Finish every unfinished run of the current state with *exit_code*, newest first, after
-    writing what this process's workers journaled (their inbox is removed)."""
-    drain_workers(remove=True)
+    writing what this process's workers journaled (their inbox is removed once the runs took it)."""
+    global _inbox
+    drain_workers()
     with _lock:
         sessions = list(_state.sessions)
         journals = list(_state.journals.values())
@@ -202,6 +203,9 @@ def finish_state(exit_code: int) -> None:
         session.finish(exit_code)
     for journal in journals:
         journal.close()
+    inbox, _inbox = _inbox, None
+    if inbox is not None:
+        inbox.remove()
 
 
 def flush_state(timeout: float | None = None) -> bool:
@@ -476,19 +480,15 @@ class _AsParent:
                 sink.write([record])
 
 
-def drain_workers(*, remove: bool = False) -> None:
-    """Write what this process's workers journaled into its runs; with *remove* (the runs are
-    about to finish) also delete the inbox. Does nothing in a process that never forked nor
-    imported multiprocessing, or whose inbox does not exist."""
+def drain_workers() -> None:
+    """Write what this process's workers journaled into its runs. Does nothing in a process that
+    never forked nor imported multiprocessing, or whose inbox does not exist."""
     global _inbox
     if not _family.may_have_inbox():
         return
     if _inbox is None:
         _inbox = Inbox(_AsParent())
-    if remove:
-        _inbox.remove()
-    else:
-        _inbox.drain()
+    _inbox.drain()
 
 
 def drain_workers_at_exit() -> None:

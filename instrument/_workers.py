@@ -110,8 +110,8 @@ class Inbox:
             ingest(self.target, self._reader)
 
     def remove(self) -> None:
-        """Drain, warn about records cut in half (a worker killed mid-write), delete the inbox."""
-        self.drain()
+        """Warn about records cut in half (a worker killed mid-write) and delete the inbox (its
+        runs took everything: the files its records name were copied, or are written by now)."""
         for path in self._reader.torn():
             report(Problem("backend", f"instrument: the worker journal {path} ends with an incomplete record (its "
                            "process died while writing it); everything before it was kept"))
