@@ -56,13 +56,13 @@ class WorkerJournal:
                 self.folder.mkdir(mode=0o700, exist_ok=True)
             except OSError as error:
                 report(Problem("backend", f"instrument: the inbox {self.folder} of process {self.parent} cannot be "
-                               f"created ({error}); values of this worker process are dropped"), once=True)
+                               f"created ({error}); values of this worker process are dropped", "worker"), once=True)
             if _private(self.folder):
                 self._sink = JournalSink(str(self.folder), redact_secrets=self.redact_secrets)
             else:
                 self._refused = True
                 report(Problem("backend", f"instrument: {self.folder} is not a private folder of this user; values "
-                               "of this worker process are dropped"), once=True)
+                               "of this worker process are dropped", "worker"), once=True)
         if self._sink is None:
             for problem in problems:
                 report(problem, once=problem.kind == "non_finite")
@@ -104,7 +104,7 @@ class Inbox:
             return
         if not _private(self.folder):
             report(Problem("backend", f"instrument: {self.folder} is not a private folder of this user; values "
-                           "there were not read"), once=True)
+                           "there were not read", "inbox"), once=True)
             return
         with self._lock:
             ingest(self.target, self._reader)

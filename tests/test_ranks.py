@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +14,7 @@ from helpers import ROOT
 import instrument
 from instrument import InstrumentationWarning, _problems, _ranks
 from instrument._ranks import Rank
+from instrument.testing import recording
 
 
 @pytest.fixture(autouse=True)
@@ -156,3 +158,93 @@ def test_the_job_group_is_the_same_on_every_rank_and_differs_between_jobs() -> N
     assert _ranks.job_group(static, {}) == _ranks.job_group({**static, "RANK": "1"}, {})
     assert "sweep-7" == _ranks.job_group({"WANDB_RUN_GROUP": "sweep-7", **first}, {})
     assert _ranks.job_group({}, {}) is None
+
+
+@pytest.fixture
+def fresh_rank() -> Iterator[None]:
+    """Forget this process's cached rank and placement before and after the case (the case sets
+    a launcher's variables)."""
+    from instrument import _linkage
+
+    _ranks.forget()
+    _linkage._placement = None
+    yield
+    _ranks.forget()
+    _linkage._placement = None
+
+
+@instrument.training_stage("operator")
+def train_step(k: int) -> dict[str, float]:
+    """One operator point."""
+    return {"loss": float(k)}
+
+
+@instrument.eval_summary(prefix="eval")
+def evaluate() -> dict[str, float]:
+    """A summary key."""
+    return {"acc": 0.5}
+
+
+def test_a_rank_other_than_0_records_nothing_and_every_function_returns(monkeypatch: pytest.MonkeyPatch,
+                                                                       fresh_rank: None) -> None:
+    """Under the default policy a process of rank 1 starts no run, even a pipeline's, and the
+    decorated functions return their values; the recorder sees no run."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with recording() as recorded:
+        with instrument.pipeline(project="p") as run:
+            returned = [train_step(0), evaluate()]
+        assert (None, None) == (run.id, run.folder)
+        returned.append(train_step(1))
+    assert ([{"loss": 0.0}, {"acc": 0.5}, {"loss": 1.0}], []) == (returned, recorded.runs)
+
+
+def test_per_rank_tags_the_run_and_puts_the_rank_in_the_config(monkeypatch: pytest.MonkeyPatch,
+                                                               fresh_rank: None) -> None:
+    """``configure(rank_policy="per_rank")`` on rank 1 of 2 writes a run in the job's group (from
+    the rendezvous id), tagged ``rank:1``, config ``instrument/rank``; a given run id gets the
+    rank as a suffix, so the ranks' runs never share one."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "4f1c")
+    with recording() as recorded:
+        instrument.configure(rank_policy="per_rank", tags=["baseline"], run_id="job17")
+        train_step(0)
+    run = recorded.run()
+    assert ("job17-rank1", ("baseline", "rank:1"), {"instrument": {"rank": 1, "world_size": 2}}) == (
+        run.id, run.tags, run.config)
+    assert _ranks.job_group({"TORCHELASTIC_RUN_ID": "4f1c"}, {}) == run.group
+
+
+def test_a_plain_process_is_rank_0_of_1_and_writes_as_before(fresh_rank: None) -> None:
+    """With no launcher's variable the process writes its run, untagged, under either policy."""
+    with recording() as recorded:
+        instrument.configure(rank_policy="per_rank")
+        train_step(0)
+    run = recorded.run()
+    assert ((), {}) == (run.tags, run.config)
+
+
+@pytest.mark.parametrize(("decorate", "message"), [
+    (lambda: instrument.training_stage("s", reduce="avg"),
+     "instrument.training_stage('s'): reduce must be one of 'mean', 'sum', 'max', 'min' or None, got str 'avg'"),
+    (lambda: instrument.eval_summary(prefix="e", reduce=1),
+     "instrument.eval_summary(prefix='e'): reduce must be one of 'mean', 'sum', 'max', 'min' or None, got int 1"),
+])
+def test_an_unknown_reduction_raises_when_decorating(decorate: Any, message: str) -> None:
+    """``reduce=`` is checked when the decorator is applied, naming it and the value."""
+    with pytest.raises(ValueError) as raised:
+        decorate()
+    assert message == str(raised.value)
+
+
+def test_reduce_without_a_process_group_writes_the_value_as_returned() -> None:
+    """Without an initialized ``torch.distributed`` process group, ``reduce=`` changes nothing."""
+
+    @instrument.training_stage("synced", reduce="mean")
+    def synced() -> dict[str, float]:
+        return {"loss": 0.25}
+
+    with recording() as recorded:
+        assert {"loss": 0.25} == synced()
+    assert [(0, 0.25)] == recorded.run().series("synced/loss")

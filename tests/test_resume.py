@@ -226,7 +226,7 @@ def test_configure_and_pipeline_run_ids_resume_and_children_get_their_own(wandb_
     """Run twice: the standalone run of ``configure(run_id=, resume=)`` and the pipeline run of
     ``pipeline(run_id=, resume=)`` each continue their axes (0..3), while ``WANDB_RUN_ID`` (set,
     but given less weight) is taken by no run and each training child gets a fresh id whose axis
-    starts at 0."""
+    starts at 0 (and is not marked as resuming: wandb never saw the inherited ``WANDB_RESUME``)."""
     env = wandb_env(wandb_root, WANDB_RUN_ID="fromenv1", WANDB_RESUME="allow")
     for _ in range(2):
         run_script(wandb_root, RESUMABLE, env=env)
@@ -243,6 +243,7 @@ def test_configure_and_pipeline_run_ids_resume_and_children_get_their_own(wandb_
         point for run in runs if run.run_id == "pipe0001" for point in run.series("orchestrated/x")]
     assert [[(0, 0.0), (1, 1.0)]] * 2 == [run.series("child/x") for run in children]
     assert 2 == len({run.run_id for run in children})
+    assert [False, False] == [_resume_marked(run.path) for run in children]  # WANDB_RESUME hidden from their start
 
 
 def test_the_identity_goes_to_the_first_run_of_the_process_only(monkeypatch: pytest.MonkeyPatch) -> None:

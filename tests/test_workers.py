@@ -4,18 +4,69 @@ parent writes to, through the record journal; real wandb offline in subprocesses
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from helpers import run_script, wandb_env
 
+import instrument
+from instrument import _family
+from instrument._problems import Problem
+from instrument._records import ConfigUpdate, Point, Record, SummaryUpdate
+from instrument._workers import Inbox, WorkerJournal, role_of
 from instrument.runfile import read_runs
-
-pytestmark = pytest.mark.integration
 
 TESTS = Path(__file__).resolve().parent
 
 
+class Collected:
+    """A run stand-in that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
+        self.records.extend(records)
+
+
+def test_a_workers_records_reach_its_parents_inbox_in_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a worker journals for a parent (here: this process) is read back in order, once, with
+    its roles (points are series, the rest summary), and config redacted before it hit the disk."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    journal = WorkerJournal(os.getpid())
+    records = [Point({"worker/i": 1.0}, "worker"), SummaryUpdate({"check/i": 2.0}),
+               ConfigUpdate({"api_token": "abc", "lr": 0.1})]
+    with pytest.warns(instrument.InstrumentationWarning, match="api_token"):
+        journal.write(records)
+    journal.close()
+    target = Collected()
+    inbox = Inbox(target)
+    inbox.drain()
+    inbox.drain()
+    assert [records[0], records[1], ConfigUpdate({"api_token": "<redacted>", "lr": 0.1})] == target.records
+    assert ["series", "summary", "summary"] == [role_of(record) for record in target.records]
+    assert 0o700 == os.stat(_family.inbox_folder(os.getpid())).st_mode & 0o777
+    inbox.remove()
+    assert not _family.inbox_folder(os.getpid()).exists()
+
+
+def test_an_inbox_someone_else_can_enter_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A folder of the inbox's name that others can enter is neither written nor read (a warning
+    each); the worker's value is dropped, never raised."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    folder = _family.inbox_folder(os.getpid())
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    with pytest.warns(instrument.InstrumentationWarning, match="is not a private folder of this user; values"):
+        WorkerJournal(os.getpid()).write([Point({"worker/i": 1.0}, "worker")])
+    target = Collected()
+    with pytest.warns(instrument.InstrumentationWarning, match="were not read"):
+        Inbox(target).drain()
+    assert ([], []) == (target.records, list(folder.iterdir()))
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_spawned_workers_of_a_training_child_write_into_its_run_and_the_pipelines(wandb_root: Path) -> None:
     """A pipeline's training child runs a stage in a spawn pool, whose worker logs
@@ -68,6 +119,7 @@ with instrument.pipeline(project="p"):
     assert ["instrument: pipeline run"] == [line[:len("instrument: pipeline run")] for line in result.stderr.splitlines()]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_dataloader_workers_write_into_the_parents_run(wandb_root: Path) -> None:
     """A DataLoader's forked and spawned workers fetch items through a decorated stage: every
