@@ -85,12 +85,14 @@ def store_path(project: str, prefix: str, root: Path | None = None) -> Path:
     return (root or instrument_root()) / "baselines" / component(project) / f"{component(prefix)}.json"
 
 
-def _root_of(path: Path) -> Path:
-    """Return the ``.instrument`` folder that holds *path* (a file two or three levels down)."""
-    for parent in path.parents:
-        if parent.name == ".instrument":
-            return parent
-    return path.parent
+_FOLDERS = ("runs", "history", "baselines")
+
+
+def _root_of(path: Path) -> Path | None:
+    """Return the ``.instrument`` folder that holds *path* (``<root>/<runs|history|baselines>/<x>/<file>``),
+    or None for a file elsewhere."""
+    parents = path.parents
+    return parents[2] if len(parents) > 2 and parents[1].name in _FOLDERS else None
 
 
 def now() -> str:
@@ -137,11 +139,15 @@ def _decode_all(values: Any) -> dict[str, float]:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold the lock for *path* (``<root>/locks/<name>.lock``, kept out of the committed store)."""
-    locks = _root_of(path) / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    relative = os.path.relpath(path, _root_of(path))
-    with filelock.FileLock(str(locks / f"{component(relative)}.lock"), timeout=LOCK_TIMEOUT):
+    """Hold the lock for *path*: ``<root>/locks/<name>.lock`` (kept out of the committed store), or
+    ``.<name>.lock`` beside a file that is not under a root."""
+    root = _root_of(path)
+    if root is None:
+        lock = path.with_name(f".{path.name}.lock")
+    else:
+        lock = root / "locks" / f"{component(os.path.relpath(path, root))}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(lock), timeout=LOCK_TIMEOUT):
         yield
 
 
@@ -556,7 +562,7 @@ def recheck(
     """
     path = find_sidecar(run, root)
     data = read_sidecar(path)
-    here = _root_of(path)
+    here = _root_of(path) or root
     results = []
     for prefix, entry in data["suites"].items():
         try:
