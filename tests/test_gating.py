@@ -13,7 +13,13 @@ import pytest
 from instrument import baselines
 from instrument._gates import Baseline, GateError, Regression, Suite, declare
 from instrument._gating import run_gates
-from instrument._problems import InstrumentationError, InstrumentWarning, Problem, pop_strict, push_strict
+from instrument._problems import (
+    InstrumentationError,
+    InstrumentWarning,
+    Problem,
+    pop_strict,
+    push_strict,
+)
 from instrument._records import Record, SendAlert, SummaryUpdate
 
 
