@@ -10,11 +10,12 @@ renamed over the old one, or one appended line) and serialised by a lock file un
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import tempfile
 import urllib.parse
@@ -97,7 +98,7 @@ def _root_of(path: Path) -> Path | None:
 
 def now() -> str:
     """Return the time now in UTC as ISO 8601 to the second (``2026-12-01T10:00:00Z``)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 _commits: dict[str, str | None] = {}
@@ -108,8 +109,12 @@ def git_commit(cwd: str | None = None) -> str | None:
     repository or without git; asked once per folder and process."""
     folder = os.path.abspath(cwd or os.getcwd())
     if folder not in _commits:
+        git = shutil.which("git")
+        if git is None:
+            _commits[folder] = None
+            return None
         try:
-            done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+            done = subprocess.run([git, "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
                                   timeout=5, check=False)
             commit = done.stdout.strip()
             _commits[folder] = commit if done.returncode == 0 and len(commit) >= 7 else None

@@ -18,6 +18,8 @@ from typing import Any, Literal, cast
 
 import attrs
 
+from instrument._values import Table
+
 Op = Literal["<", "<=", ">", ">=", "==", "!="]
 Severity = Literal["fail", "warn"]
 Direction = Literal["min", "max"]
@@ -321,7 +323,7 @@ def parse_gate(metric: str, text: str) -> Gate:
     if match is None or threshold is None or math.isnan(threshold):
         raise ValueError(f"instrument: gate {metric!r}: {text!r} is not a gate string; write '<op> <threshold> "
                          "[warn]' with op one of < <= > >= == != and a number, such as '< 0.1' or '<= 1e-3 warn'")
-    return Gate(metric, cast(Op, match.group(1)), threshold, severity=cast(Severity, match.group(3) or "fail"))
+    return Gate(metric, cast("Op", match.group(1)), threshold, severity=cast("Severity", match.group(3) or "fail"))
 
 
 @attrs.frozen(slots=True)
@@ -393,6 +395,7 @@ def declare(
     regression: Regression | Iterable[Regression] | None = None,
     baseline: Baseline | None = None,
     on_fail: OnFail | None = None,
+    *,
     where: str = "instrument.eval_summary",
 ) -> Suite | None:
     """Validate an ``eval_summary``'s gate options; return its :class:`Suite`, or None without gates.
@@ -848,3 +851,18 @@ def evaluate(
     verdicts = [check_threshold(gate, metrics) for gate in suite.gates]
     verdicts += [check_regression(r, metrics, (baseline or {}).get(r.metric)) for r in suite.regressions]
     return SuiteVerdict(suite.prefix, tuple(verdicts))
+
+
+def failed_suites(summary: Mapping[str, Any]) -> list[str]:
+    """Return, sorted, the prefixes of the suites whose verdicts in a run's *summary* failed.
+
+    A suite is known by its table (``gates/<prefix>/table``, a :class:`~instrument.Table`) and
+    failed when ``gates/<prefix>/passed`` is 0 (a ``fail`` gate failed).
+    """
+    failed = []
+    for key, value in summary.items():
+        if key.startswith("gates/") and key.endswith("/table") and isinstance(value, Table):
+            base = key.removesuffix("/table")
+            if summary.get(f"{base}/passed") == 0:
+                failed.append(base.removeprefix("gates/"))
+    return sorted(failed)

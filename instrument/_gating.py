@@ -1,7 +1,7 @@
 """Running a suite's gates after an eval returned: evaluate, record, hand the verdicts on.
 
-Called by the eval decorator with the records its value was routed to and the run they went
-to (a :class:`Target`). On the calling thread, before the decorated call returns: the baseline
+Called (through :mod:`instrument._runtime`) with the records an eval call wrote and the run
+they went to (a :class:`GatedRun`). On the calling thread, before the decorated call returns: the baseline
 is resolved, the suite evaluated, the sidecar and the history line written (so both survive a
 kill right after), and the verdicts routed like any eval value (summary keys, a table, an alert)
 to the same run. Never raises, except :class:`~instrument.GateError` for ``on_fail="raise"``
@@ -29,12 +29,11 @@ from instrument._gatefiles import (
 )
 from instrument._gates import GateError, Suite, SuiteVerdict, as_metric, evaluate
 from instrument._problems import Problem, report
-from instrument._records import Record, SummaryUpdate
-from instrument._routing import route
-from instrument._values import Alert, Table
+from instrument._records import Record, SendAlert, SummaryUpdate
+from instrument._values import Table
 
 
-class Target(Protocol):
+class GatedRun(Protocol):
     """The run an eval's values went to, as the gates need to know it."""
 
     @property
@@ -72,7 +71,7 @@ def metrics_of(records: Iterable[Record], prefix: str) -> dict[str, Any]:
 def run_gates(
     suite: Suite,
     records: Iterable[Record],
-    target: Target,
+    target: GatedRun,
     function: str,
     environ: Mapping[str, str] = os.environ,
 ) -> SuiteVerdict:
@@ -99,7 +98,7 @@ def run_gates(
         evaluation = Evaluation(target.run_id, project, suite, numbers, resolved, verdict, function, now(),
                                 git_commit(), config_hash(target.config))
         _write_files(evaluation, root)
-    target.write(_records(verdict, suite, function))
+    target.write(_records(verdict, suite))
     if resolved is not None and resolved.problem:
         report(Problem("config", f"instrument: {function}: the baseline of the gates {suite.prefix!r} could not "
                        f"be read ({resolved.problem.removeprefix('instrument: ')}); the regression gates are "
@@ -119,20 +118,18 @@ def _write_files(evaluation: Evaluation, root: Any) -> None:
             entries = promotion_entries(evaluation.suite_entry(), evaluation.run_id)
             if entries:
                 merge_store(evaluation.project, suite.prefix, entries, root)
-    except Exception as error:  # noqa: BLE001 - the gates never break the eval
+    except Exception as error:  # the gates never break the eval
         report(Problem("backend", f"instrument: writing the gate verdicts of {suite.prefix!r} for run "
                        f"{evaluation.run_id} under {root} failed ({type(error).__name__}: {error}); they are "
                        "still in the run's summary"), once=True)
 
 
-def _records(verdict: SuiteVerdict, suite: Suite, function: str) -> list[Record]:
-    """Route the verdicts like an eval value: summary keys, the table, and the alert if one is due."""
-    base = f"gates/{suite.prefix}"
-    values: dict[str, Any] = {key[len(base) + 1:]: value for key, value in verdict.summary().items()}
+def _records(verdict: SuiteVerdict, suite: Suite) -> list[Record]:
+    """Return the verdicts as an eval value's records: summary keys with the table (an eval's
+    own summary values), and the alert if one is due."""
     columns, rows = verdict.table()
-    values["table"] = Table(columns, rows)
+    records: list[Record] = [SummaryUpdate({**verdict.summary(), f"gates/{suite.prefix}/table": Table(columns, rows)})]
     alert = verdict.alert() if suite.on_fail != "record" else None
     if alert is not None:
-        values["alert"] = Alert(*alert)  # type: ignore[arg-type]
-    routed = route(values, role="summary", prefix=base, function=function)
-    return list(routed.records)
+        records.append(SendAlert(*alert))
+    return records

@@ -33,7 +33,7 @@ def suite(prefix: str = "eval", baseline: Baseline | None = None, **gates: str) 
     return declared
 
 
-def evaluation(root: Path, run_id: str, metrics: dict[str, float], declared: Suite | None = None,
+def evaluation(root: Path, run_id: str, metrics: dict[str, float], declared: Suite | None = None, *,
                project: str = "p", time: str = "2026-12-01T10:00:00Z") -> Evaluation:
     """Evaluate *declared* (default :func:`suite`) on *metrics* for *run_id* as the runtime would."""
     declared = declared or suite()

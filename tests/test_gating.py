@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,13 @@ from typing import Any
 import attrs
 import pytest
 
+import instrument
 from instrument import baselines
 from instrument._gates import Baseline, GateError, Regression, Suite, declare
 from instrument._gating import run_gates
 from instrument._problems import (
     InstrumentationError,
-    InstrumentWarning,
+    InstrumentationWarning,
     Problem,
     pop_strict,
     push_strict,
@@ -95,7 +97,7 @@ def test_on_fail_record_sends_no_alert_and_a_pass_sends_none_either(root: Path) 
 def test_on_fail_raise_raises_after_everything_was_written(root: Path) -> None:
     """``on_fail="raise"`` raises GateError naming the failure, once the run and the sidecar have the verdicts."""
     target = Target()
-    with pytest.raises(GateError, match="gates of 'eval' fail: nrmse = 0.2: threshold < 0.1") as raised:
+    with pytest.raises(GateError, match=re.escape("gates of 'eval' fail: nrmse = 0.2: threshold < 0.1")) as raised:
         run_gates(gates(on_fail="raise"), returned(nrmse=0.2), target, "evaluate")
     assert isinstance(raised.value, AssertionError) and raised.value.verdict.status == "fail"
     assert 0 == summary(target)["gates/eval/passed"]
@@ -134,7 +136,7 @@ def test_a_baseline_that_cannot_be_read_warns_or_raises_in_strict_mode(root: Pat
     """A from_run baseline of a run that does not exist is a warning (an error in strict mode); verdicts still land."""
     suite = gates(baseline=Baseline.from_run("gone"))
     target = Target()
-    with pytest.warns(InstrumentWarning, match="evaluate: the baseline of the gates 'eval' could not be read"):
+    with pytest.warns(InstrumentationWarning, match="evaluate: the baseline of the gates 'eval' could not be read"):
         run_gates(suite, returned(nrmse=0.05), target, "evaluate")
     assert "no_baseline" == summary(target)["gates/eval/nrmse/status"]
     push_strict(True)
@@ -151,6 +153,113 @@ def test_a_file_that_cannot_be_written_is_a_warning(root: Path) -> None:
     """An unwritable .instrument folder costs a warning; the verdicts still land in the run."""
     root.write_text("not a folder")
     target = Target()
-    with pytest.warns(InstrumentWarning, match="writing the gate verdicts of 'eval' for run run1 .* failed"):
+    with pytest.warns(InstrumentationWarning, match="writing the gate verdicts of 'eval' for run run1 .* failed"):
         run_gates(gates(), returned(nrmse=0.05), target, "evaluate")
     assert 1 == summary(target)["gates/eval/passed"]
+
+
+# -- through the decorators, under the recorder -----------------------------------------------------
+
+
+def test_a_gated_eval_under_the_recorder_records_verdicts_and_writes_no_file(
+    instrument_recorder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the recording the verdicts land in the run (summary, table, alert), no file is written, and the
+    function's value comes back unchanged."""
+    monkeypatch.chdir(tmp_path)
+
+    @instrument.eval_summary(prefix="eval", gates={"nrmse": "< 0.1"})
+    def evaluate() -> dict[str, float]:
+        return {"nrmse": 0.2}
+
+    assert {"nrmse": 0.2} == evaluate()
+    run = instrument_recorder.run()
+    assert (0.2, 0, "fail") == (run.summary["eval/nrmse"], run.summary["gates/eval/passed"],
+                                run.summary["gates/eval/nrmse/status"])
+    assert [{"title": "gates failed: eval", "level": "ERROR"}] == [
+        {"title": a["title"], "level": a["level"]} for a in run.alerts]
+    assert ["gates/eval/table"] == list(run.tables)
+    assert [] == list(tmp_path.rglob("gates.json")) + list(tmp_path.rglob("*.jsonl"))
+
+
+def test_a_generator_eval_is_gated_once_on_everything_it_yielded(instrument_recorder: Any) -> None:
+    """A generator eval's gates run once, when it is exhausted, on the values of all its yields."""
+
+    @instrument.eval_summary(prefix="eval", gates={"a": "< 1", "b": "< 1"})
+    def evaluate() -> Any:
+        yield {"a": 0.5}
+        yield {"b": 2.0}
+
+    assert [{"a": 0.5}, {"b": 2.0}] == list(evaluate())
+    run = instrument_recorder.run()
+    assert (1, 0, 1) == (run.summary["gates/eval/a/passed"], run.summary["gates/eval/b/passed"], len(run.alerts))
+
+
+async def _score() -> dict[str, float]:
+    return {"acc": 0.4}
+
+
+def test_a_coroutine_eval_is_gated_after_it_was_awaited(instrument_recorder: Any) -> None:
+    """A coroutine eval's gates run on its awaited value."""
+    import asyncio
+
+    scored = instrument.eval_summary(prefix="eval", gates={"acc": "> 0.5 warn"})(_score)
+    assert {"acc": 0.4} == asyncio.run(scored())
+    assert ("warn", 1) == (instrument_recorder.run().summary["gates/eval/status"],
+                           instrument_recorder.run().summary["gates/eval/passed"])
+
+
+def test_on_fail_raise_reaches_the_caller_and_an_eval_that_raised_is_not_gated(instrument_recorder: Any) -> None:
+    """``on_fail="raise"`` raises GateError from the call; an eval that raised keeps its own exception, ungated."""
+
+    @instrument.eval_summary(prefix="eval", gates={"x": "< 1"}, on_fail="raise")
+    def failing() -> dict[str, float]:
+        return {"x": 3.0}
+
+    @instrument.eval_summary(prefix="broken", gates={"x": "< 1"})
+    def broken() -> dict[str, float]:
+        raise KeyError("boom")
+
+    with pytest.raises(GateError, match=re.escape("gates of 'eval' fail: x = 3: threshold < 1")):
+        failing()
+    with pytest.raises(KeyError, match="boom"):
+        broken()
+    assert not any(key.startswith("gates/broken") for key in instrument_recorder.run().summary)
+
+
+def test_verdicts_of_a_subprocess_eval_land_in_the_pipeline_run_and_gate_exit_exits_1(instrument_recorder: Any) -> None:
+    """An eval in a pipeline's subprocess gates into the pipeline run, and gate_exit makes the pipeline exit 1."""
+
+    @instrument.eval_summary(prefix="eval", gates={"x": "< 1"})
+    def evaluate() -> dict[str, float]:
+        return {"x": 3.0}
+
+    with pytest.raises(SystemExit) as exited:
+        with instrument.pipeline(project="demo", gate_exit=True):
+            with instrument_recorder.subprocess():
+                evaluate()
+    assert 1 == exited.value.code
+    pipeline = instrument_recorder.run(job_type="pipeline")
+    assert (0, 1) == (pipeline.summary["gates/eval/passed"], pipeline.exit_code)
+
+
+def test_gate_exit_leaves_a_passing_pipeline_and_a_raising_body_alone(instrument_recorder: Any) -> None:
+    """gate_exit changes nothing when every fail gate passed, and a body's own exception keeps its exit code."""
+
+    @instrument.eval_summary(prefix="eval", gates={"x": "< 1", "y": "< 1 warn"})
+    def evaluate(x: float) -> dict[str, float]:
+        return {"x": x, "y": 5.0}
+
+    with instrument.pipeline(project="demo", gate_exit=True):
+        evaluate(0.5)
+    with pytest.raises(ValueError, match="own"):
+        with instrument.pipeline(project="demo", gate_exit=True):
+            evaluate(3.0)
+            raise ValueError("own")
+    assert [0, 1] == [run.exit_code for run in instrument_recorder.runs]
+
+
+def test_gate_exit_must_be_a_bool() -> None:
+    """A gate_exit that is not a bool is a TypeError naming it."""
+    with pytest.raises(TypeError, match=re.escape("instrument.pipeline: gate_exit must be True or False, got str 'yes'")):
+        instrument.pipeline(project="p", gate_exit="yes")  # type: ignore[call-overload]
