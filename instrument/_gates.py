@@ -866,3 +866,57 @@ def failed_suites(summary: Mapping[str, Any]) -> list[str]:
             if summary.get(f"{base}/passed") == 0:
                 failed.append(base.removeprefix("gates/"))
     return sorted(failed)
+
+
+#: The per-metric summary fields :meth:`SuiteVerdict.summary` writes.
+SUMMARY_FIELDS = ("passed", "status", "reason", "value", "threshold", "baseline", "tolerance", "delta", "delta_pct")
+
+
+def summary_report(summary: Mapping[str, Any]) -> tuple[list[str], set[str]]:
+    """Describe the suites of gates a run's *summary* holds, for a person; also return the
+    summary keys described.
+
+    A suite is known by its ``gates/<prefix>/table`` and ``gates/<prefix>/passed`` keys. One
+    line per suite (``eval: fail``), then one per gated metric, indented by two spaces
+    (``nrmse = 0.12: fail (threshold); threshold 0.1; delta +0.02 (+20%)``). Empty when the
+    summary holds no verdicts.
+    """
+    suites = sorted((key.removeprefix("gates/").removesuffix("/table") for key in summary
+                     if key.startswith("gates/") and key.endswith("/table")
+                     and key.removesuffix("/table") + "/passed" in summary), key=len, reverse=True)
+    fields: dict[str, dict[str, dict[str, Any]]] = {prefix: {} for prefix in suites}
+    used: set[str] = set()
+    for key, value in summary.items():
+        prefix = next((p for p in suites if key.startswith(f"gates/{p}/")), None)
+        if prefix is None:
+            continue
+        rest = key.removeprefix(f"gates/{prefix}/")
+        metric, _, field = rest.rpartition("/")
+        if rest in ("passed", "status", "table"):
+            used.add(key)
+        elif metric and field in SUMMARY_FIELDS:
+            fields[prefix].setdefault(metric, {})[field] = value
+            used.add(key)
+    lines: list[str] = []
+    for prefix in sorted(suites):
+        lines.append(f"{prefix}: {summary.get(f'gates/{prefix}/status', '-')}")
+        lines += [f"  {_metric_line(metric, values)}" for metric, values in sorted(fields[prefix].items())]
+    return lines, used
+
+
+def _metric_line(metric: str, values: Mapping[str, Any]) -> str:
+    def number(name: str) -> float | None:
+        value = values.get(name)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    value, reason = number("value"), values.get("reason")
+    shown = _fmt(value) if value is not None else (reason if reason in ("nan", "missing") else "-")
+    head = f"{metric} = {shown}: {values.get('status', '-')}" + (f" ({reason})" if reason else "")
+    delta, pct = number("delta"), number("delta_pct")
+    moved = "" if delta is None else f", delta {delta:+.6g}" + (f" ({pct:+.3g}%)" if pct is not None else "")
+    parts = []
+    if number("threshold") is not None:
+        parts.append(f"threshold {_fmt(number('threshold'))}" + ("" if number("baseline") is not None else moved))
+    if number("baseline") is not None:
+        parts.append(f"baseline {_fmt(number('baseline'))}, tolerance {_fmt(number('tolerance'))}{moved}")
+    return "; ".join([head, *parts])

@@ -28,8 +28,11 @@ from instrument._gates import (
     direction_of,
     encode_number,
     evaluate,
+    failed_suites,
     parse_gate,
+    summary_report,
 )
+from instrument._values import Table
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
 non_negative = st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=1e6)
@@ -449,3 +452,26 @@ def test_delta_is_value_minus_baseline(value: float, baseline: float) -> None:
     verdict = regression_verdict("max", value, baseline)
     assert value - baseline == verdict.delta
     assert 100 * (value - baseline) / abs(baseline) == verdict.delta_pct
+
+
+def test_failed_suites_are_read_from_a_runs_summary() -> None:
+    """A suite failed when its table is there and its passed key is 0; warn-only suites and stray keys do not count."""
+    failing, warning = example(), evaluate(Suite("w", (Gate("d", "<", 0.0, severity="warn"),)), {"d": 1.0}, None)
+    summary = {**failing.summary(), **warning.summary(), "gates/stray/passed": 0,
+               "gates/eval/table": Table(["a"], []), "gates/w/table": Table(["a"], [])}
+    assert ["eval"] == failed_suites(summary)
+    assert [] == failed_suites({"gates/eval/passed": 0})  # no table: not a suite's verdicts
+
+
+def test_the_summary_report_describes_each_suite_and_metric() -> None:
+    """One line per suite and per gated metric, with the delta next to what it is measured against."""
+    summary = {**example().summary(), "gates/eval/table": {"_type": "table-file"}, "eval/nrmse": 0.12}
+    lines, used = summary_report(summary)
+    assert [
+        "eval: fail",
+        "  acc = 0.9: no_baseline",
+        "  drift = 0.002: warn (threshold); threshold 0.001, delta +0.001 (+100%)",
+        "  nrmse = 0.12: fail (threshold); threshold 0.1; baseline 0.115, tolerance 0.00575, delta +0.005 (+4.35%)",
+    ] == lines
+    assert set(summary) - {"eval/nrmse"} == used
+    assert ([], set()) == summary_report({"eval/nrmse": 0.1})
