@@ -28,16 +28,8 @@ import attrs
 import filelock
 
 from instrument import _env
-from instrument._gates import (
-    STDERR_SUFFIX,
-    BaselineValue,
-    Suite,
-    SuiteVerdict,
-    decode_number,
-    direction_of,
-    encode_number,
-    evaluate,
-)
+from instrument._gates import STDERR_SUFFIX, Suite, decode_number, direction_of, encode_number
+from instrument._verdicts import BaselineValue, SuiteVerdict, evaluate
 
 SIDECAR_FORMAT = "instrument.gates/1"
 HISTORY_FORMAT = "instrument.history/1"

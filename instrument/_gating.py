@@ -27,10 +27,11 @@ from instrument._gatefiles import (
     resolve_baseline,
     write_sidecar,
 )
-from instrument._gates import GateError, Suite, SuiteVerdict, as_metric, evaluate
+from instrument._gates import GateError, Suite
 from instrument._problems import Problem, report
 from instrument._records import Record, SendAlert, SummaryUpdate
 from instrument._values import Table
+from instrument._verdicts import SuiteVerdict, as_metric, evaluate
 
 
 class GatedRun(Protocol):

@@ -21,10 +21,10 @@ from instrument import _lifecycle, _linkage
 from instrument._backends.base import new_run_id
 from instrument._context_file import ContextFile
 from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
-from instrument._gates import failed_suites
 from instrument._journal import JournalReader, children_summary, ingest
 from instrument._options import RunOptions
 from instrument._problems import Problem, report
+from instrument._verdicts import failed_suites
 
 
 class PipelineRun:

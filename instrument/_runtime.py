@@ -14,12 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from instrument._gates import Suite, SuiteVerdict
+    from instrument._gates import Suite
     from instrument._linkage import Sink
     from instrument._options import RunOptions
     from instrument._pipeline_run import PipelineRun
     from instrument._records import Record
     from instrument._routing import Role, Routed
+    from instrument._verdicts import SuiteVerdict
 
 # Each function below imports lazily for import cost: the layers load on the first record.
 

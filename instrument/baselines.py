@@ -21,7 +21,7 @@ from instrument._gatefiles import (
     store_path,
     store_values,
 )
-from instrument._gates import BaselineValue
+from instrument._verdicts import BaselineValue
 
 __all__ = ["BaselineValue", "GateFileError", "load", "path", "promote"]
 

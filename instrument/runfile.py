@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from instrument._gates import summary_report
+from instrument._verdicts import summary_report
 
 __all__ = ["RunFile", "RunFileError", "find_run_files", "format_report", "read_run_file", "read_runs"]
 

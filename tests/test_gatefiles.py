@@ -23,7 +23,8 @@ from instrument._gatefiles import (
     resolve_baseline,
     write_sidecar,
 )
-from instrument._gates import Baseline, BaselineValue, Regression, Suite, declare, evaluate
+from instrument._gates import Baseline, Regression, Suite, declare
+from instrument._verdicts import BaselineValue, evaluate
 
 
 def suite(prefix: str = "eval", baseline: Baseline | None = None, **gates: str) -> Suite:
