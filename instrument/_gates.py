@@ -50,6 +50,9 @@ class GateError(AssertionError):
         super().__init__(verdict.describe())
         self.verdict = verdict
 
+    def __reduce__(self) -> tuple[type[GateError], tuple[SuiteVerdict]]:
+        return GateError, (self.verdict,)  # pickles with its verdict (a process pool hands it back)
+
 
 def shown(value: object) -> str:
     """Return ``<type> <repr>`` of *value* for a message, the repr cut at 60 characters."""

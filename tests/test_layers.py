@@ -148,7 +148,7 @@ def test_import_instrument_loads_only_what_decorating_needs() -> None:
         "instrument.eval_summary(prefix='e', gates={'x': '< 1'})(lambda: None)\n"
         "print(sorted(m for m in sys.modules if m == 'wandb' or m.startswith(('instrument._linkage', "
         "'instrument._session', 'instrument._dispatch', 'instrument._journal', 'instrument._backends', "
-        "'instrument._routing', 'instrument._imperative', 'instrument._gatefiles', 'instrument._gating', "
+        "'instrument._routing', 'instrument._imperative', 'instrument._gatefiles', 'instrument._gating', 'instrument._verdicts', "
         "'filelock'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,

@@ -300,3 +300,14 @@ def test_the_summary_report_describes_each_suite_and_metric() -> None:
     ] == lines
     assert set(summary) - {"eval/nrmse"} == used
     assert ([], set()) == summary_report({"eval/nrmse": 0.1})
+
+
+def test_a_gate_error_pickles_with_its_verdict() -> None:
+    """GateError survives pickling (a process pool hands it back) with its verdict and message."""
+    import pickle
+
+    from instrument import GateError
+
+    error = GateError(example())
+    back = pickle.loads(pickle.dumps(error))
+    assert (str(error), error.verdict) == (str(back), back.verdict)
