@@ -311,3 +311,40 @@ def test_a_gate_error_pickles_with_its_verdict() -> None:
     error = GateError(example())
     back = pickle.loads(pickle.dumps(error))
     assert (str(error), error.verdict) == (str(back), back.verdict)
+
+
+metric_pool = st.sampled_from(["a", "b", "c", "d/e"])
+metric_values = st.one_of(st.floats(), st.integers(-10, 10), st.just("text"))
+
+
+@given(
+    gates=st.lists(st.builds(Gate, metric_pool, ops, st.floats(allow_nan=False), severity=severities),
+                   max_size=4, unique_by=lambda g: g.metric),
+    regressions=st.lists(st.builds(Regression, metric_pool, directions, rel=non_negative, abs=non_negative,
+                                   stderr_k=st.none() | non_negative, severity=severities),
+                         max_size=4, unique_by=lambda r: r.metric),
+    metrics=st.dictionaries(st.sampled_from(["a", "b", "c", "d/e", "a_stderr", "c_stderr"]), metric_values),
+    baseline=st.none() | st.dictionaries(metric_pool, st.builds(BaselineValue, st.floats())),
+)
+def test_every_suite_verdict_keeps_its_invariants(
+    gates: list[Gate], regressions: list[Regression], metrics: dict[str, Any], baseline: dict[str, BaselineValue] | None
+) -> None:
+    """For any gates, returned values (NaN, inf, strings, missing) and baseline: one verdict per gate, a failure
+    takes its gate's severity, only fail gates fail the suite, the summary, table and alert agree, and the
+    verdicts are strict JSON."""
+    suite = Suite("eval", tuple(gates), tuple(regressions))
+    verdict = evaluate(suite, metrics, baseline)
+    assert len(gates) + len(regressions) == len(verdict.verdicts)
+    for one in verdict.verdicts:
+        assert one.status in ("pass", "no_baseline", one.severity)
+        assert (one.reason is None) == (one.status == "pass")
+    assert (not any(v.status == "fail" for v in verdict.verdicts)) == verdict.passed
+    if all(g.severity == "warn" for g in gates) and all(r.severity == "warn" for r in regressions):
+        assert verdict.passed
+    assert int(verdict.passed) == verdict.summary()["gates/eval/passed"]
+    rows = verdict.table()[1]
+    assert len(verdict.verdicts) == len(rows)
+    assert all(math.isfinite(cell) for row in rows for cell in row if isinstance(cell, float))
+    assert (verdict.alert() is None) == (not verdict.failed)
+    text = json.dumps(verdict.to_json(), allow_nan=False)
+    assert verdict.to_json() == SuiteVerdict.from_json("eval", json.loads(text)).to_json()
