@@ -53,10 +53,11 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
-def forked() -> bool:
-    """Return whether this process was forked (``os.fork``, a forked worker) from one that
-    imported instrument."""
-    return _forked_from is not None
+def forked_from_parent() -> bool:
+    """Return whether this process was forked from the process its values go to (``os.fork``, a
+    fork-started worker), so it inherited that process's memory (a forkserver worker was forked
+    from the fork server instead)."""
+    return _forked_from is not None and _forked_from == parent_pid()
 
 
 def parent_pid() -> int | None:

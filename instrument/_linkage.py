@@ -392,11 +392,11 @@ _placement: Placement | None = None
 def placement(environ: Mapping[str, str] = os.environ) -> Placement:
     """Return where this process stands; resolved once (again after ``configure`` or a fork).
 
-    A worker is a process forked from one that imported instrument, or a multiprocessing child
-    that did not initialize ``torch.distributed`` itself (``torch.multiprocessing.spawn`` starts
-    ranks that do). A worker whose parent, as far as it can tell, writes nothing (a rank its
-    policy keeps from writing, mode ``disabled``) has no parent here: its records go nowhere and
-    no inbox is created.
+    A worker is a multiprocessing child, or a process forked from one that imported instrument,
+    unless it initialized ``torch.distributed`` itself (the ranks ``torch.multiprocessing.spawn``
+    starts do; a child forked from a rank only inherits its process group). A worker whose parent,
+    as far as it can tell, writes nothing (a rank its policy keeps from writing, mode
+    ``disabled``) has no parent here: its records go nowhere and no inbox is created.
     """
     global _placement
     with _lock:
@@ -404,7 +404,8 @@ def placement(environ: Mapping[str, str] = os.environ) -> Placement:
             return _placement
         policy = _ranks.resolve_policy(_state.settings.rank_policy, environ)
         parent = _family.parent_pid()
-        if parent is not None and not _family.forked() and _ranks.current_rank(environ).source == "torch.distributed":
+        if (parent is not None and not _family.forked_from_parent()
+                and _ranks.current_rank(environ).source == "torch.distributed"):
             parent = None  # a rank that torch.multiprocessing.spawn started: its own process of the job
         if parent is None:
             rank = _ranks.current_rank(environ)
@@ -446,10 +447,10 @@ def own_run_options(options: RunOptions, environ: Mapping[str, str], *, from_env
                            "share no group; set WANDB_RUN_GROUP", "per_rank"), once=True)
         tags = (*tags, f"rank:{where.rank.index}")
         ranked = {"rank": where.rank.index, **({"world_size": where.rank.size} if where.rank.size else {})}
-        config = {**(config or {}), "instrument": {**(config or {}).get("instrument", {}), **ranked}}
+        mine = (config or {}).get("instrument")
+        config = {**(config or {}), "instrument": {**(mine if isinstance(mine, dict) else {}), **ranked}}
         run_id = f"{run_id}-rank{where.rank.index}" if run_id else None
     return attrs.evolve(options, run_id=run_id, resume=resume, group=group, tags=tags, config=config)
-
 
 
 # Workers ------------------------------------------------------------------------------------------

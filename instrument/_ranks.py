@@ -2,10 +2,11 @@
 
 The rank is resolved lazily, at a process's first record, and cached per process id; it is never
 read at import, and resolving it never imports torch (``torch.distributed`` counts only when the
-program already imported it and initialized a process group). :data:`SOURCES` lists where it
-comes from, most specific first; the README's "Ranks" section is the same table. The policy
-(``rank0`` or ``per_rank``) says which ranks write; :func:`job_group` names the group the ranks'
-runs share under ``per_rank``, derived from the launcher without any communication.
+program already imported it and initialized a process group). :func:`resolve_rank` says where it
+comes from, most specific first (docs/frameworks.md, "Ranks and distributed jobs", is the same
+table). The policy (``rank0`` or ``per_rank``) says which ranks write; :func:`job_group` names
+the group the ranks' runs share under ``per_rank``, derived from the launcher without any
+communication.
 """
 
 from __future__ import annotations
@@ -20,20 +21,6 @@ import attrs
 
 from instrument import _env, _family
 from instrument._problems import Problem, report
-
-#: Where a rank comes from, most specific first: (source, variables, when it counts). The README
-#: shows this table; :func:`resolve_rank` follows it.
-SOURCES: tuple[tuple[str, str, str], ...] = (
-    ("INSTRUMENT_RANK", "INSTRUMENT_RANK (world size: WORLD_SIZE)", "set to a whole number >= 0"),
-    ("torch.distributed", "get_rank(), get_world_size()", "torch.distributed already imported and initialized"),
-    ("RANK", "RANK, WORLD_SIZE", "torchrun, Accelerate, DeepSpeed"),
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE", "Open MPI's mpirun"),
-    ("PMI_RANK", "PMI_RANK, PMI_SIZE", "MPICH and Intel MPI"),
-    ("SLURM_PROCID", "SLURM_PROCID, SLURM_NTASKS", "srun, only when SLURM_NTASKS > 1"),
-    ("LOCAL_RANK", "NODE_RANK (or GROUP_RANK) x LOCAL_WORLD_SIZE + LOCAL_RANK",
-     "only with NODE_RANK or GROUP_RANK (Lightning's launcher); alone it is ignored"),
-    ("default", "-", "none of the above: rank 0 of 1"),
-)
 
 #: Where the group of the ranks' runs comes from under ``per_rank`` when no pipeline names one
 #: and ``WANDB_RUN_GROUP`` is unset: the first variable set (a launcher's job or rendezvous id,
@@ -53,7 +40,9 @@ class Rank:
             whose global rank cannot be computed (``LOCAL_RANK`` on a node other than 0 without
             ``LOCAL_WORLD_SIZE``).
         size: the world size (processes in the job); None when the source does not say.
-        source: the first entry of :data:`SOURCES` that applied (``"RANK"``, ``"default"``...).
+        source: the source that gave it: ``"INSTRUMENT_RANK"``, ``"torch.distributed"``,
+            ``"RANK"``, ``"OMPI_COMM_WORLD_RANK"``, ``"PMI_RANK"``, ``"SLURM_PROCID"``,
+            ``"LOCAL_RANK"`` or ``"default"`` (rank 0 of 1).
     """
 
     index: int | None
@@ -155,7 +144,12 @@ _RESOLVERS: tuple[Callable[[Mapping[str, str], Mapping[str, Any]], Rank | None],
 
 
 def resolve_rank(environ: Mapping[str, str] = os.environ, modules: Mapping[str, Any] = sys.modules) -> Rank:
-    """Return this process's rank from the first source of :data:`SOURCES` that applies.
+    """Return this process's rank from the first source that applies, most specific first:
+    ``INSTRUMENT_RANK``; ``torch.distributed`` (already imported and initialized); ``RANK``
+    (torchrun, Accelerate, DeepSpeed); ``OMPI_COMM_WORLD_RANK``; ``PMI_RANK``; ``SLURM_PROCID``
+    when ``SLURM_NTASKS`` > 1; ``LOCAL_RANK`` with ``NODE_RANK`` or ``GROUP_RANK`` (times
+    ``LOCAL_WORLD_SIZE``); else rank 0 of 1. World sizes come from ``WORLD_SIZE``,
+    ``OMPI_COMM_WORLD_SIZE``, ``PMI_SIZE``, ``SLURM_NTASKS``.
 
     Args:
         environ: the environment to read the launchers' variables from.
@@ -228,11 +222,10 @@ def job_group(environ: Mapping[str, str] = os.environ, modules: Mapping[str, Any
     """Return the group every rank's run joins under ``per_rank``, the same on every rank without
     any communication; None when the launcher says nothing that names the job.
 
-    The group is a run-id-shaped name (8 lowercase letters and digits) derived from
-    ``WANDB_RUN_GROUP`` as is, else from the first of :data:`JOB_IDS` that is set, else from
-    ``MASTER_ADDR:MASTER_PORT``, else, in processes started by ``torch.multiprocessing.spawn``
-    (or any multiprocessing start), from the starting process's multiprocessing key, which all
-    its children share.
+    ``WANDB_RUN_GROUP`` as it is; else a run-id-shaped name (8 lowercase letters and digits)
+    derived from the first of :data:`JOB_IDS` that is set, else from ``MASTER_ADDR:MASTER_PORT``,
+    else, in processes started by ``torch.multiprocessing.spawn`` (or any multiprocessing start),
+    from the starting process's multiprocessing key, which all its children share.
     """
     explicit = environ.get(_env.WANDB_RUN_GROUP)
     if explicit:
