@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import attrs
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +91,35 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".data"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".config"))
     yield
+
+
+@attrs.frozen
+class CliRuns:
+    """Runs written once per test session for the command-line tests (``tests/write_cli_runs.py``).
+
+    ``root`` holds ``wandb/`` with three finished pipeline runs (``cli-a``, ``cli-b``, ``cli-c``:
+    eval/nrmse 0.12, 0.08, 0.10) and the killed run ``cli-killed`` (no exit record);
+    ``ids`` maps those names to run ids. Tests that change files copy the folder first.
+    """
+
+    root: Path
+    ids: dict[str, str]
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """An environment in which run ids resolve to these runs (``WANDB_DIR=root``)."""
+        return {**os.environ, "WANDB_DIR": str(self.root)}
+
+    def folder(self, name: str) -> Path:
+        """The run folder of the run called *name*."""
+        (path,) = (self.root / "wandb").glob(f"offline-run-*-{self.ids[name]}")
+        return path
+
+
+@pytest.fixture(scope="session")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> CliRuns:
+    """Write the command-line tests' runs with real wandb offline, once per session."""
+    root = tmp_path_factory.mktemp("cli_runs")
+    result = run_script(root, (ROOT / "tests" / "write_cli_runs.py").read_text(), check=False)
+    assert 9 == result.returncode, result.stderr
+    return CliRuns(root, json.loads(result.stdout.strip().splitlines()[-1]))

@@ -1,0 +1,57 @@
+"""Write the runs the command-line tests read: three finished pipeline runs and one killed run.
+
+Run by the ``cli_runs`` fixture in a wandb offline environment; prints ``{name: run id}`` as its
+last line, then dies with ``os._exit(9)`` while the fourth run is still open (no exit record).
+"""
+
+import json
+import math
+import os
+import time
+
+import instrument
+
+
+@instrument.training_stage("operator")
+def train_operator(step, scale):
+    loss = scale * math.exp(-step / 10)
+    return {"loss": loss, "grad_norm": 2 * loss, "lr": 1e-3 * (1 - step / 40)}
+
+
+@instrument.training_stage("diffusion")
+def train_diffusion(step, scale):
+    return {"loss": scale * 0.5 * math.exp(-step / 5)}
+
+
+def evaluate(nrmse):
+    return {
+        "nrmse": nrmse,
+        "nrmse_stderr": nrmse / 20,
+        "mse": nrmse**2,
+        "per_sample": instrument.Table(["i", "err"], [[0, nrmse], [1, nrmse * 1.1]]),
+        "check": instrument.Alert("nrmse checked", f"nrmse = {nrmse}", "INFO"),
+    }
+
+
+ids = {}
+for name, nrmse, lr, optimizer in [("cli-a", 0.12, 1e-3, "adam"), ("cli-b", 0.08, 3e-4, "adam"),
+                                   ("cli-c", 0.10, 1e-3, "sgd")]:
+    config = {"lr": lr, "optimizer": {"name": optimizer}}
+    with instrument.pipeline(project="cli-test", name=name, config=config) as run:
+        for step in range(40):
+            train_operator(step, nrmse * 10)
+        for step in range(20):
+            train_diffusion(step, nrmse * 10)
+        instrument.eval_summary(prefix="eval")(evaluate)(nrmse)
+    ids[name] = run.id
+
+import wandb
+
+killed = wandb.init(project="cli-test", id="killed01", name="cli-killed", config={"lr": 1e-2},
+                    settings=wandb.Settings(x_transaction_log_flush_interval=0.2))
+killed.summary["eval/nrmse"] = 0.01  # the best value of all, but the run never finished
+killed.log({"loss": 1.0})
+time.sleep(1.5)  # past two flushes of the transaction log
+ids["cli-killed"] = killed.id
+print(json.dumps(ids), flush=True)
+os._exit(9)
