@@ -46,6 +46,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def as_number(value: Any) -> float | None:
+    """Return *value* as a float when it is an int or float (not a bool), else None."""
+    return float(value) if is_number(value) else None
+
+
 def number(value: Any) -> str:
     """Format a value for a table: 6 significant digits for floats, ``-`` for None."""
     if value is None:

@@ -19,9 +19,9 @@ from instrument.cli import _runs, _verdicts
 from instrument.cli._common import (
     OK,
     CommandError,
+    as_number,
     dumps,
     flatten,
-    is_number,
     markdown_table,
     number,
 )
@@ -130,22 +130,15 @@ def rank(
     for run in runs:
         latest[run.run_id] = run
     left_out: dict[str, int] = {}
-    kept = []
+    kept: list[tuple[runfile.RunFile, float, float | None]] = []
     for run in latest.values():
         flat = flatten(run.summary)
-        value = flat.get(metric)
-        reason = None
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            reason = "no_metric"
-        elif run.exit_code is None and not include_incomplete:
-            reason = "incomplete"
-        elif not all(matches(run, key, expected) for key, expected in where):
-            reason = "where"
-        if reason:
+        value = as_number(flat.get(metric))
+        reason = _left_out(run, value, where, include_incomplete)
+        if value is None or reason:
             left_out[reason] = left_out.get(reason, 0) + 1
             continue
-        stderr = flat.get(f"{metric}_stderr")
-        kept.append((run, float(value), float(stderr) if is_number(stderr) else None))
+        kept.append((run, value, as_number(flat.get(f"{metric}_stderr"))))
     if direction is None:
         direction = _direction(metric, [run for run, _, _ in kept])
     sign = 1 if direction == "min" else -1
@@ -159,6 +152,18 @@ def rank(
             "value": value, "stderr": stderr,
         })
     return {"metric": metric, "direction": direction, "by": list(by), "rows": rows, "left_out": left_out}
+
+
+def _left_out(run: runfile.RunFile, value: float | None, where: Sequence[tuple[str, str]],
+              include_incomplete: bool) -> str:
+    """Return why *run* is left out of the ranking (a key of ``_REASONS``), or ``""``."""
+    if value is None:
+        return "no_metric"
+    if run.exit_code is None and not include_incomplete:
+        return "incomplete"
+    if not all(matches(run, key, text) for key, text in where):
+        return "where"
+    return ""
 
 
 def _direction(metric: str, runs: Sequence[runfile.RunFile]) -> str:
