@@ -186,3 +186,13 @@ def make_folder(root: Path) -> _runs.RunFolder:
 
 
 
+
+
+@pytest.mark.integration
+def test_verify_asks_the_server_and_reports_why_it_cannot_confirm(cli_runs: CliRuns, tmp_path: Path) -> None:
+    """--verify's query runs wandb's public API in a subprocess: against a closed port it says the
+    server does not list the run, naming the refused connection."""
+    wandb_dir = copy_runs(cli_runs, tmp_path, "cli-c")
+    (folder,) = _runs.find_folders([wandb_dir])
+    holds, why = _sync.verify_upload(folder, None, unreachable_env(tmp_path, WANDB__GRAPHQL_RETRY_MAX="1"), 60)
+    assert (False, True) == (holds, why.startswith("the server does not list the run:") and "refused" in why)

@@ -10,6 +10,7 @@ import os
 import time
 
 import instrument
+from instrument import runfile
 
 
 @instrument.training_stage("operator")
@@ -51,7 +52,12 @@ killed = wandb.init(project="cli-test", id="killed01", name="cli-killed", config
                     settings=wandb.Settings(x_transaction_log_flush_interval=0.2))
 killed.summary["eval/nrmse"] = 0.01  # the best value of all, but the run never finished
 killed.log({"loss": 1.0})
-time.sleep(1.5)  # past two flushes of the transaction log
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:  # until the transaction log holds both, then die
+    time.sleep(0.2)
+    written = runfile.read_run_file(killed.settings.sync_file)
+    if written.history and "eval/nrmse" in written.summary:
+        break
 ids["cli-killed"] = killed.id
 print(json.dumps(ids), flush=True)
 os._exit(9)

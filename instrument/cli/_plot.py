@@ -90,11 +90,17 @@ def stages(run: runfile.RunFile) -> dict[str, list[str]]:
 
 
 def specs(run: runfile.RunFile) -> dict[str, dict[str, Any]]:
-    """Return the report's Vega-Lite specifications by section title: one per stage, one for gates."""
+    """Return the report's Vega-Lite specifications by section title.
+
+    One per stage of *run*, then one per stage of each run a pipeline run lists in its summary
+    (``pipeline/children``: its training subprocesses' runs, found beside it), then ``gates``.
+    """
     charts: dict[str, dict[str, Any]] = {}
-    for step_key, keys in stages(run).items():
-        spec = _stage_spec(run, step_key, keys)
-        charts[spec["title"].split(" (")[0]] = spec
+    for source in (run, *_runs.children(run)):
+        label = "" if source is run else f"run {source.run_id} · "
+        for step_key, keys in stages(source).items():
+            spec = _stage_spec(source, step_key, keys, label)
+            charts[spec["title"].split(" (")[0]] = spec
     sidecar = _verdicts.read_sidecar(run)
     verdicts = [
         (prefix, v) for prefix, suite in sorted((sidecar or {}).get("suites", {}).items())
@@ -105,7 +111,7 @@ def specs(run: runfile.RunFile) -> dict[str, dict[str, Any]]:
     return charts
 
 
-def _stage_spec(run: runfile.RunFile, step_key: str, keys: list[str]) -> dict[str, Any]:
+def _stage_spec(run: runfile.RunFile, step_key: str, keys: list[str], label: str) -> dict[str, Any]:
     """One line chart per series of a stage, side by side, each on the stage's step axis."""
     charts = []
     for key in keys:
@@ -123,7 +129,7 @@ def _stage_spec(run: runfile.RunFile, step_key: str, keys: list[str]) -> dict[st
             },
         })
     stage = step_key.removesuffix("/step") if step_key != "_step" else "history"
-    return {"$schema": SCHEMA, "title": f"stage {stage} (x: {step_key})", "hconcat": charts}
+    return {"$schema": SCHEMA, "title": f"{label}stage {stage} (x: {step_key})", "hconcat": charts}
 
 
 def _gates_spec(verdicts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -200,7 +206,7 @@ def report(run: runfile.RunFile, svgs: dict[str, str], spec_name: str) -> str:
         + f" · charts as Vega-Lite: {e(spec_name)}</p>\n",
     ]
     for section, svg in svgs.items():
-        if section.startswith("stage "):
+        if section != "gates":
             parts.append(f"<h2>{e(section)}</h2>\n<div class=\"chart\">{svg}</div>\n")
     summary = eval_summary(run)
     parts.append("<h2>eval summary</h2>\n")

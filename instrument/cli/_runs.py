@@ -158,6 +158,20 @@ def resolve_run(argument: str, environ: Mapping[str, str] = os.environ) -> runfi
         raise CommandError(f"{argument}: not a run: {error}") from error
 
 
+def children(run: runfile.RunFile) -> list[runfile.RunFile]:
+    """Return the runs a pipeline run lists in its summary (``pipeline/children``), read from the
+    same wandb folder (the latest folder of each id); ids without a readable file are left out."""
+    listed = run.summary.get("pipeline/children")
+    found = []
+    for child in listed if isinstance(listed, list) else []:
+        files = runfile.find_run_files(run.path.parent.parent, str(child))
+        try:
+            found.append(runfile.read_run_file(files[-1]))
+        except (IndexError, runfile.RunFileError):
+            continue
+    return found
+
+
 def read_folders(folders: Iterable[RunFolder]) -> tuple[list[runfile.RunFile], list[str]]:
     """Read the runs of *folders*; return them and one line per file that could not be read."""
     runs, unreadable = [], []

@@ -56,10 +56,13 @@ def describe(run: runfile.RunFile, opened: frozenset[str] | None) -> dict[str, A
         A dict with the run's metadata, ``state``, ``exit_code``, ``complete`` (an exit record
         is there), ``synced`` (wandb's marker is there), ``config``, ``summary`` (without
         wandb's own keys), ``series`` (key, step key, first and last step, points, last value),
-        ``tables``, ``media``, ``alerts`` and ``gates`` (the sidecar's verdicts, or None).
+        ``tables``, ``media``, ``alerts``, ``gates`` (the sidecar's verdicts, or None) and
+        ``segments`` (every folder of this run id beside it, oldest first: more than one for a
+        resumed run).
     """
     folder = _runs.RunFolder(run.path.parent, run.path)
     live = _runs.is_live(run, opened)
+    segments = [os.path.realpath(p) for p in runfile.find_run_files(run.path.parent.parent, run.run_id)]
     summary = {k: v for k, v in run.summary.items() if k not in WANDB_KEYS}
     return {
         "run_id": run.run_id,
@@ -70,6 +73,7 @@ def describe(run: runfile.RunFile, opened: frozenset[str] | None) -> dict[str, A
         "job_type": run.job_type,
         "tags": list(run.tags),
         "path": str(run.path),
+        "segments": segments,
         "state": state(run, live),
         "exit_code": run.exit_code,
         "complete": run.exit_code is not None,
@@ -142,6 +146,10 @@ def render(description: dict[str, Any]) -> str:
     d = description
     lines = [f"run {d['run_id']}" + (f" ({d['name']})" if d["name"] else "")]
     lines.append(f"  file: {_relative(d['path'])}")
+    if len(d["segments"]) > 1:
+        where = os.path.realpath(d["path"])
+        position = d["segments"].index(where) + 1 if where in d["segments"] else "?"
+        lines.append(f"  resumed: this file is {position} of {len(d['segments'])} for this run id (each is synced on its own)")
     lines.append(
         f"  project: {d['project'] or '-'}  group: {d['group'] or '-'}  job type: {d['job_type'] or '-'}"
         f"  tags: {', '.join(d['tags']) or '-'}"
