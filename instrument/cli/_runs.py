@@ -9,6 +9,7 @@ run) holding ``run-<id>.wandb``. instrument's own files for it live beside wandb
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from instrument.cli._common import CommandError
 #: Seconds since its last write within which a run with no exit record counts as still being
 #: written, when no process on this machine can be seen holding its file (another host, no /proc).
 LIVE_WINDOW = 120.0
+_STAMP = re.compile(r"(?:offline-)?run-(\d{8}_\d{6})-")
 
 
 @attrs.frozen
@@ -85,8 +87,8 @@ def find_folders(paths: Iterable[str | os.PathLike[str]], environ: Mapping[str, 
         environ: Where ``WANDB_DIR`` is read.
 
     Returns:
-        The folders sorted by the timestamp in their names, then by path; the ``latest-run``
-        link is never listed (it is the same folder as another).
+        The folders (symbolic links such as ``latest-run`` resolved) sorted by the timestamp in
+        their names, then by path.
 
     Raises:
         CommandError: A path does not exist (exit status 2).
@@ -101,8 +103,8 @@ def find_folders(paths: Iterable[str | os.PathLike[str]], environ: Mapping[str, 
         files += _wandb_files(path)
     unique: dict[str, RunFolder] = {}
     for file in files:
-        if not os.path.islink(file.parent):
-            unique.setdefault(os.path.realpath(file), RunFolder(file.parent, file))
+        real = Path(os.path.realpath(file))
+        unique.setdefault(str(real), RunFolder(real.parent, real))
     return sorted(unique.values(), key=lambda f: (_stamp(f.path), str(f.path)))
 
 
@@ -114,15 +116,16 @@ def _wandb_files(path: Path) -> list[Path]:
     if own:
         return own
     for wandb_dir in (path, path / "wandb", path / ".wandb"):
-        found = sorted(wandb_dir.glob("*run-*/run-*.wandb"))
+        found = runfile.find_run_files(wandb_dir)
         if found:
             return found
     return []
 
 
 def _stamp(folder: Path) -> str:
-    parts = folder.name.split("-")
-    return parts[2] if len(parts) > 2 and folder.name.startswith("offline-") else parts[1] if len(parts) > 1 else ""
+    """The ``YYYYMMDD_HHMMSS`` in a run folder's name (``offline-run-<stamp>-<id>``), or ``""``."""
+    match = _STAMP.match(folder.name)
+    return match.group(1) if match else ""
 
 
 def resolve_run(argument: str, environ: Mapping[str, str] = os.environ) -> runfile.RunFile:
