@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     try:
         status: int = arguments.handler(arguments, environ)
     except CommandError as error:
-        print(f"instrument {arguments.command}: {error}", file=sys.stderr)
+        print(f"instrument {getattr(arguments, 'verb', arguments.command)}: {error}", file=sys.stderr)
         return error.status
     except BrokenPipeError:  # `instrument show RUN | head`
         sys.stderr.close()

@@ -42,7 +42,7 @@ def add_parser(commands: Any) -> None:
     check.add_argument("run", metavar="RUN", help="a run folder, its run-<id>.wandb file, or a run id in ./wandb")
     check.add_argument("--baseline", metavar="PATH", help="a baseline store file, or another run's gates.json")
     check.add_argument("--md", action="store_true", help="print a GitHub-flavoured Markdown report (for CI)")
-    check.set_defaults(handler=run_check)
+    check.set_defaults(handler=run_check, verb="gate check")
 
     baseline = commands.add_parser("baseline", help="manage the baseline store (set, show, promote)",
                                    description="The baseline store: .instrument/baselines/<project>/<prefix>.json.")
@@ -56,13 +56,13 @@ def add_parser(commands: Any) -> None:
             "2 when RUN is not a run, has no gates, or (promote) a suite did not pass.")
         verb.add_argument("run", metavar="RUN", help="a run folder, its run-<id>.wandb file, or a run id in ./wandb")
         verb.add_argument("--prefix", action="append", metavar="PREFIX", help="only this suite (repeatable)")
-        verb.set_defaults(handler=run_set if name == "set" else run_promote)
+        verb.set_defaults(handler=run_set if name == "set" else run_promote, verb=f"baseline {name}")
     show = baseline_commands.add_parser(
         "show", help="print the baselines in the store",
         description="Print every baseline in the store of ./.instrument (or $WANDB_DIR/.instrument). Exit status 0.")
     show.add_argument("--project", help="only this project")
     show.add_argument("--prefix", help="only this suite")
-    show.set_defaults(handler=run_show_baselines)
+    show.set_defaults(handler=run_show_baselines, verb="baseline show")
 
 
 def run_check(arguments: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
@@ -73,7 +73,7 @@ def run_check(arguments: argparse.Namespace, environ: Mapping[str, str] = os.env
     try:
         suites = _gatefiles.recheck(run.path, baseline=arguments.baseline, root=_runs.instrument_dir(run.path))
     except _gatefiles.GateFileError as error:
-        raise CommandError(str(error)) from error
+        raise CommandError(_message(error)) from error
     if not suites:
         raise CommandError(f"run {run.run_id} has no gates")
     entries = {suite.prefix: suite.to_json() for suite in suites}
@@ -103,7 +103,7 @@ def _promote(arguments: argparse.Namespace, environ: Mapping[str, str], force: b
         written = baselines.promote(run.path, prefixes=arguments.prefix, force=force,
                                     root=_runs.instrument_dir(run.path))
     except (_gatefiles.GateFileError, ValueError) as error:
-        raise CommandError(str(error)) from error
+        raise CommandError(_message(error)) from error
     for path in written:
         print(f"baseline from run {run.run_id} written to {_relative(path)}")
     return OK
@@ -130,7 +130,7 @@ def run_show_baselines(arguments: argparse.Namespace, environ: Mapping[str, str]
         try:
             store = _gatefiles.read_store(path)
         except _gatefiles.GateFileError as error:
-            print(f"instrument baseline show: {error}", file=sys.stderr)
+            print(f"instrument baseline show: {_message(error)}", file=sys.stderr)
             continue
         if not store or (arguments.project and store["project"] != arguments.project) or (
             arguments.prefix and store["prefix"] != arguments.prefix
@@ -146,6 +146,13 @@ def run_show_baselines(arguments: argparse.Namespace, environ: Mapping[str, str]
     headers = ["project", "suite", "metric", "value", "stderr", "direction", "run", "commit", "time"]
     print("\n".join(text_table(headers, rows, [False, False, False, True, True])))
     return OK
+
+
+def _message(error: Exception) -> str:
+    """The error's message without the ``instrument:`` or ``instrument.baselines.promote:`` it starts with."""
+    text = str(error)
+    head, sep, rest = text.partition(": ")
+    return rest if sep and head.startswith("instrument") and " " not in head else text
 
 
 def _relative(path: Path) -> str:
