@@ -28,7 +28,7 @@ def test_compare_lists_every_shared_metric_with_change_and_percent(cli_runs: Cli
     assert (None, None) == (nrmse["direction"], nrmse["verdict"])  # no gate, no baseline: no direction
 
 
-def test_compare_prints_a_markdown_table_and_exits_0_without_gates(cli_runs: CliRuns, capsys) -> None:
+def test_compare_prints_a_markdown_table_and_exits_0_without_gates(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """--md prints a GFM table; --fail-on-regression exits 0 when no metric has a direction."""
     status = main(["compare", cli_runs.ids["cli-b"], cli_runs.ids["cli-a"], "--md", "--fail-on-regression"],
                   cli_runs.environ)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from conftest import CliRuns
@@ -19,7 +20,7 @@ def board(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str], *argv: str) -> 
     return status, out, err
 
 
-def test_leaderboard_ranks_finished_runs_lowest_first(cli_runs: CliRuns, capsys) -> None:
+def test_leaderboard_ranks_finished_runs_lowest_first(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """min ranks cli-b (0.08), cli-c (0.10), cli-a (0.12); the killed run is left out, and stderr says so."""
     status, out, err = board(cli_runs, capsys, "--direction", "min", "--format", "json")
     rows = json.loads(out)["rows"]
@@ -30,7 +31,7 @@ def test_leaderboard_ranks_finished_runs_lowest_first(cli_runs: CliRuns, capsys)
     assert "instrument leaderboard: left out 1 run: no exit record (pass --include-incomplete to rank them)" in err
 
 
-def test_leaderboard_options_filter_add_columns_and_cut(cli_runs: CliRuns, capsys) -> None:
+def test_leaderboard_options_filter_add_columns_and_cut(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """--include-incomplete ranks the killed run; --where filters on config; --by adds columns; --top cuts."""
     _, out, _ = board(cli_runs, capsys, "--direction", "min", "--format", "json", "--include-incomplete")
     assert ["cli-killed", "cli-b", "cli-c", "cli-a"] == [r["name"] for r in json.loads(out)["rows"]]
@@ -39,7 +40,7 @@ def test_leaderboard_options_filter_add_columns_and_cut(cli_runs: CliRuns, capsy
     assert [("cli-a", {"config.lr": 0.001})] == [(r["name"], r["by"]) for r in json.loads(out)["rows"]]
 
 
-def test_leaderboard_markdown_has_the_direction_arrow(cli_runs: CliRuns, capsys) -> None:
+def test_leaderboard_markdown_has_the_direction_arrow(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """The markdown header carries ↓ for min, and each row shows the value ± its stderr."""
     _, out, _ = board(cli_runs, capsys, "--direction", "min", "--by", "config.optimizer.name")
     lines = out.splitlines()
@@ -47,7 +48,7 @@ def test_leaderboard_markdown_has_the_direction_arrow(cli_runs: CliRuns, capsys)
     assert f"| 1 | {cli_runs.ids['cli-b']} | cli-b | adam | 0.08 ± 0.004 |" == lines[2]
 
 
-def test_leaderboard_csv_is_byte_identical_on_reruns(cli_runs: CliRuns, capsys, tmp_path) -> None:
+def test_leaderboard_csv_is_byte_identical_on_reruns(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Two runs of the same csv leaderboard write the same bytes, holding the exact values."""
     outputs = []
     for attempt in range(2):
@@ -63,14 +64,14 @@ def test_leaderboard_csv_is_byte_identical_on_reruns(cli_runs: CliRuns, capsys, 
     assert f"1,{b},cli-b,cli-test,{b},pipeline,finished,0.0003,0.08,0.004" == lines[1]
 
 
-def test_leaderboard_html_is_self_contained(cli_runs: CliRuns, capsys) -> None:
+def test_leaderboard_html_is_self_contained(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """The html page has inline CSS, a row per run, and no script or remote resource at all."""
     _, out, _ = board(cli_runs, capsys, "--direction", "min", "--format", "html")
     assert "<style>" in out and out.count("<tr><td") == 3
     assert not re.search(r"<script|\b(src|href)\s*=\s*[\"']?\s*(https?:)?//", out, re.IGNORECASE)
 
 
-def test_leaderboard_needs_a_direction_when_nothing_gives_one(cli_runs: CliRuns, capsys) -> None:
+def test_leaderboard_needs_a_direction_when_nothing_gives_one(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """Without --direction and with no gate or baseline for the metric, it exits 2 saying what is missing."""
     status, out, err = board(cli_runs, capsys)
     assert (2, "") == (status, out)

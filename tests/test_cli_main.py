@@ -6,7 +6,9 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
 from conftest import ROOT
+
 from instrument.cli import main
 
 
@@ -16,7 +18,7 @@ def test_the_console_script_is_declared() -> None:
     assert "instrument.cli:console" == project["scripts"]["instrument"]
 
 
-def test_help_lists_every_command_and_bad_usage_exits_2(capsys) -> None:
+def test_help_lists_every_command_and_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     """--help exits 0 listing each command; an unknown command or a missing argument exits 2."""
     assert 0 == main(["--help"])
     listed = capsys.readouterr().out

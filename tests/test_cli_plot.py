@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from conftest import CliRuns
@@ -13,7 +14,7 @@ from instrument.cli import main
 pytestmark = pytest.mark.integration
 
 
-def test_plot_writes_a_self_contained_report_and_its_vega_lite_spec(cli_runs: CliRuns, capsys, tmp_path) -> None:
+def test_plot_writes_a_self_contained_report_and_its_vega_lite_spec(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """The report has one inline SVG per stage, the eval summary and no script or remote file; the
     Vega-Lite file beside it holds every point of each series on its stage's own step axis."""
     out = tmp_path / "report.html"
@@ -25,7 +26,7 @@ def test_plot_writes_a_self_contained_report_and_its_vega_lite_spec(cli_runs: Cl
     assert 2 == page.count("<svg")
     assert ["<h2>stage operator</h2>", "<h2>stage diffusion</h2>", "<h2>eval summary</h2>", "<h2>gates</h2>"] == \
         re.findall(r"<h2>[^<]*</h2>", page)
-    assert "<td>eval/nrmse</td><td class=\"num\">0.12</td>" in page
+    assert '<td>eval/nrmse</td><td class="num">0.12</td>' in page
     assert not re.search(r"<script|\b(src|href)\s*=\s*[\"']?\s*(https?:)?//", page, re.IGNORECASE)
     assert ["stage operator (x: operator/step)", "stage diffusion (x: diffusion/step)"] == list(stages)
     operator = {chart["encoding"]["y"]["title"]: chart for chart in stages["stage operator (x: operator/step)"]}
@@ -35,7 +36,7 @@ def test_plot_writes_a_self_contained_report_and_its_vega_lite_spec(cli_runs: Cl
     assert 0.12 * 10 == operator["operator/loss"]["data"]["values"][0]["value"]
 
 
-def test_plot_exits_2_for_what_is_not_a_run(cli_runs: CliRuns, capsys, tmp_path) -> None:
+def test_plot_exits_2_for_what_is_not_a_run(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """An unknown run id exits 2 and writes nothing."""
     status = main(["plot", "nosuchid", "--out", str(tmp_path / "r.html")], cli_runs.environ)
     assert (2, []) == (status, list(tmp_path.iterdir()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import CliRuns
@@ -18,7 +19,7 @@ def show(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str], *argv: str) -> t
     return status, out, err
 
 
-def test_show_json_describes_series_summary_tables_alerts_and_state(cli_runs: CliRuns, capsys) -> None:
+def test_show_json_describes_series_summary_tables_alerts_and_state(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """--json holds each series' step key, step range and point count, the summary, tables, alerts and state."""
     status, out, _ = show(cli_runs, capsys, cli_runs.ids["cli-b"], "--json")
     described = json.loads(out)
@@ -40,7 +41,7 @@ def test_show_json_describes_series_summary_tables_alerts_and_state(cli_runs: Cl
     )
 
 
-def test_show_text_groups_the_summary_by_prefix_and_lists_series(cli_runs: CliRuns, capsys) -> None:
+def test_show_text_groups_the_summary_by_prefix_and_lists_series(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """The text form names the run, groups summary keys under their prefix and lists each series' steps."""
     status, out, _ = show(cli_runs, capsys, str(cli_runs.folder("cli-a")))
     lines = out.splitlines()
@@ -55,7 +56,7 @@ def test_show_text_groups_the_summary_by_prefix_and_lists_series(cli_runs: CliRu
     assert "    [INFO] nrmse checked: nrmse = 0.12" in lines
 
 
-def test_show_flags_a_run_without_exit_record(cli_runs: CliRuns, capsys) -> None:
+def test_show_flags_a_run_without_exit_record(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
     """A run whose process was killed has no exit record: show says INCOMPLETE, --json complete=false."""
     _, text, _ = show(cli_runs, capsys, cli_runs.ids["cli-killed"])
     status, out, _ = show(cli_runs, capsys, cli_runs.ids["cli-killed"], "--json")
@@ -65,7 +66,7 @@ def test_show_flags_a_run_without_exit_record(cli_runs: CliRuns, capsys) -> None
     assert any(line.startswith("  state: INCOMPLETE: no exit record") for line in text.splitlines())
 
 
-def test_show_exits_2_for_what_is_not_a_run(cli_runs: CliRuns, capsys, tmp_path) -> None:
+def test_show_exits_2_for_what_is_not_a_run(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """An unknown id, an empty folder and a file that is not a .wandb log each exit 2, naming the argument."""
     garbage = tmp_path / "run-x.wandb"
     garbage.write_bytes(b"not a wandb file")

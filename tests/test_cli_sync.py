@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import filelock
@@ -74,7 +74,7 @@ def test_an_attempt_past_its_timeout_is_killed(cli_runs: CliRuns, tmp_path: Path
 
 
 @pytest.mark.integration
-def test_dry_run_lists_the_unsynced_runs(cli_runs: CliRuns, tmp_path: Path, capsys) -> None:
+def test_dry_run_lists_the_unsynced_runs(cli_runs: CliRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run lists every run without a marker (the killed one as incomplete), counts the synced
     ones, uploads nothing and exits 4 while some are left."""
     wandb_dir = copy_runs(cli_runs, tmp_path)
@@ -92,10 +92,16 @@ def test_dry_run_lists_the_unsynced_runs(cli_runs: CliRuns, tmp_path: Path, caps
 
 
 @pytest.mark.integration
-def test_a_run_still_being_written_is_skipped_and_shown_running(tmp_path: Path, capsys) -> None:
+def test_a_run_still_being_written_is_skipped_and_shown_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A run whose process is alive is skipped by sync (exit 4) and shown as running."""
-    code = "import sys, wandb\nrun = wandb.init(project='p', id='liverun1')\nrun.log({'a': 1})\nprint('up', flush=True)\n" \
-           "sys.stdin.readline()\nrun.finish()\n"
+    code = textwrap.dedent("""
+        import sys, wandb
+        run = wandb.init(project="p", id="liverun1")
+        run.log({"a": 1})
+        print("up", flush=True)
+        sys.stdin.readline()  # until the test is done
+        run.finish()
+    """)
     writer = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               env=wandb_env(tmp_path), cwd=tmp_path)
     try:
@@ -115,17 +121,33 @@ def test_a_run_still_being_written_is_skipped_and_shown_running(tmp_path: Path, 
 
 
 def test_retries_back_off_exponentially_with_jitter_and_stop_at_success(tmp_path: Path) -> None:
-    """Failed attempts are retried after backoff * 2**(n-1), jittered to [half, all]; a success ends it."""
+    """Failed attempts are retried after growing waits, each logged as one JSON line; a success ends it."""
     folder = make_folder(tmp_path)
     results = iter([_sync.Attempt("error", 0, 0.1, ("wandb: ERROR x",)), _sync.Attempt("timeout", None, 5.0),
                     _sync.Attempt("synced", 0, 0.2, (), True)])
     waits: list[float] = []
     attempts = _sync.sync_folder(folder, None, retries=5, backoff=2.0, timeout=9, environ={},
-                                 attempt=lambda *a, **k: next(results), sleep=waits.append, rng=random.Random(0))
+                                 attempt=lambda *a, **k: next(results), sleep=waits.append, jitter=high)
     logged = [json.loads(line) for line in (tmp_path / ".instrument" / "sync.jsonl").read_text().splitlines()]
     assert ["error", "timeout", "synced"] == [a.status for a in attempts]
-    assert 2 == len(waits) and 1.0 <= waits[0] <= 2.0 and 2.0 <= waits[1] <= 4.0
+    assert [2.0, 4.0] == waits
     assert [(1, 6, "error"), (2, 6, "timeout"), (3, 6, "synced")] == [(x["attempt"], x["of"], x["status"]) for x in logged]
+
+
+def low(low: float, high: float) -> float:
+    """A jitter that always picks the shortest wait."""
+    return low
+
+
+def high(low: float, high: float) -> float:
+    """A jitter that always picks the longest wait."""
+    return high
+
+
+def test_backoff_doubles_and_jitters_between_half_and_all() -> None:
+    """The wait after failure n is backoff * 2**(n-1), jittered to between half of it and all of it."""
+    assert [1.0, 2.0, 4.0] == [_sync.backoff_delay(n, 2.0, low) for n in (1, 2, 3)]
+    assert [2.0, 4.0, 8.0] == [_sync.backoff_delay(n, 2.0, high) for n in (1, 2, 3)]
 
 
 def test_a_folder_locked_by_another_sync_is_left_alone(tmp_path: Path) -> None:
@@ -170,7 +192,7 @@ def test_sync_environment_bounds_wandb_retries_unless_set() -> None:
             "WANDB__FILE_TRANSFER_RETRY_MAX": "3", "WANDB_HTTP_TIMEOUT": "30"} == env
 
 
-def test_sync_with_bad_arguments_exits_2(tmp_path: Path, capsys) -> None:
+def test_sync_with_bad_arguments_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A folder that does not exist or a negative retry count is a usage error."""
     assert 2 == main(["sync", str(tmp_path / "missing")], {})
     assert 2 == main(["sync", "--retries", "-1"], {})

@@ -9,22 +9,24 @@ import math
 import os
 import time
 
+import wandb
+
 import instrument
 from instrument import runfile
 
 
 @instrument.training_stage("operator")
-def train_operator(step, scale):
+def train_operator(step: int, scale: float) -> dict[str, float]:
     loss = scale * math.exp(-step / 10)
     return {"loss": loss, "grad_norm": 2 * loss, "lr": 1e-3 * (1 - step / 40)}
 
 
 @instrument.training_stage("diffusion")
-def train_diffusion(step, scale):
+def train_diffusion(step: int, scale: float) -> dict[str, float]:
     return {"loss": scale * 0.5 * math.exp(-step / 5)}
 
 
-def evaluate(nrmse):
+def evaluate(nrmse: float) -> dict[str, object]:
     return {
         "nrmse": nrmse,
         "nrmse_stderr": nrmse / 20,
@@ -46,8 +48,7 @@ for name, nrmse, lr, optimizer in [("cli-a", 0.12, 1e-3, "adam"), ("cli-b", 0.08
         instrument.eval_summary(prefix="eval")(evaluate)(nrmse)
     ids[name] = run.id
 
-import wandb
-
+# After the pipelines, a raw wandb run that this process never finishes.
 killed = wandb.init(project="cli-test", id="killed01", name="cli-killed", config={"lr": 1e-2},
                     settings=wandb.Settings(x_transaction_log_flush_interval=0.2))
 killed.summary["eval/nrmse"] = 0.01  # the best value of all, but the run never finished

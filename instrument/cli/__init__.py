@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from instrument.cli import _compare, _gate, _leaderboard, _plot, _replay, _show, _sync
 from instrument.cli._common import USAGE, CommandError
 
 __all__ = ["main"]
@@ -19,16 +20,6 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``instrument`` argument parser with every command."""
-    from instrument.cli import (
-        _compare,
-        _gate,
-        _leaderboard,
-        _plot,
-        _replay,
-        _show,
-        _sync,
-    )
-
     parser = argparse.ArgumentParser(
         prog="instrument",
         description="Look at, compare, rank, gate, plot and upload the wandb runs in ./wandb "

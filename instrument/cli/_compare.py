@@ -80,7 +80,7 @@ def metrics(run: runfile.RunFile) -> dict[str, float]:
     return {
         key: float(value)
         for key, value in flatten(run.summary).items()
-        if is_number(value) and key.split("/")[0] not in WANDB_KEYS and key not in steps and not key.startswith("gates/")
+        if is_number(value) and key not in steps and key.split("/")[0] not in (*WANDB_KEYS, "gates")
     }
 
 

@@ -306,7 +306,7 @@ def to_html(board: dict[str, Any]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(
-            f"<td class=\"num\">{html.escape(c)}</td>" if i in numeric else f"<td>{html.escape(c)}</td>"
+            f'<td class="num">{html.escape(c)}</td>' if i in numeric else f"<td>{html.escape(c)}</td>"
             for i, c in enumerate(cells)
         ) + "</tr>\n"
         for cells in _cells(board)
@@ -314,7 +314,7 @@ def to_html(board: dict[str, Any]) -> str:
     better = "lower" if board["direction"] == "min" else "higher"
     title = f"Leaderboard: {board['metric']}"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"<h1>{html.escape(title)}</h1>\n<p class=\"note\">{len(board['rows'])} runs, {better} is better.</p>\n"
         f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n</body>\n</html>\n"

@@ -198,7 +198,7 @@ def report(run: runfile.RunFile, svgs: dict[str, str], spec_name: str) -> str:
     title = f"run {run.run_id}" + (f" ({run.name})" if run.name else "")
     state = _show.state(run, _runs.is_live(run, _runs.open_files()))
     parts = [
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
         f"<title>{e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<h1>{e(title)}</h1>\n",
         f"<p class=\"meta\">project {e(run.project or '-')} · group {e(run.group or '-')} · job type "
         f"{e(run.job_type or '-')} · {e(state)}"
@@ -207,15 +207,15 @@ def report(run: runfile.RunFile, svgs: dict[str, str], spec_name: str) -> str:
     ]
     for section, svg in svgs.items():
         if section != "gates":
-            parts.append(f"<h2>{e(section)}</h2>\n<div class=\"chart\">{svg}</div>\n")
+            parts.append(f'<h2>{e(section)}</h2>\n<div class="chart">{svg}</div>\n')
     summary = eval_summary(run)
     parts.append("<h2>eval summary</h2>\n")
     if summary:
-        rows = "".join(f"<tr><td>{e(k)}</td><td class=\"num\">{e(number(v))}</td></tr>\n"
+        rows = "".join(f'<tr><td>{e(k)}</td><td class="num">{e(number(v))}</td></tr>\n'
                        for k, v in sorted(summary.items()))
         parts.append(f"<table>\n<thead><tr><th>key</th><th>value</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n")
     else:
-        parts.append("<p class=\"meta\">no summary values</p>\n")
+        parts.append('<p class="meta">no summary values</p>\n')
     parts.append("<h2>gates</h2>\n")
     sidecar = _verdicts.read_sidecar(run)
     if sidecar and sidecar.get("suites"):

@@ -149,7 +149,8 @@ def render(description: dict[str, Any]) -> str:
     if len(d["segments"]) > 1:
         where = os.path.realpath(d["path"])
         position = d["segments"].index(where) + 1 if where in d["segments"] else "?"
-        lines.append(f"  resumed: this file is {position} of {len(d['segments'])} for this run id (each is synced on its own)")
+        lines.append(f"  resumed: this file is {position} of {len(d['segments'])} for this run id "
+                     "(each is synced on its own)")
     lines.append(
         f"  project: {d['project'] or '-'}  group: {d['group'] or '-'}  job type: {d['job_type'] or '-'}"
         f"  tags: {', '.join(d['tags']) or '-'}"

@@ -12,7 +12,7 @@ still being written are skipped.
 from __future__ import annotations
 
 import argparse
-import datetime
+import datetime as dt
 import json
 import os
 import random
@@ -209,7 +209,7 @@ def sync_folder(
     environ: Mapping[str, str] = os.environ,
     attempt: Callable[..., Attempt] | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
+    jitter: Callable[[float, float], float] = random.uniform,
 ) -> list[Attempt]:
     """Sync one run folder: up to ``1 + retries`` attempts, under the folder's lock.
 
@@ -224,14 +224,13 @@ def sync_folder(
         environ: The environment ``wandb sync`` runs with (wandb's knobs added when unset).
         attempt: Runs one attempt (default :func:`sync_once`); tests pass their own.
         sleep: Waits between attempts.
-        rng: The jitter's random numbers.
+        jitter: Picks a wait between its two bounds (default: uniformly at random).
 
     Returns:
         The attempts in order, each also appended to ``<root>/.instrument/sync.jsonl``; empty
         when another process holds the folder's lock (nothing was tried).
     """
     attempt = attempt or sync_once
-    rng = rng or random.Random()
     lock = filelock.FileLock(str(folder.path / LOCK_NAME), timeout=0)
     try:
         lock.acquire()
@@ -252,7 +251,7 @@ def sync_folder(
                 break
             reason = result.errors[0] if result.errors else result.status
             if number < total:
-                delay = backoff_delay(number, backoff, rng)
+                delay = backoff_delay(number, backoff, jitter)
                 print(f"{_name(folder)}: attempt {number} of {total} failed ({result.status}: {reason}); "
                       f"retrying in {delay:.1f} s")
                 sleep(delay)
@@ -264,11 +263,11 @@ def sync_folder(
     return attempts
 
 
-def backoff_delay(attempt: int, backoff: float, rng: random.Random) -> float:
+def backoff_delay(attempt: int, backoff: float, jitter: Callable[[float, float], float] = random.uniform) -> float:
     """Return the wait after failed attempt number *attempt* (1-based): ``backoff * 2**(attempt-1)``,
     jittered uniformly to between half of it and all of it, so that many syncs do not retry in step."""
     delay = backoff * 2 ** (attempt - 1)
-    return rng.uniform(delay / 2, delay)
+    return jitter(delay / 2, delay)
 
 
 def sync_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -356,7 +355,7 @@ def log_attempt(folder: _runs.RunFolder, number: int, total: int, attempt: Attem
     path = folder.root.resolve() / ".instrument" / LOG_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({
-        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "run_id": folder.run_id, "folder": str(folder.path.resolve()), "attempt": number, "of": total,
         "status": attempt.status, "synced": attempt.synced, "returncode": attempt.returncode,
         "seconds": attempt.seconds, "marker": attempt.marker, "verified": attempt.verified,
