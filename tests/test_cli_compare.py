@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CliRuns
+from helpers import CliRuns
 
 from instrument import runfile
 from instrument.cli import _compare, main

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import CliRuns
+from helpers import CliRuns
 
 from instrument.cli import main
 

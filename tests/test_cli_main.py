@@ -7,7 +7,7 @@ import sys
 import tomllib
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from instrument.cli import main
 

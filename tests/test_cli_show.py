@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CliRuns
+from helpers import CliRuns
 
 from instrument.cli import main
 

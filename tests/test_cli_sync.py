@@ -12,7 +12,7 @@ from pathlib import Path
 
 import filelock
 import pytest
-from conftest import CliRuns, wandb_env
+from helpers import CliRuns, wandb_env
 
 from instrument.cli import _runs, _sync, main
 

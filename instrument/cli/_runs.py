@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from instrument import runfile
+from instrument import _env, runfile
 from instrument.cli._common import CommandError
 
 #: Seconds since its last write within which a run with no exit record counts as still being
@@ -73,7 +73,7 @@ def instrument_dir(run_path: Path) -> Path:
 
 def default_wandb_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """Return the folder where wandb puts runs: ``<WANDB_DIR or .>/wandb`` (``.wandb`` if that exists)."""
-    root = Path(environ.get("WANDB_DIR") or ".")
+    root = Path(environ.get(_env.WANDB_DIR) or ".")
     hidden = root / ".wandb"
     return hidden if hidden.is_dir() else root / "wandb"
 

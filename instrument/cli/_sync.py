@@ -29,19 +29,18 @@ from typing import Any
 import attrs
 import filelock
 
-from instrument import runfile
+from instrument import _env, runfile
 from instrument.cli import _runs
 from instrument.cli._common import NOT_SYNCED, OK
 
 #: wandb's retry and timeout knobs, with the values a sync attempt gets unless the environment
 #: sets them: GraphQL calls and file-stream and file-upload requests are retried at most 3 times,
-#: and one GraphQL request waits at most 30 s. wandb reads ``WANDB__X`` as its setting ``x_x``
-#: and ``WANDB_HTTP_TIMEOUT`` as ``x_graphql_timeout_seconds``.
+#: and one GraphQL request waits at most 30 s.
 WANDB_KNOBS = {
-    "WANDB__GRAPHQL_RETRY_MAX": "3",
-    "WANDB__FILE_STREAM_RETRY_MAX": "3",
-    "WANDB__FILE_TRANSFER_RETRY_MAX": "3",
-    "WANDB_HTTP_TIMEOUT": "30",
+    _env.WANDB_GRAPHQL_RETRY_MAX: "3",
+    _env.WANDB_FILE_STREAM_RETRY_MAX: "3",
+    _env.WANDB_FILE_TRANSFER_RETRY_MAX: "3",
+    _env.WANDB_HTTP_TIMEOUT: "30",
 }
 #: The lock file ``instrument sync`` holds in a run folder while it syncs it.
 LOCK_NAME = "instrument-sync.lock"
@@ -275,8 +274,8 @@ def sync_environment(environ: Mapping[str, str]) -> dict[str, str]:
     env = dict(environ)
     for name, value in WANDB_KNOBS.items():
         env.setdefault(name, value)
-    env.pop("WANDB_SILENT", None)  # its errors are how we learn that it failed
-    env.pop("WANDB_MODE", None)  # an inherited "offline" must not stop the upload
+    env.pop(_env.WANDB_SILENT, None)  # its errors are how we learn that it failed
+    env.pop(_env.WANDB_MODE, None)  # an inherited "offline" must not stop the upload
     return env
 
 
@@ -359,7 +358,7 @@ def log_attempt(folder: _runs.RunFolder, number: int, total: int, attempt: Attem
         "run_id": folder.run_id, "folder": str(folder.path.resolve()), "attempt": number, "of": total,
         "status": attempt.status, "synced": attempt.synced, "returncode": attempt.returncode,
         "seconds": attempt.seconds, "marker": attempt.marker, "verified": attempt.verified,
-        "errors": list(attempt.errors), "base_url": environ.get("WANDB_BASE_URL"),
+        "errors": list(attempt.errors), "base_url": environ.get(_env.WANDB_BASE_URL),
     }, allow_nan=False)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
