@@ -187,7 +187,7 @@ def resolve_mode(explicit: str | None, environ: Mapping[str, str] = os.environ) 
 def unknown_mode_message(value: str) -> str:
     """Return the message for a ``WANDB_MODE`` *value* that is not a wandb mode."""
     return (f"instrument: {WANDB_MODE}={value!r} is not a wandb mode (expected one of {_accepted()}); runs are "
-            "written offline instead, to be uploaded with `wandb sync`")
+            "written offline instead, to be uploaded with `instrument sync`")
 
 
 def wandb_mode(environ: Mapping[str, str] = os.environ) -> str | None:

@@ -245,7 +245,7 @@ def _cells(board: dict[str, Any]) -> list[list[str]]:
     cells = []
     for row in board["rows"]:
         value = number(row["value"]) + ("" if row["stderr"] is None else f" ± {number(row['stderr'])}")
-        name = row["name"] + (" (incomplete)" if row["state"] == "incomplete" else "")
+        name = (row["name"] or "-") + (" (incomplete)" if row["state"] == "incomplete" else "")
         cells.append([str(row["rank"]), row["run_id"], name, *(number(row["by"][c]) for c in board["by"]), value])
     return cells
 
