@@ -82,12 +82,12 @@ def run_check(arguments: argparse.Namespace, environ: Mapping[str, str] = os.env
     status = FAILED if failed else NO_BASELINE if missing else OK
     verdict = "❌ failed" if failed else "⚠️ no baseline" if missing else _MARKS.get(
         "warn" if any(s.status == "warn" for s in suites) else "pass", "")
-    source = f"baseline {arguments.baseline}" if arguments.baseline else "the baseline store"
+    source = f"the baseline in {arguments.baseline}" if arguments.baseline else "the baselines its evals declared"
     if arguments.md:
         lines = [f"### Gates of run {run.run_id}{f' ({run.name})' if run.name else ''}: {verdict}", "",
-                 f"Re-checked offline against {source}.", "", *_verdicts.markdown(entries)]
+                 f"Re-checked offline against {source}, as they are now.", "", *_verdicts.markdown(entries)]
     else:
-        lines = [f"run {run.run_id}: {verdict.split(' ', 1)[1]} (against {source})",
+        lines = [f"run {run.run_id}: {verdict.split(' ', 1)[1]} (re-checked against {source}, as they are now)",
                  *text_table(_verdicts.HEADERS, _verdicts.verdict_rows(entries), _verdicts.RIGHT)]
     if missing:
         lines += ["", f"No baseline for {', '.join(missing)}: set one with `instrument baseline set RUN`."]

@@ -160,7 +160,7 @@ def render(description: dict[str, Any]) -> str:
     config = flatten(d["config"])
     lines.append("  config:" + ("" if config else " -"))
     lines += [f"    {key} = {number(value)}" for key, value in sorted(config.items())]
-    lines += _summary_lines(d["summary"])
+    lines += _summary_lines(d["summary"], gated=d["gates"] is not None)
     lines.append("  series:" + ("" if d["series"] else " -"))
     if d["series"]:
         rows = [
@@ -177,7 +177,9 @@ def render(description: dict[str, Any]) -> str:
         lines.append("  media:")
         lines += [f"    {m['key']}: {m['type']} ({m['where']})" for m in d["media"]]
     lines.append("  alerts:" + ("" if d["alerts"] else " -"))
-    lines += [f"    [{a['level'] or 'INFO'}] {a['title']}: {a['text']}" for a in d["alerts"]]
+    for alert in d["alerts"]:
+        first, *rest = f"[{alert['level'] or 'INFO'}] {alert['title']}: {alert['text']}".splitlines() or [""]
+        lines += [f"    {first}", *(f"      {line}" for line in rest)]
     lines += _verdicts.render(d["gates"])
     return "\n".join(lines) + "\n"
 
@@ -199,9 +201,13 @@ def _sync_text(d: dict[str, Any]) -> str:
     return f"no: instrument sync {_relative(str(Path(d['path']).parent))}"
 
 
-def _summary_lines(summary: dict[str, Any]) -> list[str]:
-    """Summary keys grouped by their first path segment (``eval/nrmse`` under ``eval``)."""
+def _summary_lines(summary: dict[str, Any], gated: bool) -> list[str]:
+    """Summary keys grouped by their first path segment (``eval/nrmse`` under ``eval``); when the run
+    has a gates sidecar, the gates' own keys (``gates/...``) are counted here and shown as verdicts."""
     flat = {k: v for k, v in flatten(summary).items() if not _is_media(v)}
+    verdict_keys = [k for k in flat if k.startswith("gates/")] if gated else []
+    for key in verdict_keys:
+        del flat[key]
     if not flat:
         return ["  summary: -"]
     groups: dict[str, list[tuple[str, Any]]] = {}
@@ -215,6 +221,8 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"    {prefix}/")
             indent = "      "
         lines += [indent + line for line in text_table(["", ""], [[k, number(v)] for k, v in items])[1:]]
+    if verdict_keys:
+        lines.append(f"    gates/  ({len(verdict_keys)} keys: the verdicts below)")
     return lines
 
 
