@@ -8,15 +8,17 @@ in docs/wandb-behaviour.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from instrument import _env
+from instrument._backends import wandb_sharing
 from instrument._backends.base import BackendRun, RunSpec
 from instrument._media import is_image_batch, pictures
 from instrument._values import Histogram, Image, Table
@@ -28,6 +30,10 @@ FLUSH_INTERVAL_SECONDS = 1.0
 #: Run ids started by this library in this process, so an active ``wandb.run`` of ours is never
 #: mistaken for a framework's run.
 _OURS: set[str] = set()
+
+#: The runs other code started that instrument writes into, by id: one per run, so the points
+#: waiting for that run's owner to write rows are kept across sessions.
+_GUESTS: dict[str, WandbRun] = {}
 
 
 def to_wandb(value: Any) -> Any:
@@ -70,16 +76,33 @@ def _files_of(source: Path, shown: str) -> list[Path]:
 
 
 class WandbRun:
-    """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol."""
+    """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol.
+
+    *owned*: instrument started it (else it is a guest in a run other code started: it never
+    finishes it, never moves its step and keeps its owner's config values; see
+    :mod:`instrument._backends.wandb_sharing`).
+    """
 
     def __init__(self, run: Any, *, owned: bool) -> None:
         self.run = run
         self.id: str = run.id
         self.owned = owned
+        self.shared = wandb_sharing.SharedRun(run, owned=owned)
         self._at_end: dict[Path, Path] = {}  # copy in the files folder -> its source ("end" policy)
 
+    @property
+    def native(self) -> Any:
+        """The ``wandb.Run``."""
+        return self.run
+
+    def watch(self, settle: Callable[[float], object], finished: Callable[[str | None], None]) -> None:
+        self.shared.settle = settle
+        self.shared.finished_elsewhere = finished
+
     def log(self, row: dict[str, Any]) -> None:
-        self.run.log(to_wandb(row))
+        """Append one history row: committed in instrument's run, shared with the owner's rows
+        in a run whose step belongs to other code (:class:`~instrument._backends.wandb_sharing.Rows`)."""
+        self.shared.rows.write(to_wandb(row))
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
         kwargs: dict[str, Any] = {}
@@ -90,10 +113,17 @@ class WandbRun:
         self.run.define_metric(name, **kwargs)
 
     def update_summary(self, values: dict[str, Any]) -> None:
+        self.shared.before_summary(values)
         self.run.summary.update(to_wandb(values))
+        self.shared.wrote_summary(values)
 
     def update_config(self, values: dict[str, Any]) -> None:
-        self.run.config.update(values, allow_val_change=True)
+        """Write *values* into ``run.config``; in a run other code started, a key whose value that
+        code set keeps its value (one warning per key, naming both values)."""
+        if not self.owned:
+            values = self.shared.config_to_write(values)
+        if values:
+            self.run.config.update(values, allow_val_change=True)
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
         """Save the file (every file of a folder, every match of a glob) at *path* under
@@ -139,11 +169,15 @@ class WandbRun:
         self.run.alert(title=title, text=text, level=level)
 
     def finish(self, exit_code: int) -> None:
+        """Finish instrument's run with *exit_code*; in a guest run only write the points still
+        waiting for the owner's rows (the owner finishes its run)."""
         for target, source in self._at_end.items():
             if source.is_file():  # the final contents; a source deleted meanwhile keeps the first copy
                 _copy(source, target)
+        self.shared.close()
         if self.owned:
-            self.run.finish(exit_code=exit_code)
+            with self.shared.finishing():
+                self.run.finish(exit_code=exit_code)
 
     def location(self) -> str:
         return str(getattr(self.run.settings, "sync_dir", "") or self.run.dir)
@@ -164,7 +198,9 @@ class WandbBackend:
 
     def start(self, spec: RunSpec) -> BackendRun:
         """Start a run with ``wandb.init`` (``reinit="create_new"``, so a second pipeline in one
-        process is a second run; wandb's default returns the previous run and drops the new id).
+        process is a second run; wandb's default returns the previous run and drops the new id),
+        and make it ``wandb.run`` unless a run other code started is (native wandb calls then
+        land in it; :func:`~instrument._backends.wandb_sharing.make_global`).
 
         The transaction log is flushed every second (a SIGKILLed process loses about a second of
         points, not wandb's default 15 s) and wandb's ``finish_timeout`` is
@@ -180,8 +216,9 @@ class WandbBackend:
             finish_timeout=_env.exit_timeout(),  # wandb gives up uploading at the end after this
             silent=True,
         )
+        init = wandb_sharing.original_init()  # wandb's own, not the guard that waits for this very run
         with _wandb_mode_env(spec.mode):
-            run = wandb.init(
+            run = init(
                 id=spec.id,
                 project=spec.project,
                 entity=spec.entity,
@@ -190,12 +227,14 @@ class WandbBackend:
                 job_type=spec.job_type,
                 tags=list(spec.tags) or None,
                 config=dict(spec.config) or None,
-                mode=spec.mode,  # type: ignore[arg-type]
+                mode=spec.mode,
                 reinit="create_new",
-                resume=spec.resume,  # type: ignore[arg-type]
+                resume=spec.resume,
                 settings=settings,
             )
         _OURS.add(run.id)
+        started = WandbRun(run, owned=True)
+        wandb_sharing.make_global(started.shared)
         if spec.announce:
             where = run.settings.sync_dir
             print(
@@ -203,7 +242,14 @@ class WandbBackend:
                 f"{where}; upload it with `instrument sync {where}`",
                 file=sys.stderr,
             )
-        return WandbRun(run, owned=True)
+        return started
+
+    def expect(self, spec: RunSpec) -> Callable[[], None]:
+        """Note that *spec* is being started on a dispatcher thread: a ``wandb.init`` that other
+        code calls meanwhile waits for it and gets it, instead of starting a second run. Return
+        what ends the wait (the session calls it once the start is over)."""
+        wandb_sharing.expect(spec.id)
+        return functools.partial(wandb_sharing.started, spec.id)
 
     def adopt(self) -> BackendRun | None:
         """Return the active ``wandb.run`` that someone else started (a framework), or None.
@@ -212,9 +258,12 @@ class WandbBackend:
         """
         wandb = sys.modules.get("wandb")
         run = getattr(wandb, "run", None) if wandb is not None else None
-        if run is None or run.id in _OURS:
+        if run is None or run.id in _OURS or getattr(run, "disabled", False):
             return None
-        return WandbRun(run, owned=False)
+        guest = _GUESTS.get(run.id)
+        if guest is None or guest.run is not run:
+            guest = _GUESTS[run.id] = WandbRun(run, owned=False)
+        return guest
 
 
 @contextlib.contextmanager
