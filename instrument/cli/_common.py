@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 #: Exit statuses shared by the commands.
@@ -25,6 +27,30 @@ class CommandError(Exception):
     def __init__(self, message: str, status: int = USAGE) -> None:
         super().__init__(message)
         self.status = status
+
+
+#: The help of every RUN argument.
+RUN_HELP = "a run folder, its run-<id>.wandb file, or a run id in ./wandb"
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """Return an argparse type that reads an int of at least *minimum* (a usage error otherwise)."""
+
+    def read(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return read
+
+
+def relative(path: str | os.PathLike[str]) -> str:
+    """Return *path* relative to the working directory, for printing (as given on another drive)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return os.fspath(path)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

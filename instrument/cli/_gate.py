@@ -11,18 +11,10 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from instrument.cli import _runs, _verdicts
-from instrument.cli._common import (
-    FAILED,
-    NO_BASELINE,
-    OK,
-    CommandError,
-    number,
-    text_table,
-)
+from instrument.cli._common import FAILED, NO_BASELINE, OK, RUN_HELP, CommandError, number, relative, text_table
 
 _MARKS = {"pass": "✅ passed", "fail": "❌ failed", "warn": "⚠️ passed with warnings"}
 
@@ -39,7 +31,7 @@ def add_parser(commands: Any) -> None:
         "1 a fail-severity gate failed, 2 bad arguments or not a run (or a run without gates), 3 no baseline "
         "for a regression gate.",
     )
-    check.add_argument("run", metavar="RUN", help="a run folder, its run-<id>.wandb file, or a run id in ./wandb")
+    check.add_argument("run", metavar="RUN", help=RUN_HELP)
     check.add_argument("--baseline", metavar="PATH", help="a baseline store file, or another run's gates.json")
     check.add_argument("--md", action="store_true", help="print a GitHub-flavoured Markdown report (for CI)")
     check.set_defaults(handler=run_check, verb="gate check")
@@ -54,7 +46,7 @@ def add_parser(commands: Any) -> None:
         verb = baseline_commands.add_parser(
             name, help=text, description=f"{text[0].upper()}{text[1:]} (every suite, or --prefix). Exit status 0; "
             "2 when RUN is not a run, has no gates, or (promote) a suite did not pass.")
-        verb.add_argument("run", metavar="RUN", help="a run folder, its run-<id>.wandb file, or a run id in ./wandb")
+        verb.add_argument("run", metavar="RUN", help=RUN_HELP)
         verb.add_argument("--prefix", action="append", metavar="PREFIX", help="only this suite (repeatable)")
         verb.set_defaults(handler=run_set if name == "set" else run_promote, verb=f"baseline {name}")
     show = baseline_commands.add_parser(
@@ -105,7 +97,7 @@ def _promote(arguments: argparse.Namespace, environ: Mapping[str, str], force: b
     except (_gatefiles.GateFileError, ValueError) as error:
         raise CommandError(_message(error)) from error
     for path in written:
-        print(f"baseline from run {run.run_id} written to {_relative(path)}")
+        print(f"baseline from run {run.run_id} written to {relative(path)}")
     return OK
 
 
@@ -141,7 +133,7 @@ def run_show_baselines(arguments: argparse.Namespace, environ: Mapping[str, str]
                          number(_verdicts.decode(entry.get("stderr"))), entry.get("direction") or "-",
                          entry.get("run_id") or "-", (entry.get("git_commit") or "-")[:12], entry.get("time") or "-"])
     if not rows:
-        print(f"no baselines in {_relative(folder)}")
+        print(f"no baselines in {relative(folder)}")
         return OK
     headers = ["project", "suite", "metric", "value", "stderr", "direction", "run", "commit", "time"]
     print("\n".join(text_table(headers, rows, [False, False, False, True, True])))
@@ -154,10 +146,4 @@ def _message(error: Exception) -> str:
     head, sep, rest = text.partition(": ")
     return rest if sep and head.startswith("instrument") and " " not in head else text
 
-
-def _relative(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 

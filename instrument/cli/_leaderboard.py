@@ -16,15 +16,7 @@ from typing import Any
 
 from instrument import runfile
 from instrument.cli import _runs, _verdicts
-from instrument.cli._common import (
-    OK,
-    CommandError,
-    as_number,
-    dumps,
-    flatten,
-    markdown_table,
-    number,
-)
+from instrument.cli._common import OK, CommandError, as_number, at_least, dumps, flatten, markdown_table, number
 
 ARROWS = {"min": "↓", "max": "↑"}
 _METADATA = ("run_id", "name", "project", "group", "job_type", "state")
@@ -51,7 +43,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                         help="keep runs where KEY (config.X, summary.X, project, group, job_type, name, tag) "
                         "equals VALUE (repeatable; all must hold)")
-    parser.add_argument("--top", type=_positive_int, metavar="N", help="keep the first N rows")
+    parser.add_argument("--top", type=at_least(1), metavar="N", help="keep the first N rows")
     parser.add_argument("--include-incomplete", action="store_true",
                         help="also rank runs with no exit record (killed or still running)")
     parser.add_argument("--format", choices=("md", "csv", "json", "html"), default="md",
@@ -59,12 +51,6 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
     parser.set_defaults(handler=run_leaderboard)
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run_leaderboard(arguments: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:

@@ -19,14 +19,7 @@ from typing import Any
 
 from instrument import runfile
 from instrument.cli import _runs, _show, _verdicts
-from instrument.cli._common import (
-    OK,
-    WANDB_KEYS,
-    CommandError,
-    flatten,
-    is_number,
-    number,
-)
+from instrument.cli._common import OK, RUN_HELP, WANDB_KEYS, CommandError, flatten, is_number, number
 
 #: The Vega-Lite version the specifications are written for and rendered with.
 VEGA_LITE = "5.21"
@@ -47,7 +40,7 @@ def add_parser(commands: Any) -> None:
         "specification goes beside the report (FILE with .vl.json). Needs the plot extra "
         "(pip install 'instrument[plot]'). Exit status 0; 2 when RUN is not a run.",
     )
-    parser.add_argument("run", metavar="RUN", help="a run folder, its run-<id>.wandb file, or a run id in ./wandb")
+    parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     parser.add_argument("--out", required=True, metavar="FILE", help="the report to write, e.g. report.html")
     parser.set_defaults(handler=run_plot)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from instrument import runfile
 from instrument.cli import _runs, _verdicts
-from instrument.cli._common import OK, WANDB_KEYS, dumps, flatten, number, text_table
+from instrument.cli._common import OK, RUN_HELP, WANDB_KEYS, dumps, flatten, number, relative, text_table
 
 
 def add_parser(commands: Any) -> None:
@@ -22,7 +22,7 @@ def add_parser(commands: Any) -> None:
         "with its step range and point count, tables, alerts, gate verdicts, whether it finished and whether "
         "it was synced. Exit status 0, or 2 when RUN is not a run.",
     )
-    parser.add_argument("run", metavar="RUN", help="a run folder, its run-<id>.wandb file, or a run id in ./wandb")
+    parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
     parser.set_defaults(handler=run_show)
 
@@ -145,7 +145,7 @@ def render(description: dict[str, Any]) -> str:
     """Return the terminal text for a :func:`describe` result, ending with a newline."""
     d = description
     lines = [f"run {d['run_id']}" + (f" ({d['name']})" if d["name"] else "")]
-    lines.append(f"  file: {_relative(d['path'])}")
+    lines.append(f"  file: {relative(d['path'])}")
     if len(d["segments"]) > 1:
         where = os.path.realpath(d["path"])
         position = d["segments"].index(where) + 1 if where in d["segments"] else "?"
@@ -198,7 +198,7 @@ def _sync_text(d: dict[str, Any]) -> str:
         return "yes (wandb sync wrote its marker)"
     if not d["offline"]:
         return "online run (streamed while it ran)"
-    return f"no: instrument sync {_relative(str(Path(d['path']).parent))}"
+    return f"no: instrument sync {relative(str(Path(d['path']).parent))}"
 
 
 def _summary_lines(summary: dict[str, Any], gated: bool) -> list[str]:
@@ -225,9 +225,3 @@ def _summary_lines(summary: dict[str, Any], gated: bool) -> list[str]:
         lines.append(f"    gates/  ({len(verdict_keys)} keys: the verdicts below)")
     return lines
 
-
-def _relative(path: str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive
-        return path

@@ -31,7 +31,7 @@ import filelock
 
 from instrument import _env, runfile
 from instrument.cli import _runs
-from instrument.cli._common import NOT_SYNCED, OK
+from instrument.cli._common import NOT_SYNCED, OK, at_least, relative
 
 #: wandb's retry and timeout knobs, with the values a sync attempt gets unless the environment
 #: sets them: GraphQL calls and file-stream and file-upload requests are retried at most 3 times,
@@ -64,7 +64,7 @@ def add_parser(commands: Any) -> None:
         "2 for bad arguments.",
     )
     parser.add_argument("dirs", nargs="*", metavar="DIR", help="wandb folders, their parent folders, or run folders")
-    parser.add_argument("--retries", type=_count, default=3, metavar="N",
+    parser.add_argument("--retries", type=at_least(0), default=3, metavar="N",
                         help="attempts after the first one for a run (default 3)")
     parser.add_argument("--backoff", type=_seconds, default=5.0, metavar="S",
                         help="seconds before the first retry, doubling for each next one, with jitter (default 5)")
@@ -76,12 +76,6 @@ def add_parser(commands: Any) -> None:
                         "history; count the run as synced only if it does")
     parser.set_defaults(handler=run_sync)
 
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -187,14 +181,8 @@ def run_sync(arguments: argparse.Namespace, environ: Mapping[str, str] = os.envi
 
 
 def _name(folder: _runs.RunFolder) -> str:
-    return f"run {folder.run_id} ({_relative(folder.path)})"
+    return f"run {folder.run_id} ({relative(folder.path)})"
 
-
-def _relative(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 
 
 def sync_folder(
