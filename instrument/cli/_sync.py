@@ -184,7 +184,6 @@ def _name(folder: _runs.RunFolder) -> str:
     return f"run {folder.run_id} ({relative(folder.path)})"
 
 
-
 def sync_folder(
     folder: _runs.RunFolder,
     run: runfile.RunFile | None,
