@@ -50,7 +50,7 @@ def test_sync_against_a_closed_port_exits_4_and_leaves_no_marker(cli_runs: CliRu
     wandb_dir = copy_runs(cli_runs, tmp_path, "cli-a")
     env = unreachable_env(tmp_path, WANDB__GRAPHQL_RETRY_MAX="1")
     result = subprocess.run(
-        [sys.executable, "-m", "instrument.cli", "sync", str(wandb_dir), "--retries", "1", "--backoff", "0.2"],
+        [sys.executable, "-m", "instrument", "sync", str(wandb_dir), "--retries", "1", "--backoff", "0.2"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
     )
     lines = [json.loads(line) for line in (tmp_path / ".instrument" / "sync.jsonl").read_text().splitlines()]

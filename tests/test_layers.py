@@ -29,7 +29,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "api": frozenset({"_imperative"}),
     "decorators": frozenset({"_stages", "_pipeline", "_runtime"}),
     "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "runfile"}),
-    "cli": frozenset({"cli", "cli.__main__", "cli._common", "cli._runs", "cli._verdicts", "cli._show", "cli._compare",
+    "cli": frozenset({"cli", "cli._common", "cli._runs", "cli._verdicts", "cli._show", "cli._compare",
                       "cli._gate", "cli._leaderboard", "cli._plot", "cli._sync", "cli._replay"}),
 }
 

@@ -1,5 +1,0 @@
-"""``python -m instrument.cli``: the ``instrument`` command."""
-
-from instrument.cli import console
-
-console()
