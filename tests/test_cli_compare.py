@@ -25,16 +25,19 @@ def test_compare_lists_every_shared_metric_with_change_and_percent(cli_runs: Cli
     assert (0.12, 0.08) == (nrmse["a"], nrmse["b"])
     assert pytest.approx(-0.04) == nrmse["delta"]
     assert pytest.approx(-100 / 3) == nrmse["delta_pct"]
-    assert (None, None) == (nrmse["direction"], nrmse["verdict"])  # no gate, no baseline: no direction
+    assert ("min", "better") == (nrmse["direction"], nrmse["verdict"])  # from the runs' gates
+    assert (None, None) == (rows[1]["direction"], rows[1]["verdict"])  # eval/mse: no gate, no direction
 
 
-def test_compare_prints_a_markdown_table_and_exits_0_without_gates(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
-    """--md prints a GFM table; --fail-on-regression exits 0 when no metric has a direction."""
-    status = main(["compare", cli_runs.ids["cli-b"], cli_runs.ids["cli-a"], "--md", "--fail-on-regression"],
-                  cli_runs.environ)
+def test_compare_fails_on_a_gated_regression(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
+    """--md prints a GFM table; --fail-on-regression exits 1 when a gated metric got worse beyond
+    its regression tolerance (0.08 -> 0.12), and 0 the other way round."""
+    b, a = cli_runs.ids["cli-b"], cli_runs.ids["cli-a"]
+    status = main(["compare", b, a, "--md", "--fail-on-regression"], cli_runs.environ)
     lines = capsys.readouterr().out.splitlines()
-    assert 0 == status
-    assert f"| metric | A {cli_runs.ids['cli-b']} | B {cli_runs.ids['cli-a']} | change | change % | better | verdict |" \
-        == lines[2]
+    assert 1 == status
+    assert f"| metric | A {b} | B {a} | change | change % | better | verdict |" == lines[2]
     assert "|---|---:|---:|---:|---:|---|---|" == lines[3]
-    assert "| eval/nrmse | 0.08 | 0.12 | +0.04 | +50% | - | - |" in lines
+    assert "| eval/nrmse | 0.08 | 0.12 | +0.04 | +50% | lower ↓ | worse |" in lines
+    assert "worse in B: eval/nrmse" == lines[-1]
+    assert 0 == main(["compare", a, b, "--fail-on-regression"], cli_runs.environ)

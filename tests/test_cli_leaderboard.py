@@ -71,8 +71,11 @@ def test_leaderboard_html_is_self_contained(cli_runs: CliRuns, capsys: pytest.Ca
     assert not re.search(r"<script|\b(src|href)\s*=\s*[\"']?\s*(https?:)?//", out, re.IGNORECASE)
 
 
-def test_leaderboard_needs_a_direction_when_nothing_gives_one(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
-    """Without --direction and with no gate or baseline for the metric, it exits 2 saying what is missing."""
-    status, out, err = board(cli_runs, capsys)
+def test_leaderboard_takes_the_direction_from_the_gates(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --direction a gated metric ranks in its gates' direction; an ungated one is a usage error."""
+    _, out, _ = board(cli_runs, capsys, "--format", "json")
+    assert ("min", ["cli-b", "cli-c", "cli-a"]) == (json.loads(out)["direction"], [r["name"] for r in json.loads(out)["rows"]])
+    status = main(["leaderboard", str(cli_runs.root), "--metric", "eval/mse"], cli_runs.environ)
+    out, err = capsys.readouterr()
     assert (2, "") == (status, out)
-    assert "--direction min|max is needed" in err
+    assert "--direction min|max is needed: no gate or baseline of these runs gives one for eval/mse" in err

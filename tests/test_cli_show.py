@@ -33,11 +33,17 @@ def test_show_json_describes_series_summary_tables_alerts_and_state(cli_runs: Cl
     assert ("cli-b", "cli-test", "pipeline") == (described["name"], described["project"], described["job_type"])
     assert {"lr": 3e-4, "optimizer": {"name": "adam"}} == described["config"]
     assert (0.08, 0.004) == (described["summary"]["eval/nrmse"], described["summary"]["eval/nrmse_stderr"])
-    assert [{"key": "eval/per_sample", "type": "table-file", "where": "summary", "rows": 2, "columns": 2,
-             "file": described["tables"][0]["file"]}] == described["tables"]
+    assert [{"key": "eval/per_sample", "type": "table-file", "where": "summary", "rows": 2, "columns": 2},
+            {"key": "gates/eval/table", "type": "table-file", "where": "summary", "rows": 2, "columns": 11}] == [
+        {k: v for k, v in t.items() if k != "file"} for t in described["tables"]
+    ]
     assert [{"title": "nrmse checked", "text": "nrmse = 0.08", "level": "INFO"}] == described["alerts"]
-    assert ("finished", 0, True, False, None) == (
-        described["state"], described["exit_code"], described["complete"], described["synced"], described["gates"]
+    assert ("finished", 0, True, False) == (
+        described["state"], described["exit_code"], described["complete"], described["synced"]
+    )
+    assert ("pass", ["pass", "no_baseline"]) == (
+        described["gates"]["suites"]["eval"]["status"],
+        [v["status"] for v in described["gates"]["suites"]["eval"]["verdicts"]],
     )
 
 
@@ -54,6 +60,10 @@ def test_show_text_groups_the_summary_by_prefix_and_lists_series(cli_runs: CliRu
     )
     assert "    eval/per_sample: 2 rows x 2 columns (summary)" in lines
     assert "    [INFO] nrmse checked: nrmse = 0.12" in lines
+    assert "  gates: eval fail" in lines
+    assert ["eval", "nrmse", "<", "0.11", "threshold", "0.12", "+0.01", "+9.09091%", "fail", "(threshold)"] == next(
+        line.split() for line in lines if "threshold" in line and line.strip().startswith("eval")
+    )
 
 
 def test_show_flags_a_run_without_exit_record(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,7 @@
 """Write the runs the command-line tests read: three finished pipeline runs and one killed run.
 
+The pipelines' evals are gated, so each run has a gates sidecar in ``.instrument/`` beside ``wandb/``.
+
 Run by the ``cli_runs`` fixture in a wandb offline environment; prints ``{name: run id}`` as its
 last line, then dies with ``os._exit(9)`` while the fourth run is still open (no exit record).
 """
@@ -45,7 +47,11 @@ for name, nrmse, lr, optimizer in [("cli-a", 0.12, 1e-3, "adam"), ("cli-b", 0.08
             train_operator(step, nrmse * 10)
         for step in range(20):
             train_diffusion(step, nrmse * 10)
-        instrument.eval_summary(prefix="eval")(evaluate)(nrmse)
+        # nrmse below 0.11 (cli-a fails it), and no worse than the stored baseline by 5 % (no store
+        # yet: no_baseline, which is not a failure).
+        gated = instrument.eval_summary(prefix="eval", gates={"nrmse": "< 0.11"},
+                                        regression=[instrument.Regression("nrmse", "min", rel=0.05)])
+        gated(evaluate)(nrmse)
     ids[name] = run.id
 
 # After the pipelines, a raw wandb run that this process never finishes.

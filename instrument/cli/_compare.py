@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from instrument import runfile
-from instrument.cli import _runs, _verdicts
+from instrument.cli import _runs, _sidecar
 from instrument.cli._common import (
     FAILED,
     OK,
@@ -96,7 +96,7 @@ def compare(a: runfile.RunFile, b: runfile.RunFile) -> list[dict[str, Any]]:
         more than it), ``same`` or ``better``.
     """
     left, right = metrics(a), metrics(b)
-    goals = _verdicts.goals(a) | _verdicts.goals(b)
+    goals = _sidecar.goals(a) | _sidecar.goals(b)
     rows = []
     for key in sorted(left.keys() & right.keys()):
         before, after = left[key], right[key]
@@ -112,7 +112,7 @@ def compare(a: runfile.RunFile, b: runfile.RunFile) -> list[dict[str, Any]]:
     return rows
 
 
-def _verdict(goal: _verdicts.Goal, before: float, after: float) -> str:
+def _verdict(goal: _sidecar.Goal, before: float, after: float) -> str:
     """``worse`` beyond the tolerance, ``better`` in the goal's direction, ``within tolerance`` or ``same``."""
     if goal.worse(before, after):
         return "worse"

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from instrument.cli import _runs, _verdicts
+from instrument import _gatefiles, baselines
+from instrument.cli import _runs, _sidecar
 from instrument.cli._common import FAILED, NO_BASELINE, OK, RUN_HELP, CommandError, number, relative, text_table
 
 _MARKS = {"pass": "✅ passed", "fail": "❌ failed", "warn": "⚠️ passed with warnings"}
@@ -59,8 +60,6 @@ def add_parser(commands: Any) -> None:
 
 def run_check(arguments: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
     """Re-evaluate a run's gates; print the verdicts; return 0, 1 or 3 (see the command's help)."""
-    from instrument import _gatefiles
-
     run = _runs.resolve_run(arguments.run, environ)
     try:
         suites = _gatefiles.recheck(run.path, baseline=arguments.baseline, root=_runs.instrument_dir(run.path))
@@ -77,10 +76,10 @@ def run_check(arguments: argparse.Namespace, environ: Mapping[str, str] = os.env
     source = f"the baseline in {arguments.baseline}" if arguments.baseline else "the baselines its evals declared"
     if arguments.md:
         lines = [f"### Gates of run {run.run_id}{f' ({run.name})' if run.name else ''}: {verdict}", "",
-                 f"Re-checked offline against {source}, as they are now.", "", *_verdicts.markdown(entries)]
+                 f"Re-checked offline against {source}, as they are now.", "", *_sidecar.markdown(entries)]
     else:
         lines = [f"run {run.run_id}: {verdict.split(' ', 1)[1]} (re-checked against {source}, as they are now)",
-                 *text_table(_verdicts.HEADERS, _verdicts.verdict_rows(entries), _verdicts.RIGHT)]
+                 *text_table(_sidecar.HEADERS, _sidecar.verdict_rows(entries), _sidecar.RIGHT)]
     if missing:
         lines += ["", f"No baseline for {', '.join(missing)}: set one with `instrument baseline set RUN`."]
     print("\n".join(lines))
@@ -88,8 +87,6 @@ def run_check(arguments: argparse.Namespace, environ: Mapping[str, str] = os.env
 
 
 def _promote(arguments: argparse.Namespace, environ: Mapping[str, str], force: bool) -> int:
-    from instrument import _gatefiles, baselines
-
     run = _runs.resolve_run(arguments.run, environ)
     try:
         written = baselines.promote(run.path, prefixes=arguments.prefix, force=force,
@@ -113,8 +110,6 @@ def run_promote(arguments: argparse.Namespace, environ: Mapping[str, str] = os.e
 
 def run_show_baselines(arguments: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
     """``baseline show``: print each store file's metrics (value, stderr, direction, run, commit, time)."""
-    from instrument import _gatefiles
-
     folder = _gatefiles.instrument_root(environ) / "baselines"
     files = sorted(folder.glob("*/*.json")) if folder.is_dir() else []
     rows = []
@@ -129,8 +124,8 @@ def run_show_baselines(arguments: argparse.Namespace, environ: Mapping[str, str]
         ):
             continue
         for metric, entry in sorted(store["metrics"].items()):
-            rows.append([store["project"], store["prefix"], metric, number(_verdicts.decode(entry.get("value"))),
-                         number(_verdicts.decode(entry.get("stderr"))), entry.get("direction") or "-",
+            rows.append([store["project"], store["prefix"], metric, number(_sidecar.decode(entry.get("value"))),
+                         number(_sidecar.decode(entry.get("stderr"))), entry.get("direction") or "-",
                          entry.get("run_id") or "-", (entry.get("git_commit") or "-")[:12], entry.get("time") or "-"])
     if not rows:
         print(f"no baselines in {relative(folder)}")

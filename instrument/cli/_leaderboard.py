@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument import runfile
-from instrument.cli import _runs, _verdicts
+from instrument.cli import _runs, _sidecar
 from instrument.cli._common import OK, CommandError, as_number, at_least, dumps, flatten, markdown_table, number
 
 ARROWS = {"min": "↓", "max": "↑"}
@@ -154,7 +154,7 @@ def _left_out(run: runfile.RunFile, value: float | None, where: Sequence[tuple[s
 
 def _direction(metric: str, runs: Sequence[runfile.RunFile]) -> str:
     for run in runs:
-        goal = _verdicts.goals(run).get(metric)
+        goal = _sidecar.goals(run).get(metric)
         if goal is not None:
             return goal.direction
     raise CommandError(f"--direction min|max is needed: no gate or baseline of these runs gives one for {metric}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument import runfile
-from instrument.cli import _runs, _show, _verdicts
+from instrument.cli import _runs, _show, _sidecar
 from instrument.cli._common import OK, RUN_HELP, WANDB_KEYS, CommandError, flatten, is_number, number
 
 #: The Vega-Lite version the specifications are written for and rendered with.
@@ -94,7 +94,7 @@ def specs(run: runfile.RunFile) -> dict[str, dict[str, Any]]:
         for step_key, keys in stages(source).items():
             spec = _stage_spec(source, step_key, keys, label)
             charts[spec["title"].split(" (")[0]] = spec
-    sidecar = _verdicts.read_sidecar(run)
+    sidecar = _sidecar.read_sidecar(run)
     verdicts = [
         (prefix, v) for prefix, suite in sorted((sidecar or {}).get("suites", {}).items())
         for v in suite.get("verdicts", [])
@@ -129,14 +129,14 @@ def _gates_spec(verdicts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """A bar per gate: its change in percent from the threshold or baseline, coloured by status."""
     values = []
     for prefix, verdict in verdicts:
-        pct = _verdicts.decode(verdict.get("delta_pct"))
+        pct = _sidecar.decode(verdict.get("delta_pct"))
         values.append({
             "gate": f"{prefix}/{verdict['metric']} " + (
-                f"{verdict['op']} {number(_verdicts.decode(verdict['threshold']))}" if verdict["kind"] == "threshold"
+                f"{verdict['op']} {number(_sidecar.decode(verdict['threshold']))}" if verdict["kind"] == "threshold"
                 else f"{verdict['direction']} vs baseline"),
             "delta_pct": pct if pct is not None and math.isfinite(pct) else 0.0,
             "status": verdict["status"],
-            "label": f"{number(_verdicts.decode(verdict.get('value')))} ({verdict['status']})",
+            "label": f"{number(_sidecar.decode(verdict.get('value')))} ({verdict['status']})",
         })
     statuses = sorted({v["status"] for v in values})
     return {
@@ -210,14 +210,14 @@ def report(run: runfile.RunFile, svgs: dict[str, str], spec_name: str) -> str:
     else:
         parts.append('<p class="meta">no summary values</p>\n')
     parts.append("<h2>gates</h2>\n")
-    sidecar = _verdicts.read_sidecar(run)
+    sidecar = _sidecar.read_sidecar(run)
     if sidecar and sidecar.get("suites"):
         parts.append(f"<div class=\"chart\">{svgs['gates']}</div>\n")
-        head = "".join(f"<th>{e(h)}</th>" for h in _verdicts.HEADERS)
+        head = "".join(f"<th>{e(h)}</th>" for h in _sidecar.HEADERS)
         body = "".join(
             "<tr>" + "".join(f"<td class=\"{e(c.split(' ')[0])}\">{e(c)}</td>" if i == len(row) - 1
                              else f"<td>{e(c)}</td>" for i, c in enumerate(row)) + "</tr>\n"
-            for row in _verdicts.verdict_rows(sidecar["suites"])
+            for row in _sidecar.verdict_rows(sidecar["suites"])
         )
         parts.append(f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n")
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument import runfile
-from instrument.cli import _runs, _verdicts
+from instrument.cli import _runs, _sidecar
 from instrument.cli._common import OK, RUN_HELP, WANDB_KEYS, dumps, flatten, number, relative, text_table
 
 
@@ -86,7 +86,7 @@ def describe(run: runfile.RunFile, opened: frozenset[str] | None) -> dict[str, A
         "tables": [item for item in _values(run, summary) if item["type"] == "table-file"],
         "media": [item for item in _values(run, summary) if item["type"] != "table-file"],
         "alerts": run.alerts,
-        "gates": _verdicts.read_sidecar(run),
+        "gates": _sidecar.read_sidecar(run),
     }
 
 
@@ -180,7 +180,7 @@ def render(description: dict[str, Any]) -> str:
     for alert in d["alerts"]:
         first, *rest = f"[{alert['level'] or 'INFO'}] {alert['title']}: {alert['text']}".splitlines() or [""]
         lines += [f"    {first}", *(f"      {line}" for line in rest)]
-    lines += _verdicts.render(d["gates"])
+    lines += _sidecar.render(d["gates"])
     return "\n".join(lines) + "\n"
 
 
