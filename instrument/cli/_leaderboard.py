@@ -41,8 +41,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--by", action="append", default=[], metavar="config.KEY",
                         help="add a column with this config value (repeatable; nested keys with dots)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                        help="keep runs where KEY (config.X, summary.X, project, group, job_type, name, run_id, state, tag) "
-                        "equals VALUE (repeatable; all must hold)")
+                        help="keep runs where KEY (config.X, summary.X, project, group, job_type, name, run_id, "
+                        "state, tag) equals VALUE (repeatable; all must hold)")
     parser.add_argument("--top", type=at_least(1), metavar="N", help="keep the first N rows")
     parser.add_argument("--include-incomplete", action="store_true",
                         help="also rank runs with no exit record (killed or still running)")
