@@ -2,7 +2,7 @@
 
 It writes the context file its subprocesses find through ``WANDB_CONTEXT_FILE``, ingests the
 record journals they write while it runs, drains them at the end, lists the children's runs in
-summary ``pipeline/children`` and prints the ``wandb sync`` command for an offline pipeline.
+summary ``pipeline/children`` and prints the ``instrument sync`` command for an offline pipeline.
 """
 
 from __future__ import annotations
@@ -179,26 +179,28 @@ class PipelineRun:
                            f"`python -m instrument replay {self.folder}`"))
 
     def _print_sync_command(self) -> None:
-        """Print, for an offline pipeline, one line with the ``wandb sync`` command for its run
+        """Print, for an offline pipeline, one line with the ``instrument sync`` command for its run
         and every child's run (each child's run has a folder of its own; wandb's own hint is
-        silenced and would only name one run)."""
+        silenced and would only name one run); a resumed pipeline run's earlier folders first."""
         if self.session is None or self.session.spec.mode not in ("offline", "dryrun"):
             return
         own = self.session.location()
         if not os.path.isdir(own):  # not a wandb run folder (disabled, recorded, a journal)
             return
         wandb_dir = os.path.dirname(own)
-        folders = [own]
+        earlier = getattr(self.session.written_run(), "earlier_folders", None)
+        resumed = earlier() if earlier is not None and self.session.spec.resume not in (None, "never") else []
+        folders = [*resumed, own]
         for child in dict.fromkeys(self.children):
             where = self.child_locations.get(child, "")
             folders.append(where if glob.glob(os.path.join(glob.escape(where), "run-*.wandb"))
                            else os.path.join(wandb_dir, f"offline-run-*-{child}"))
         shown = " ".join(_short(folder) for folder in folders)
-        count = len(folders) - 1
+        count = len(folders) - 1 - len(resumed)
         runs = (f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count
                 else f"run {self.id} was")
         print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "
-              f"`wandb sync {shown}`", file=sys.stderr)
+              f"`instrument sync {shown}`", file=sys.stderr)
 
 
 def _short(path: str) -> str:

@@ -20,18 +20,20 @@ PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 LAYERS: dict[str, frozenset[str]] = {
     "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_redact",
                        "_options", "_context_file", "_wrapping", "_gates", "_verdicts", "_ranks", "_reduce",
-                       "_family"}),
+                       "_family", "runfile"}),
     "gates": frozenset({"_gatefiles", "_gating"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_workers", "_backends", "_backends.base", "_backends.disabled",
                            "_backends.recording", "_backends.wandb", "_backends.wandb_sharing",
-                           "_backends.call_journal", "runfile"}),
+                           "_backends.call_journal"}),
     "dispatch": frozenset({"_dispatch"}),
     "session": frozenset({"_session", "_fault_policy"}),
     "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
     "api": frozenset({"_imperative"}),
     "decorators": frozenset({"_stages", "_pipeline", "_runtime"}),
     "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "baselines"}),
+    "cli": frozenset({"cli", "cli._common", "cli._runs", "cli._sidecar", "cli._show", "cli._compare",
+                      "cli._gate", "cli._leaderboard", "cli._plot", "cli._sync", "cli._replay"}),
 }
 
 #: The layers each layer may import (at import time or inside a function). Dependencies point
@@ -48,6 +50,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "api": frozenset({"leaf", "routing", "backends", "linkage"}),
     "decorators": frozenset({"leaf", "decorators"}),
     "tools": frozenset(LAYERS),
+    "cli": frozenset({"leaf", "gates", "tools", "cli"}),
 }
 
 #: The one lazy seam (import cost): what it may import inside its functions, beyond ALLOWED.

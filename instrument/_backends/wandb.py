@@ -272,7 +272,7 @@ class WandbBackend:
             resumed = f" (resuming the run written to {', '.join(earlier)})" if earlier else ""
             print(
                 f"instrument: no W&B credentials found, so run {run.id} was written offline to "
-                f"{where}{resumed}; upload it with `wandb sync {folders}`",
+                f"{where}{resumed}; upload it with `instrument sync {folders}`",
                 file=sys.stderr,
             )
         return started
