@@ -168,7 +168,7 @@ def decode(value: Any, folder: Path, inside: Callable[[Path, str], Path]) -> Any
         return str(inside(folder, value["name"]))
     if tag == "object":
         cls = str(value["class"])
-        if not (cls.startswith("wandb:") or cls.startswith("wandb.")):
+        if not cls.startswith(("wandb:", "wandb.")):
             raise ValueError(f"a journal names the class {cls!r}, which is not wandb's")
         return ForeignValue(cls, {key: decode(item, folder, inside) for key, item in value["state"].items()})
     raise ValueError(f"unknown encoded value {tag!r}")
@@ -180,7 +180,7 @@ def materialize(value: Any) -> Any:
     Imports the wandb module that defines each class (only the wandb backend calls this).
 
     Raises:
-        ValueError: a class no longer exists in the installed wandb.
+        TypeError: a class no longer exists in the installed wandb.
     """
     if isinstance(value, ForeignValue):
         module, _, qualname = value.cls.partition(":")
@@ -188,8 +188,8 @@ def materialize(value: Any) -> Any:
         for part in qualname.split("."):
             found = getattr(found, part, None)
         if not isinstance(found, type):
-            raise ValueError(f"wandb has no class {value.cls!r}")
-        rebuilt = found.__new__(found)
+            raise TypeError(f"wandb has no class {value.cls!r}")
+        rebuilt: Any = object.__new__(found)
         rebuilt.__dict__.update({key: materialize(item) for key, item in value.state.items()})
         return rebuilt
     if isinstance(value, list):

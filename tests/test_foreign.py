@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from instrument._foreign import Encoder, ForeignError, ForeignValue, decode, materialize, state_of
+from instrument._foreign import (
+    Encoder,
+    ForeignError,
+    ForeignValue,
+    decode,
+    materialize,
+    state_of,
+)
 
 
 def _inside(folder: pathlib.Path, name: str) -> pathlib.Path:

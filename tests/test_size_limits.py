@@ -9,7 +9,6 @@ within the limit with a warning naming the key, the size and the limit, or not r
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any
 
 import numpy as np
