@@ -52,8 +52,14 @@ def key_text(key: object) -> str | None:
     return text or None
 
 
-def metric_name(key: str) -> str:
-    """Return *key* as a ``define_metric`` name: each ``.`` escaped, so it is not read as nesting."""
+def metric_name(key: str) -> str | None:
+    """Return *key* as a ``define_metric`` name, each ``.`` escaped so it is not read as nesting.
+
+    None when ``define_metric`` cannot declare the key: a ``*`` makes the name a glob (wandb
+    refuses one anywhere but at the end, and at the end it would match other keys too).
+    """
+    if "*" in key:
+        return None
     return key.replace(".", "\\.") if "." in key else key
 
 

@@ -36,6 +36,12 @@ def test_metric_names_escape_every_dot() -> None:
         metric_name("op/top1.acc"), metric_name("phase1.warmup/step"), metric_name("op/loss"))
 
 
+@pytest.mark.parametrize("key", ["op/lr*", "op/a*b"])
+def test_a_key_with_a_star_cannot_be_declared(key: str) -> None:
+    """define_metric reads ``*`` as a glob, so a key holding one is not declared."""
+    assert metric_name(key) is None
+
+
 def test_short_media_keys_are_kept() -> None:
     """A media key whose segments fit a file name is unchanged, however many segments it has."""
     key = "/".join(["s" * MEDIA_SEGMENT_BYTES] * 3)
