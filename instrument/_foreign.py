@@ -55,6 +55,7 @@ class ForeignValue:
 
     cls: str
     state: dict[str, Any]
+    log_type: str | None = None  # the class's ``_log_type`` (``"html-file"``), what W&B calls the media
 
     @property
     def name(self) -> str:
@@ -123,7 +124,8 @@ class Encoder:
                 state[key] = {TAG: "file", "name": name}
             else:
                 state[key] = self.encode(item)
-        return {TAG: "object", "class": class_path(value), "state": state}
+        return {TAG: "object", "class": class_path(value), "type": getattr(type(value), "_log_type", None),
+                "state": state}
 
 
 def decode(value: Any, folder: Path, inside: Callable[[Path, str], Path]) -> Any:
@@ -170,7 +172,9 @@ def decode(value: Any, folder: Path, inside: Callable[[Path, str], Path]) -> Any
         cls = str(value["class"])
         if not cls.startswith(("wandb:", "wandb.")):
             raise ValueError(f"a journal names the class {cls!r}, which is not wandb's")
-        return ForeignValue(cls, {key: decode(item, folder, inside) for key, item in value["state"].items()})
+        state = {key: decode(item, folder, inside) for key, item in value["state"].items()}
+        log_type = value.get("type")
+        return ForeignValue(cls, state, log_type if isinstance(log_type, str) else None)
     raise ValueError(f"unknown encoded value {tag!r}")
 
 
@@ -201,8 +205,20 @@ def materialize(value: Any) -> Any:
     return value
 
 
-def state_of(value: Any) -> tuple[str, Mapping[str, Any]]:
-    """Return ``(class name, attributes)`` of a live wandb object or a :class:`ForeignValue`."""
+def state_of(value: Any) -> tuple[str, str | None, Mapping[str, Any]]:
+    """Return ``(class name, W&B media type, attributes)`` of a live wandb object or a
+    :class:`ForeignValue`."""
     if isinstance(value, ForeignValue):
-        return value.name, value.state
-    return type(value).__name__, vars(value)
+        return value.name, value.log_type, value.state
+    return type(value).__name__, getattr(type(value), "_log_type", None), vars(value)
+
+
+@attrs.frozen(slots=True)
+class PlotlyFigure:
+    """A plotly figure read back from a journal: its JSON (``figure.to_json()``).
+
+    The wandb backend rebuilds the figure and logs it as wandb logs a plotly figure (an
+    interactive chart); the recorder describes it as one.
+    """
+
+    json: str = attrs.field(repr=False)

@@ -65,7 +65,7 @@ def metric_name(key: str) -> str | None:
 
 def _shortened(text: str, limit: int, *, in_bytes: bool) -> str:
     """Return *text* cut to fit *limit* (characters, or UTF-8 bytes) with ``~`` and a hash appended."""
-    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     room = limit - len(digest) - 1
     kept = text[:room]
     while in_bytes and len(kept.encode()) > room:

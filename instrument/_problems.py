@@ -21,11 +21,17 @@ from instrument import _env
 
 Kind = Literal[
     "unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend", "redacted",
+    "converted", "limit",
 ]
 
 #: Kinds that are about the user's data, a chosen rule or a failing backend rather than about bad
-#: input: never raised, even in strict mode (a secret is redacted, a backend fault is absorbed).
-_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted"})
+#: input: never raised, even in strict mode (a secret is redacted, a backend fault is absorbed, a
+#: value converted to what wandb can store keeps its data). ``limit`` (part of a value lost to a
+#: wandb limit) and the kinds that drop a value are raised.
+_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted", "converted"})
+
+#: Kinds said once per key (and kind): a stage repeats its values every step.
+ONCE_PER_KEY: frozenset[str] = frozenset({"non_finite", "converted"})
 
 
 class InstrumentationWarning(UserWarning):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
+import datetime as dt
 import decimal
 import enum
 import pathlib
@@ -64,7 +64,7 @@ def fields(value: Any) -> Mapping[Any, Any] | None:
 
         try:
             return OmegaConf.to_container(value, resolve=True)  # type: ignore[return-value]
-        except Exception:  # noqa: BLE001 - an interpolation that cannot be resolved: keep it as written
+        except Exception:
             return OmegaConf.to_container(value, resolve=False)  # type: ignore[return-value]
     if _from_pydantic(value):
         dump = getattr(value, "model_dump", None) or getattr(value, "dict", None)
@@ -84,7 +84,7 @@ def is_settings(value: object) -> bool:
     """Return whether *value* is a settings object (a mapping or one of the kinds above)."""
     try:
         return fields(value) is not None
-    except Exception:  # noqa: BLE001 - a settings object whose conversion fails is still one
+    except Exception:
         return True
 
 
@@ -105,7 +105,7 @@ def plain(value: Any, notes: list[Note], key: str = "", depth: int = 0) -> Any:
     numpy and tensor scalars numbers, arrays and tensors nested lists; classes and functions
     their qualified name. Any other object is stored as its ``str()``, with a note.
     """
-    if value is None or isinstance(value, bool | int | float | str) and not isinstance(value, enum.Enum):
+    if value is None or (isinstance(value, bool | int | float | str) and not isinstance(value, enum.Enum)):
         return value
     if depth > _MAX_DEPTH:
         notes.append(Note(key, f"nested deeper than {_MAX_DEPTH} levels; stored as its str()"))
@@ -114,7 +114,7 @@ def plain(value: Any, notes: list[Note], key: str = "", depth: int = 0) -> Any:
         return plain(value.value, notes, key, depth + 1)
     try:
         found = fields(value)
-    except Exception as error:  # noqa: BLE001 - a broken settings object costs only itself
+    except Exception as error:
         notes.append(Note(key, f"a {_type_name(value)} could not be read ({type(error).__name__}: {error}); "
                                "stored as its str()"))
         return str(value)
@@ -134,7 +134,7 @@ def plain(value: Any, notes: list[Note], key: str = "", depth: int = 0) -> Any:
 def _leaf(value: Any, notes: list[Note], key: str) -> Any:
     if isinstance(value, pathlib.PurePath | uuid.UUID | decimal.Decimal):
         return str(value)
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+    if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")

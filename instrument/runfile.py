@@ -55,9 +55,11 @@ class RunFile:
     or tags change). ``config``, ``history`` rows and ``summary`` are rebuilt from wandb's
     ``nested_key`` paths, so logged dicts and media (``{"_type": "image-file", ...}``) come back
     as nested dicts. wandb 0.31 writes config values unwrapped (no ``{"value": ...}``), so
-    config holds the values exactly as given; the internal ``_wandb`` key is dropped.
-    ``start_time`` (the run record's start, seconds since the epoch; an addition to the contract)
-    orders runs whose dirs carry the same timestamp second.
+    config holds the values exactly as given; the internal ``_wandb`` key is dropped, but the
+    custom charts wandb keeps there (``_wandb.visualize``: the panel of each ``wandb.plot``
+    chart logged, by key) are ``charts``. ``artifacts`` are ``{"name", "type", "aliases",
+    "manifest_entries", "metadata", "description"}``. ``start_time`` (the run record's start,
+    seconds since the epoch) orders runs whose dirs carry the same timestamp second.
     """
 
     path: pathlib.Path
@@ -78,6 +80,7 @@ class RunFile:
     exit_code: int | None
     truncated: bool
     start_time: float | None = None
+    charts: dict[str, Any] = attrs.field(factory=dict)
 
     def series(self, key: str, step_key: str | None = None) -> list[tuple[int | float, Any]]:
         """Return ``(step, value)`` for each history row that has *key* (and the step key).
@@ -293,13 +296,16 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         elif kind == "artifact":
             entries = [entry.path for entry in body.manifest.contents]
             artifacts.append(
-                {"name": body.name, "type": body.type, "aliases": list(body.aliases), "manifest_entries": entries}
+                {"name": body.name, "type": body.type, "aliases": list(body.aliases), "manifest_entries": entries,
+                 "metadata": json.loads(body.metadata) if body.metadata else {},
+                 "description": body.description or None}
             )
         elif kind == "alert":
             alerts.append({"title": body.title, "text": body.text, "level": body.level})
         elif kind == "exit":
             exit_code = body.exit_code
-    config.pop("_wandb", None)
+    internal = config.pop("_wandb", None)
+    charts = internal.get("visualize", {}) if isinstance(internal, dict) else {}
     return RunFile(
         path=path,
         run_id=run.run_id or path.name.removeprefix("run-").removesuffix(".wandb"),
@@ -319,6 +325,7 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         exit_code=exit_code,
         truncated=truncated,
         start_time=run.start_time.ToNanoseconds() / 1e9 if run.HasField("start_time") else None,
+        charts=charts if isinstance(charts, dict) else {},
     )
 
 

@@ -11,7 +11,7 @@ import pathlib
 from typing import Any
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 from instrument.runfile import RunFile, read_runs
 

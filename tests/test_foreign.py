@@ -26,9 +26,9 @@ def _inside(folder: pathlib.Path, name: str) -> pathlib.Path:
 
 
 def _objects() -> dict[str, Any]:
-    import matplotlib
+    import matplotlib as mpl
 
-    matplotlib.use("Agg")
+    mpl.use("Agg")
     import matplotlib.pyplot as plt  # wandb.Image(figure) needs pyplot imported
     import plotly.graph_objects as go
     import wandb
@@ -96,9 +96,9 @@ def test_decoded_objects_are_foreign_values_until_materialized(tmp_path: pathlib
 
     encoded = json.loads(json.dumps(Encoder(tmp_path).encode(wandb.Histogram([1, 2]))))
     decoded = decode(encoded, tmp_path, _inside)
-    name, state = state_of(decoded)
-    assert (True, "Histogram", [1, 2.0]) == (isinstance(decoded, ForeignValue), name, [state["bins"][0],
-                                                                                     state["bins"][-1]])
+    name, log_type, state = state_of(decoded)
+    assert (True, "Histogram", "histogram", [1, 2.0]) == (isinstance(decoded, ForeignValue), name, log_type,
+                                                          [state["bins"][0], state["bins"][-1]])
 
 
 def test_a_class_outside_wandb_is_refused(tmp_path: pathlib.Path) -> None:

@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 
 #: Every module of the package, by layer (names relative to ``instrument``).
 LAYERS: dict[str, frozenset[str]] = {
-    "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_redact",
+    "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_settings",
+                       "_keys", "_foreign", "_redact",
                        "_options", "_context_file", "_wrapping"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_backends", "_backends.base", "_backends.disabled", "_backends.recording",

@@ -169,11 +169,26 @@ def test_float_image_0_to_1_scales_to_0_to_255_and_is_a_copy() -> None:
     assert [[0, 128], [255, 64]] == image.data.tolist()
 
 
-def test_float_image_outside_0_to_1_is_clipped_with_a_warning() -> None:
-    """Float pixels outside 0..1 are clipped and an advisory problem names the key."""
-    routed = evaluation({"img": instrument.Image(np.array([[-1.0, 2.0]]))})
-    assert [[0, 255]] == only(routed, SummaryUpdate).values["eval/img"].data.tolist()
-    assert [("non_finite", "eval/img")] == [(p.kind, p.key) for p in routed.problems]
+def test_float_image_outside_known_ranges_is_stretched_with_a_warning() -> None:
+    """Float pixels outside 0..1, -1..1 and 0..255 are stretched to 0..255; an advisory problem names
+    the key and the range seen."""
+    routed = evaluation({"img": instrument.Image(np.array([[-1.0, 0.5, 2.0]]))})
+    assert [[0, 128, 255]] == only(routed, SummaryUpdate).values["eval/img"].data.tolist()
+    assert [("converted", "eval/img", True)] == [(p.kind, p.key, "[-1, 2]" in p.message) for p in routed.problems]
+
+
+@pytest.mark.parametrize(("pixels", "expected", "note"), [
+    ([[-1.0, 0.0, 1.0]], [[0, 128, 255]], "[-1, 1] were mapped"),
+    ([[0.0, 127.0, 255.0]], [[0, 127, 255]], "[0, 255] were taken as 8-bit"),
+    ([[0.0, 0.5, 1.0]], [[0, 128, 255]], None),
+])
+def test_float_images_in_known_ranges_keep_their_pixels(pixels: Any, expected: Any, note: str | None) -> None:
+    """-1..1 (a generative model's output) is mapped, 0..255 taken as bytes, 0..1 scaled; the first two
+    are said (advisory), 0..1 is not."""
+    routed = evaluation({"img": instrument.Image(np.array(pixels))})
+    notes = [p.message for p in routed.problems]
+    assert (expected, [note] if note else []) == (only(routed, SummaryUpdate).values["eval/img"].data.tolist(),
+                                                  [note for m in notes if note and note in m])
 
 
 def test_unmarked_uint8_image_arrays_are_images() -> None:
@@ -324,11 +339,19 @@ def test_value_that_fits_no_rule_is_reported_and_the_rest_lands() -> None:
     assert "evaluate" in problem.message and "'eval/meter'" in problem.message and "object" in problem.message
 
 
-def test_non_string_keys_are_reported() -> None:
-    """A non-string key is dropped with a bad_key problem; other keys land."""
-    routed = stage({1: 2.0, "ok": 1.0})
-    assert {"operator/ok": 1.0} == only(routed, Point).values
+def test_non_string_keys_become_their_text() -> None:
+    """An int key (a per-class result) becomes a path segment; a None key is dropped with a bad_key problem."""
+    routed = stage({1: 2.0, "ok": 1.0, None: 3.0})
+    assert {"operator/1": 2.0, "operator/ok": 1.0} == only(routed, Point).values
     assert ["bad_key"] == [p.kind for p in routed.problems]
+
+
+def test_keys_that_become_one_are_named_both() -> None:
+    """Two keys that become the same W&B key (an int and its text) warn naming both; the first lands."""
+    routed = evaluation({"recall": {0: 1.0, "0": 2.0}})
+    ((kind, message),) = [(p.kind, p.message) for p in routed.problems]
+    assert ({"eval/recall/0": 1.0}, "collision", True) == (
+        only(routed, SummaryUpdate).values, kind, "'recall' / 0 and 'recall' / '0' both become" in message)
 
 
 # -- cases from the field -------------------------------------------------------------------

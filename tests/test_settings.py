@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
+import datetime as dt
 import enum
 import json
 import pathlib
@@ -95,7 +95,7 @@ CASES = {
     "named tuple": (Pair(1, 2), {"a": 1, "b": 2}),
     "mapping proxy": (types.MappingProxyType({1: "one", Mode.FAST: "f"}), {"1": "one", "fast": "f"}),
     "to_dict": (HasToDict(), {"hidden": 32}),
-    "leaves": ({"when": datetime.date(2026, 1, 2), "np": np.float32(0.5), "arr": np.arange(3), "cls": Meter,
+    "leaves": ({"when": dt.date(2026, 1, 2), "np": np.float32(0.5), "arr": np.arange(3), "cls": Meter,
                 "none": None}, {"when": "2026-01-02", "np": 0.5, "arr": [0, 1, 2], "cls": f"{__name__}.Meter",
                                 "none": None}),
 }

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 from instrument.runfile import RunFile, read_runs
 
@@ -98,7 +98,7 @@ def test_keys_too_long_for_a_file_name_are_shortened_and_said(written: tuple[Run
     that the warning names, instead of failing the whole row."""
     run, warned = written
     for long_key in ("eval/long_" + "x" * 300, "eval/table_" + "t" * 200):
-        (message,) = {m for m in _about(warned, long_key)}
+        (message,) = set(_about(warned, long_key))
         shortened = message.split("stored under key ")[1].split("'")[1]
         assert (True, True) == (shortened in run.summary, len(shortened) < len(long_key))
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import value_corpus
-from conftest import run_script, wandb_env
+from helpers import run_script, wandb_env
 from value_corpus import CASES, Case, owns
 
 import instrument

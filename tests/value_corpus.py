@@ -57,9 +57,9 @@ class Case:
 
 
 def _np() -> Any:
-    import numpy
+    import numpy as np
 
-    return numpy
+    return np
 
 
 def _torch() -> Any:
@@ -141,9 +141,9 @@ def omegaconf_settings() -> Any:
 
 
 def _figure() -> Any:
-    import matplotlib
+    import matplotlib as mpl
 
-    matplotlib.use("Agg")
+    mpl.use("Agg")
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(2, 1.5), dpi=50)
