@@ -54,7 +54,8 @@ class RunFile:
     Metadata comes from the last run record (wandb rewrites the whole run record when the name
     or tags change). ``config``, ``history`` rows and ``summary`` are rebuilt from wandb's
     ``nested_key`` paths, so logged dicts and media (``{"_type": "image-file", ...}``) come back
-    as nested dicts. wandb 0.31 writes config values unwrapped (no ``{"value": ...}``), so
+    as nested dicts; ``metrics`` name the keys they declare (wandb's escaped ``\\.`` read as a dot).
+    wandb 0.31 writes config values unwrapped (no ``{"value": ...}``), so
     config holds the values exactly as given; the internal ``_wandb`` key is dropped, but the
     custom charts wandb keeps there (``_wandb.visualize``: the panel of each ``wandb.plot``
     chart logged, by key) are ``charts``. ``artifacts`` are ``{"name", "type", "aliases",
@@ -283,9 +284,9 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         elif kind == "metric":
             metrics.append(
                 {
-                    "name": body.name,
+                    "name": _unescaped(body.name),
                     "glob_name": body.glob_name,
-                    "step_metric": body.step_metric,
+                    "step_metric": _unescaped(body.step_metric),
                     "summary": [field.name for field, on in body.summary.ListFields() if on],
                     "step_sync": body.options.step_sync,
                 }
@@ -371,6 +372,11 @@ def _decode(item: Any) -> Any:
 def _proto() -> Any:
     """Return wandb's protobuf module, imported only now: importing wandb is slow and heavy."""
     return importlib.import_module("wandb.proto.wandb_internal_pb2")
+
+
+def _unescaped(name: str) -> str:
+    """Return a ``define_metric`` name as the key it declares: wandb reads ``\\.`` as a literal dot."""
+    return name.replace("\\.", ".")
 
 
 def _glob_match(pattern: str, key: str) -> bool:
