@@ -40,9 +40,11 @@ class Case:
             (``run_config``, whose returned object is written at the top level of the config).
         build: ``build(i)`` returns the value of the *i*-th call.
         calls: how many times the function is called.
-        dropped: the full keys production drops (with a warning naming them); strict mode raises
-            on the first call that drops one. Empty: every value lands.
+        dropped: the full keys production drops a value of (with a warning naming them); strict
+            mode raises on the first call that drops one. Empty: every value lands.
         summary: a stage's summary aggregations (``training_stage(summary=...)``).
+        collides: the dropped keys are collisions: the first value lands under the key, the
+            later one is dropped.
     """
 
     name: str
@@ -51,6 +53,12 @@ class Case:
     calls: int = 1
     dropped: tuple[str, ...] = ()
     summary: dict[str, str] = attrs.field(factory=dict)
+    collides: bool = False
+
+    @property
+    def absent(self) -> tuple[str, ...]:
+        """The keys that must not be in the run at all."""
+        return () if self.collides else self.dropped
 
 
 # -- builders ----------------------------------------------------------------------------------
@@ -358,7 +366,7 @@ CASES: tuple[Case, ...] = (
     Case("series_eval", "eval", _eval_series, calls=2),
     Case("keys", "stage", _keys),
     Case("keys_eval", "eval", _keys),
-    Case("colliding", "eval", _colliding, dropped=("colliding/recall/0",)),
+    Case("colliding", "eval", _colliding, dropped=("colliding/recall/0",), collides=True),
     Case("top", "stage", lambda i: {"top1.acc": (0.5, 0.9, 0.7)[i]}, calls=3, summary={"top1.acc": "max"}),
     Case("phase1.warmup", "stage", lambda i: {"loss": 1.0 / (i + 1)}, calls=2),
     Case("unwritable", "stage", _unwritable, dropped=("unwritable/meter", "unwritable/items")),

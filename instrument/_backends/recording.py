@@ -71,6 +71,11 @@ def _image(value: Image) -> Any:
                 raise _UnwritableError(f"ValueError: an image of shape {shape} cannot be converted "
                                   "(expected HxW, HxWxC or CxHxW with C of 1, 3 or 4)")
             height, width = shape[0], shape[1]
+        elif isinstance(picture, str):  # an image file (an image read back from a journal, a path)
+            from PIL import Image as PILImage  # wandb.Image needs pillow for a file too
+
+            with PILImage.open(picture) as opened:
+                width, height = opened.size
         else:
             width, height = getattr(picture, "size", (None, None))
         found.append({"_type": "image", "width": width, "height": height, "caption": value.caption})
