@@ -165,12 +165,40 @@ def _plotly() -> Any:
     return go.Figure(go.Scatter(x=[1, 2, 3], y=[1, 4, 9]))
 
 
+def _media_files() -> tuple[str, str, str]:
+    """Write a GIF, a WAV and a PDB file in the working directory; return their paths."""
+    import struct
+    import wave
+
+    from PIL import Image as PILImage
+
+    np = _np()
+    frames = [PILImage.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save("corpus.gif", save_all=True, append_images=frames[1:])
+    with wave.open("corpus.wav", "wb") as sound:
+        sound.setnchannels(1)
+        sound.setsampwidth(2)
+        sound.setframerate(8000)
+        sound.writeframes(b"".join(struct.pack("<h", i % 100) for i in range(800)))
+    pathlib.Path("corpus.pdb").write_text(
+        "ATOM      1  N   ALA A   1      11.104   6.134  -6.504  1.00  0.00           N\nEND\n")
+    return "corpus.gif", "corpus.wav", "corpus.pdb"
+
+
 def _wandb_objects() -> dict[str, Any]:
     import wandb
 
     np = _np()
     table = wandb.Table(columns=["x", "y"], data=[[1, 1], [2, 4], [3, 9]])
+    video, audio, molecule = _media_files()
+    boxes = {"pred": {"box_data": [{"position": {"minX": 0.1, "maxX": 0.5, "minY": 0.1, "maxY": 0.5}, "class_id": 1}],
+                      "class_labels": {1: "cat"}}}
     return {
+        "video": wandb.Video(video),
+        "audio": wandb.Audio(audio),
+        "molecule": wandb.Molecule(molecule),
+        "annotated": wandb.Image(np.zeros((8, 8, 3), np.uint8), boxes=boxes,
+                                 masks={"m": {"mask_data": np.eye(8, dtype=np.uint8), "class_labels": {0: "bg"}}}),
         "histogram": wandb.Histogram([1.0, 2.0, 2.0, 3.0], num_bins=4),
         "html": wandb.Html("<b>hello</b>"),
         "image": wandb.Image(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), caption="native"),

@@ -187,7 +187,13 @@ class WandbRun:
 
     def declare_chart(self, key: str, spec: dict[str, Any]) -> None:
         """Keep a custom chart's panel in the config under ``_wandb.visualize.<key>``, as ``run.log``
-        of a ``wandb.plot`` chart does (through the same callback: wandb has no public call for it)."""
+        of a ``wandb.plot`` chart does (through the same callback: wandb has no public call for it).
+
+        The panel also goes into wandb's own copy of that section: wandb sends the whole section
+        again when an image with boxes or masks is logged, which would otherwise erase the chart.
+        """
+        internal = self.run.config["_wandb"]
+        internal.setdefault("visualize", {})[key] = spec
         self.run._config_callback(key=("_wandb", "visualize", key), val=spec)  # noqa: SLF001
 
     def update_config(self, values: dict[str, Any]) -> None:
