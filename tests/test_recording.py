@@ -13,9 +13,8 @@ from helpers import run_script
 
 import instrument
 from instrument import InstrumentationError, InstrumentationWarning
-from instrument._backends.base import RunSpec
+from instrument._backends.base import RunSpec, ValuesDropped
 from instrument._backends.recording import RecordedRun, RecordingBackend
-from instrument._backends.base import ValuesDropped
 from instrument.testing import recording
 
 # One scenario, run twice: in memory under recording(), and in a subprocess with real wandb
