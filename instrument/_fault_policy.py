@@ -179,8 +179,9 @@ class FaultPolicy:
     def finish(self, run: BackendRun, exit_code: int, reassert: dict[str, object], timeout: float) -> None:
         """Re-assert *reassert* in the summary and finish *run* (and its journal) within *timeout* s.
 
-        An adopted run is left running. Past *timeout*, or if finishing fails, one warning says
-        where the data not yet synced is.
+        An adopted run is left running (its backend run only writes what waits for its owner's
+        rows). Past *timeout*, or if finishing fails, one warning says where the data not yet
+        synced is.
         """
         spill, broken, adopted = self.spill, self.broken, self.adopted
 
@@ -190,8 +191,8 @@ class FaultPolicy:
                 target.update_summary(dict(reassert))
             if spill is not None:
                 spill.finish(exit_code)
-            if not adopted:
-                (broken or run).finish(exit_code)
+            if not adopted or broken is None:  # an adopted run's finish never finishes it: it writes the
+                (broken or run).finish(exit_code)  # points waiting for its owner's rows
 
         done, error = bounded(close, timeout, name=f"instrument-finish-{self.spec.id}")
         if not done:

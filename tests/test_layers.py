@@ -23,7 +23,7 @@ LAYERS: dict[str, frozenset[str]] = {
                        "_options", "_context_file", "_wrapping"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_backends", "_backends.base", "_backends.disabled", "_backends.recording",
-                           "_backends.wandb", "_backends.call_journal"}),
+                           "_backends.wandb", "_backends.wandb_sharing", "_backends.call_journal"}),
     "dispatch": frozenset({"_dispatch"}),
     "session": frozenset({"_session", "_fault_policy"}),
     "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
@@ -50,8 +50,9 @@ ALLOWED: dict[str, frozenset[str]] = {
 #: The one lazy seam (import cost): what it may import inside its functions, beyond ALLOWED.
 LAZY_SEAM = {"_runtime": frozenset({"routing", "linkage"})}
 
-#: The only modules that import wandb (each lazily, inside a function).
-WANDB_IMPORTERS = frozenset({"_backends.wandb", "runfile"})
+#: The only modules that import wandb (each lazily, inside a function): the wandb backend (with the
+#: part of it that shares runs with other code) and the run-file reader.
+WANDB_IMPORTERS = frozenset({"_backends.wandb", "_backends.wandb_sharing", "runfile"})
 
 
 def module_name(path: Path) -> str:

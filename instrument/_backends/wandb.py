@@ -8,15 +8,17 @@ in docs/wandb-behaviour.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from instrument import _env
+from instrument._backends import wandb_sharing
 from instrument._backends.base import BackendRun, RunSpec, ValuesDropped
 from instrument._foreign import ForeignValue, PlotlyFigure, materialize
 from instrument._keys import metric_name
@@ -31,6 +33,10 @@ FLUSH_INTERVAL_SECONDS = 1.0
 #: Run ids started by this library in this process, so an active ``wandb.run`` of ours is never
 #: mistaken for a framework's run.
 _OURS: set[str] = set()
+
+#: The runs other code started that instrument writes into, by id: one per run, so the points
+#: waiting for that run's owner to write rows are kept across sessions.
+_GUESTS: dict[str, WandbRun] = {}
 
 
 def to_wandb(value: Any) -> Any:
@@ -91,6 +97,12 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
+def _all_plain(values: dict[str, Any]) -> bool:
+    """Return whether every value is a number, a string or None (checked fast, by class)."""
+    plain = _PLAIN
+    return all(value.__class__ in plain for value in values.values())
+
+
 def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return ``(plain values, media values)`` of a row or summary update."""
     plain: dict[str, Any] = {}
@@ -122,42 +134,68 @@ def _files_of(source: Path, shown: str) -> list[Path]:
 
 
 class WandbRun:
-    """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol."""
+    """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol.
+
+    *owned*: instrument started it (else it is a guest in a run other code started: it never
+    finishes it, never moves its step and keeps its owner's config values; see
+    :mod:`instrument._backends.wandb_sharing`).
+    """
 
     def __init__(self, run: Any, *, owned: bool) -> None:
         self.run = run
         self.id: str = run.id
         self.owned = owned
+        self._dropped: list[tuple[str, str, str]] = []  # values of the row being written that wandb refused
+        self.shared = wandb_sharing.SharedRun(run, owned=owned, write=self._write_row)
         self._at_end: dict[Path, Path] = {}  # copy in the files folder -> its source ("end" policy)
 
-    def log(self, row: dict[str, Any]) -> None:
-        """Log one history row; a media value wandb cannot write costs only itself.
+    @property
+    def native(self) -> Any:
+        """The ``wandb.Run``."""
+        return self.run
 
-        Plain values go in one ``run.log`` call. Each media value goes first in a ``run.log``
-        of its own with ``commit=False``, which wandb adds to the same row, so a value that
-        fails there (a file gone, a value wandb refuses) is left out alone and the row still lands.
+    def watch(self, settle: Callable[[float], object], finished: Callable[[str | None], None]) -> None:
+        self.shared.settle = settle
+        self.shared.finished_elsewhere = finished
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Append one history row: committed in instrument's run, shared with the owner's rows in a
+        run whose step belongs to other code (:class:`~instrument._backends.wandb_sharing.Rows`).
+
+        A value wandb cannot write costs only itself: each media value goes into the row in a
+        ``run.log`` of its own (``commit=False``, the same row) before the plain values, so one
+        that fails there (a file gone, a value wandb refuses) is left out alone.
 
         Raises:
             ValuesDropped: after the row was written, naming the values that were not.
             Exception: whatever wandb raises for the plain values (the run's fault).
         """
-        plain, media = _split(row)
-        if not media:
-            self.run.log(plain)
+        self._dropped = []
+        if _all_plain(row):  # numbers and strings (the common case): nothing to convert
+            self.shared.rows.write(row)
             return
-        dropped = self._each(media, lambda key, value: self.run.log({key: value}, commit=False))
-        self.run.log(plain)
-        if dropped:
-            raise ValuesDropped(dropped)
+        converted: dict[str, Any] = {}
+        for key, value in row.items():
+            try:
+                converted[key] = to_wandb(value)
+            except Exception as error:  # one value wandb cannot take costs only itself
+                self._dropped.append((key, type_name(value), _describe(error)))
+        self.shared.rows.write(converted)
+        if self._dropped:
+            raise ValuesDropped(self._dropped)
 
-    def _each(self, media: dict[str, Any], write: Any) -> list[tuple[str, str, str]]:
-        dropped: list[tuple[str, str, str]] = []
+    def _write_row(self, row: dict[str, Any], commit: bool | None = None) -> None:
+        """Write one of instrument's rows with wandb's ``run.log``, each media value on its own first."""
+        plain, media = (row, {}) if _all_plain(row) else _split(row)
         for key, value in media.items():
             try:
-                write(key, to_wandb(value))
+                self.shared.log({key: value}, commit=False)
             except Exception as error:  # one value wandb cannot write costs only itself
-                dropped.append((key, type_name(value), _describe(error)))
-        return dropped
+                self._dropped.append((key, type_name(value), _describe(error)))
+        if commit is None:
+            self.shared.log(plain)
+        else:
+            self.shared.log(plain, commit=commit)
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
         """Declare the exact key *name* on *step_metric*, dots escaped (wandb reads a dot as nesting);
@@ -178,10 +216,17 @@ class WandbRun:
         Raises:
             ValuesDropped: after the rest was written, naming the values that were not.
         """
+        self.shared.before_summary(values)
         plain, media = _split(values)
-        dropped = self._each(media, lambda key, value: self.run.summary.update({key: value}))
+        dropped: list[tuple[str, str, str]] = []
+        for key, value in media.items():
+            try:
+                self.run.summary.update({key: to_wandb(value)})
+            except Exception as error:  # one value wandb cannot write costs only itself
+                dropped.append((key, type_name(value), _describe(error)))
         if plain:
             self.run.summary.update(plain)
+        self.shared.wrote_summary(values)
         if dropped:
             raise ValuesDropped(dropped)
 
@@ -197,7 +242,12 @@ class WandbRun:
         self.run._config_callback(key=("_wandb", "visualize", key), val=spec)  # noqa: SLF001
 
     def update_config(self, values: dict[str, Any]) -> None:
-        self.run.config.update(values, allow_val_change=True)
+        """Write *values* into ``run.config``; in a run other code started, a key whose value that
+        code set keeps its value (one warning per key, naming both values)."""
+        if not self.owned:
+            values = self.shared.config_to_write(values)
+        if values:
+            self.run.config.update(values, allow_val_change=True)
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
         """Save the file (every file of a folder, every match of a glob) at *path* under
@@ -249,11 +299,15 @@ class WandbRun:
         self.run.alert(title=title, text=text, level=level)
 
     def finish(self, exit_code: int) -> None:
+        """Finish instrument's run with *exit_code*; in a guest run only write the points still
+        waiting for the owner's rows (the owner finishes its run)."""
         for target, source in self._at_end.items():
             if source.is_file():  # the final contents; a source deleted meanwhile keeps the first copy
                 _copy(source, target)
+        self.shared.close()
         if self.owned:
-            self.run.finish(exit_code=exit_code)
+            with self.shared.finishing():
+                self.run.finish(exit_code=exit_code)
 
     def location(self) -> str:
         return str(getattr(self.run.settings, "sync_dir", "") or self.run.dir)
@@ -274,7 +328,9 @@ class WandbBackend:
 
     def start(self, spec: RunSpec) -> BackendRun:
         """Start a run with ``wandb.init`` (``reinit="create_new"``, so a second pipeline in one
-        process is a second run; wandb's default returns the previous run and drops the new id).
+        process is a second run; wandb's default returns the previous run and drops the new id),
+        and make it ``wandb.run`` unless a run other code started is (native wandb calls then
+        land in it; :func:`~instrument._backends.wandb_sharing.make_global`).
 
         The transaction log is flushed every second (a SIGKILLed process loses about a second of
         points, not wandb's default 15 s) and wandb's ``finish_timeout`` is
@@ -290,8 +346,9 @@ class WandbBackend:
             finish_timeout=_env.exit_timeout(),  # wandb gives up uploading at the end after this
             silent=True,
         )
+        init = wandb_sharing.original_init()  # wandb's own, not the guard that waits for this very run
         with _wandb_mode_env(spec.mode):
-            run = wandb.init(
+            run = init(
                 id=spec.id,
                 project=spec.project,
                 entity=spec.entity,
@@ -300,12 +357,14 @@ class WandbBackend:
                 job_type=spec.job_type,
                 tags=list(spec.tags) or None,
                 config=dict(spec.config) or None,
-                mode=spec.mode,  # type: ignore[arg-type]
+                mode=spec.mode,
                 reinit="create_new",
-                resume=spec.resume,  # type: ignore[arg-type]
+                resume=spec.resume,
                 settings=settings,
             )
         _OURS.add(run.id)
+        started = WandbRun(run, owned=True)
+        wandb_sharing.make_global(started.shared)
         if spec.announce:
             where = run.settings.sync_dir
             print(
@@ -313,7 +372,14 @@ class WandbBackend:
                 f"{where}; upload it with `wandb sync {where}`",
                 file=sys.stderr,
             )
-        return WandbRun(run, owned=True)
+        return started
+
+    def expect(self, spec: RunSpec) -> Callable[[], None]:
+        """Note that *spec* is being started on a dispatcher thread: a ``wandb.init`` that other
+        code calls meanwhile waits for it and gets it, instead of starting a second run. Return
+        what ends the wait (the session calls it once the start is over)."""
+        wandb_sharing.expect(spec.id)
+        return functools.partial(wandb_sharing.started, spec.id)
 
     def adopt(self) -> BackendRun | None:
         """Return the active ``wandb.run`` that someone else started (a framework), or None.
@@ -322,9 +388,12 @@ class WandbBackend:
         """
         wandb = sys.modules.get("wandb")
         run = getattr(wandb, "run", None) if wandb is not None else None
-        if run is None or run.id in _OURS:
+        if run is None or run.id in _OURS or getattr(run, "disabled", False):
             return None
-        return WandbRun(run, owned=False)
+        guest = _GUESTS.get(run.id)
+        if guest is None or guest.run is not run:
+            guest = _GUESTS[run.id] = WandbRun(run, owned=False)
+        return guest
 
 
 @contextlib.contextmanager
