@@ -152,6 +152,17 @@ class Session:
         """The run id (known before the run starts: instrument chooses it)."""
         return self._run.id if self._run is not None else self.spec.id
 
+    def owned_summary(self) -> dict[str, Any]:
+        """Return a copy of the summary values evals wrote to this run so far, by full key
+        (their own and those journaled by subprocesses and ingested)."""
+        with self._write_lock:
+            return dict(self._owned_summary)
+
+    def config(self) -> dict[str, Any]:
+        """Return a deep copy of the run config as merged so far (what this process wrote)."""
+        with self._write_lock:
+            return copy.deepcopy(self._config)
+
     @property
     def started(self) -> bool:
         """Whether the run was started (or adopted)."""

@@ -32,6 +32,8 @@ from typing import Any
 
 import attrs
 
+from instrument._verdicts import summary_report
+
 __all__ = ["RunFile", "RunFileError", "find_run_files", "format_report", "read_run_file", "read_runs"]
 
 _HEADER = struct.Struct("<4sHB")  # ident, magic, version
@@ -170,7 +172,8 @@ def read_runs(wandb_dir: str | os.PathLike[str]) -> list[RunFile]:
 
 
 def format_report(runs: Iterable[RunFile]) -> str:
-    """Describe runs for a human: metadata, config keys, series point counts, summary, exit.
+    """Describe runs for a human: metadata, config keys, series point counts, summary, the
+    verdicts of gates (``gates/...`` summary keys, one line per suite and per gated metric), exit.
 
     Args:
         runs: The runs to describe, in the order given.
@@ -193,9 +196,13 @@ def format_report(runs: Iterable[RunFile]) -> str:
                     counts[key] = counts.get(key, 0) + 1
         lines.append(f"  series ({len(run.history)} history rows):" + ("" if counts else " -"))
         lines += [f"    {key}: {n} point{'s' * (n != 1)}" for key, n in sorted(counts.items())]
-        flat = _flatten(run.summary)
+        gates, described = summary_report(run.summary)
+        flat = _flatten({key: value for key, value in run.summary.items() if key not in described})
         lines.append("  summary:" + ("" if flat else " -"))
         lines += [f"    {key} = {_short(value)}" for key, value in sorted(flat.items())]
+        if gates:
+            lines.append("  gates:")
+            lines += [f"    {line}" for line in gates]
         exit_text = "none (run did not finish)" if run.exit_code is None else str(run.exit_code)
         lines.append(f"  exit code: {exit_text}" + (" (file truncated)" if run.truncated else ""))
     return "\n".join(lines or ["no runs"]) + "\n"

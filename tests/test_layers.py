@@ -19,8 +19,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 #: Every module of the package, by layer (names relative to ``instrument``).
 LAYERS: dict[str, frozenset[str]] = {
     "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_settings",
-                       "_keys", "_foreign", "_redact",
-                       "_options", "_context_file", "_wrapping"}),
+                       "_keys", "_foreign", "_redact", "_options", "_context_file", "_wrapping", "_gates",
+                       "_verdicts"}),
+    "gates": frozenset({"_gatefiles", "_gating"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_backends", "_backends.base", "_backends.disabled", "_backends.recording",
                            "_backends.wandb", "_backends.wandb_sharing", "_backends.call_journal"}),
@@ -29,7 +30,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
     "api": frozenset({"_imperative"}),
     "decorators": frozenset({"_stages", "_pipeline", "_runtime"}),
-    "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "runfile"}),
+    "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "runfile", "baselines"}),
 }
 
 #: The layers each layer may import (at import time or inside a function). Dependencies point
@@ -38,6 +39,7 @@ LAYERS: dict[str, frozenset[str]] = {
 ALLOWED: dict[str, frozenset[str]] = {
     "leaf": frozenset({"leaf"}),
     "routing": frozenset({"leaf"}),
+    "gates": frozenset({"leaf", "gates"}),
     "backends": frozenset({"leaf", "backends"}),
     "dispatch": frozenset({"leaf", "backends"}),
     "session": frozenset({"leaf", "backends", "dispatch", "session"}),
@@ -48,7 +50,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 #: The one lazy seam (import cost): what it may import inside its functions, beyond ALLOWED.
-LAZY_SEAM = {"_runtime": frozenset({"routing", "linkage"})}
+LAZY_SEAM = {"_runtime": frozenset({"routing", "linkage", "gates"})}
 
 #: The only modules that import wandb (each lazily, inside a function): the wandb backend (with the
 #: part of it that shares runs with other code) and the run-file reader.
@@ -145,9 +147,11 @@ def test_import_instrument_loads_only_what_decorating_needs() -> None:
     code = (
         "import sys, instrument\n"
         "instrument.training_stage('s')(lambda: None)\n"
+        "instrument.eval_summary(prefix='e', gates={'x': '< 1'})(lambda: None)\n"
         "print(sorted(m for m in sys.modules if m == 'wandb' or m.startswith(('instrument._linkage', "
         "'instrument._session', 'instrument._dispatch', 'instrument._journal', 'instrument._backends', "
-        "'instrument._routing', 'instrument._imperative'))))\n"
+        "'instrument._routing', 'instrument._imperative', 'instrument._gatefiles', 'instrument._gating', 'instrument._verdicts', "
+        "'filelock'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                             env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"})

@@ -6,6 +6,7 @@ The orchestrator runs once for the whole module, with no W&B account, no ``WANDB
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,32 @@ def test_example_evaluations_land_in_the_pipeline_summary_only(example: ExampleR
     assert pytest.approx(0.09 + 1 / 64) == pipeline.summary["eval_small/nrmse"]
     in_history = {key for run in example.runs for row in run.history for key in row}
     assert set() == evals & in_history
+
+
+@pytest.mark.slow
+def test_example_gate_verdicts_land_in_the_pipeline_run_and_the_report(example: ExampleRun) -> None:
+    """evaluate.py's gates: eval_small fails nrmse < 0.1 (an ERROR alert), eval_full passes; the report shows both
+    suites, the sidecar holds them, and the exit code stays 0 (no gate_exit)."""
+    pipeline = example.only("pipeline")
+    assert (0, "fail", 1, "pass") == (pipeline.summary["gates/eval_small/passed"], pipeline.summary[
+        "gates/eval_small/status"], pipeline.summary["gates/eval_full/passed"], pipeline.summary["gates/eval_full/status"])
+    assert "no_baseline" == pipeline.summary["gates/eval_full/nrmse/status"]  # Baseline.best(5): no earlier run
+    assert [("gates failed: eval_small", "ERROR")] == [(a["title"], a["level"]) for a in pipeline.alerts]
+    report = example.process.stdout.splitlines()
+    start = report.index("  gates:")
+    assert [
+        "  gates:",
+        "    eval_full: pass",
+        "      mse = 0.00827673: pass; threshold 0.01, delta -0.00172327 (-17.2%)",
+        "      nrmse = 0.0909766: no_baseline; threshold 0.1, delta -0.00902344 (-9.02%)",
+        "    eval_small: fail",
+        "      mse = 0.0111566: warn (threshold); threshold 0.01, delta +0.00115664 (+11.6%)",
+        "      nrmse = 0.105625: fail (threshold); threshold 0.1, delta +0.005625 (+5.62%)",
+        "  exit code: 0",
+    ] == report[start:start + 8]
+    assert not any(line.startswith("    gates/") for line in report)  # folded into the gates block
+    sidecar = json.loads((example.root / ".instrument" / "runs" / pipeline.run_id / "gates.json").read_text())
+    assert ["eval_full", "eval_small"] == sorted(sidecar["suites"])
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ With no W&B account the runs are written offline (to ./wandb, or $WANDB_DIR/wand
 later with ``wandb sync``). The pipeline makes exactly two runs:
 
 * the *pipeline run* (``job_type="pipeline"``), owned by this process: its config, the two
-  evaluations' scores in its summary, and ``pipeline/children`` listing the runs it spawned;
+  evaluations' scores and their gate verdicts in its summary (the small split fails its
+  ``nrmse < 0.1`` gate: the run gets an ERROR alert; ``gate_exit=True`` on the pipeline would
+  make this script exit 1), and ``pipeline/children`` listing the runs it spawned;
 * the *training run* of ``train.py``: same group, ``job_type="train"``, tag
   ``parent:<pipeline id>``, with the ``operator/*`` and ``diffusion/*`` series.
 
