@@ -90,7 +90,7 @@ class FaultPolicy:
                 self.spec = spec
                 where = run.location()
                 self.fault("init", f"{failure}; the run was written offline{renamed} to {where} instead; "
-                           f"upload it later with `wandb sync {where}`")
+                           f"upload it later with `instrument sync {where}`")
                 return run
         try:
             journal = self._open_journal(reason=failure)
@@ -238,7 +238,7 @@ def unsynced(run: BackendRun | None) -> str:
         return (f"Its data is in the journal {where}; write it into an offline run with "
                 f"`python -m instrument replay {where}`.")
     if os.path.isdir(where):
-        return f"Its data is in {where}; upload what is missing with `wandb sync {where}`."
+        return f"Its data is in {where}; upload what is missing with `instrument sync {where}`."
     return f"Its data is in {where}."
 
 

@@ -2,7 +2,7 @@
 
 It writes the context file its subprocesses find through ``WANDB_CONTEXT_FILE``, ingests the
 record journals they write while it runs, drains them at the end, lists the children's runs in
-summary ``pipeline/children`` and prints the ``wandb sync`` command for an offline pipeline.
+summary ``pipeline/children`` and prints the ``instrument sync`` command for an offline pipeline.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class PipelineRun:
                            f"`python -m instrument replay {self.folder}`"))
 
     def _print_sync_command(self) -> None:
-        """Print, for an offline pipeline, one line with the ``wandb sync`` command for its run
+        """Print, for an offline pipeline, one line with the ``instrument sync`` command for its run
         and every child's run (each child's run has a folder of its own; wandb's own hint is
         silenced and would only name one run)."""
         if self.session.spec.mode not in ("offline", "dryrun"):
@@ -176,7 +176,7 @@ class PipelineRun:
         runs = (f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count
                 else f"run {self.id} was")
         print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "
-              f"`wandb sync {shown}`", file=sys.stderr)
+              f"`instrument sync {shown}`", file=sys.stderr)
 
 
 def _short(path: str) -> str:

@@ -62,7 +62,8 @@ class RunFile:
     custom charts wandb keeps there (``_wandb.visualize``: the panel of each ``wandb.plot``
     chart logged, by key) are ``charts``. ``artifacts`` are ``{"name", "type", "aliases",
     "manifest_entries", "metadata", "description"}``. ``start_time`` (the run record's start,
-    seconds since the epoch) orders runs whose dirs carry the same timestamp second.
+    seconds since the epoch) orders runs whose dirs carry the same timestamp second. ``host`` is
+    the name of the machine that wrote the run (empty if wandb recorded none).
     """
 
     path: pathlib.Path
@@ -83,6 +84,7 @@ class RunFile:
     exit_code: int | None
     truncated: bool
     start_time: float | None = None
+    host: str = ""
     charts: dict[str, Any] = attrs.field(factory=dict)
 
     def series(self, key: str, step_key: str | None = None) -> list[tuple[int | float, Any]]:
@@ -97,10 +99,14 @@ class RunFile:
         Returns:
             The points in file order; rows without the step key are skipped.
         """
-        step = step_key or self._step_metric(key) or "_step"
+        step = step_key or self.step_metric(key) or "_step"
         return [(row[step], row[key]) for row in self.history if key in row and step in row]
 
-    def _step_metric(self, key: str) -> str:
+    def step_metric(self, key: str) -> str:
+        """Return the step key that ``define_metric`` declared for history key *key*, or ``""``.
+
+        An exact name wins over globs, the last definition over earlier ones.
+        """
         exact = [m for m in self.metrics if m["name"] == key]
         globs = [m for m in self.metrics if m["glob_name"] and _glob_match(m["glob_name"], key)]
         chosen = (exact or globs or [{"step_metric": ""}])[-1]
@@ -333,6 +339,7 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         exit_code=exit_code,
         truncated=truncated,
         start_time=run.start_time.ToNanoseconds() / 1e9 if run.HasField("start_time") else None,
+        host=run.host,
         charts=charts if isinstance(charts, dict) else {},
     )
 

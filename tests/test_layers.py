@@ -31,6 +31,8 @@ LAYERS: dict[str, frozenset[str]] = {
     "api": frozenset({"_imperative"}),
     "decorators": frozenset({"_stages", "_pipeline", "_runtime"}),
     "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "runfile", "baselines"}),
+    "cli": frozenset({"cli", "cli._common", "cli._runs", "cli._sidecar", "cli._show", "cli._compare",
+                      "cli._gate", "cli._leaderboard", "cli._plot", "cli._sync", "cli._replay"}),
 }
 
 #: The layers each layer may import (at import time or inside a function). Dependencies point
@@ -47,6 +49,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "api": frozenset({"leaf", "routing", "backends", "linkage"}),
     "decorators": frozenset({"leaf", "decorators"}),
     "tools": frozenset(LAYERS),
+    "cli": frozenset({"leaf", "gates", "tools", "cli"}),
 }
 
 #: The one lazy seam (import cost): what it may import inside its functions, beyond ALLOWED.

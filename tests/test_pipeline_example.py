@@ -65,11 +65,19 @@ def test_example_writes_exactly_two_runs_and_reports_them(example: ExampleRun) -
 
 
 @pytest.mark.slow
+def test_example_ends_with_the_instrument_commands(example: ExampleRun) -> None:
+    """The report's last lines suggest ``instrument show <pipeline id>`` and ``instrument sync``, not raw wandb."""
+    last = example.process.stdout.splitlines()[-2:]
+    assert last[0].startswith(f"More on a run: instrument show {example.only('pipeline').run_id} ")
+    assert last[1].startswith("Upload them:   instrument sync ")
+
+
+@pytest.mark.slow
 def test_example_says_where_the_offline_runs_went(example: ExampleRun) -> None:
     """With no account the pipeline run is written offline and one line says where and how to sync it."""
     pipeline_id = example.only("pipeline").run_id
     assert f"so run {pipeline_id} was written offline to {example.root / 'wandb'}" in example.process.stderr
-    assert "wandb sync" in example.process.stderr
+    assert "instrument sync" in example.process.stderr
 
 
 @pytest.mark.slow
@@ -174,7 +182,7 @@ def test_the_readmes_five_line_snippet_runs_as_it_is(tmp_path: Path) -> None:
         run.project, run.job_type, run.exit_code, len(run.series("operator/loss")), run.summary["eval/nrmse"],
         run.summary["eval/mse"])
     assert [(0, 1.0), (99, 0.01)] == run.series("operator/loss")[::99]
-    assert "wandb sync" in process.stderr
+    assert "instrument sync" in process.stderr
 
 
 def test_the_readmes_five_line_snippet_uses_only_names_it_imports_or_defines() -> None:

@@ -369,7 +369,7 @@ class WandbBackend:
             where = run.settings.sync_dir
             print(
                 f"instrument: no W&B credentials found, so run {run.id} was written offline to "
-                f"{where}; upload it with `wandb sync {where}`",
+                f"{where}; upload it with `instrument sync {where}`",
                 file=sys.stderr,
             )
         return started
