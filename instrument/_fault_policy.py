@@ -21,10 +21,10 @@ from collections.abc import Callable
 import attrs
 
 from instrument import _env
-from instrument._backends.base import Backend, BackendRun, RunSpec, new_run_id
+from instrument._backends.base import Backend, BackendRun, RunSpec, ValuesDropped, new_run_id
 from instrument._backends.call_journal import CallJournal, new_call_journal_folder
 from instrument._problems import InstrumentationError, Problem, report
-from instrument._records import Record
+from instrument._records import Point, Record, SummaryUpdate
 
 #: What a backend raises when it rejects one call for its value (a bad file policy, a file that
 #: does not exist, an image shape wandb cannot convert, an unknown alert level): that record is
@@ -118,6 +118,8 @@ class FaultPolicy:
             write(record, run)
         except InstrumentationError:
             raise
+        except ValuesDropped as error:  # the record landed without the values wandb could not write
+            dropped(record, error)
         except REJECTIONS as error:  # wandb rejected this value; the run itself is fine
             kind = type(record).__name__
             self.fault(f"rejected {kind}", f"writing a {kind} record to run {self.spec.id} failed "
@@ -198,6 +200,19 @@ class FaultPolicy:
                        f"({_env.INSTRUMENT_EXIT_TIMEOUT}); instrument gave up waiting. {unsynced(run)}")
         elif error is not None:
             self.fault("finish", f"finishing run {self.spec.id} failed ({describe(error)}). {unsynced(spill or run)}")
+
+
+def dropped(record: Record, error: ValuesDropped) -> None:
+    """Report each value a backend could not write, naming the function the record came from.
+
+    Raises:
+        InstrumentationError: in strict mode, for the first value (as routing raises for one it drops).
+    """
+    function = record.function if isinstance(record, Point | SummaryUpdate) and record.function else ""
+    for key, kind, reason in error.dropped:
+        where = f"instrument: {function}: " if function else "instrument: "
+        report(Problem("unroutable", f"{where}key {key!r}: wandb could not write a {kind} ({reason})", key,
+                       "it was dropped"))
 
 
 def describe(error: BaseException) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from instrument import _runtime
-from instrument._config import is_config_mapping, plain_config
+from instrument._config import CONFIG_KINDS, is_config_mapping, plain_config
 from instrument._gates import Baseline, Gate, GateError, OnFail, Regression, Suite, declare
 from instrument._kinds import as_step
 from instrument._problems import InstrumentationError, Origin, Problem, report
@@ -323,14 +323,16 @@ class _RunConfig(Hooks):
             return
         try:
             if not is_config_mapping(value):
-                report(Problem("unroutable", f"instrument: {self.name}: run_config expects a mapping (dict, attrs "
-                               f"or dataclass instance, OmegaConf config), got {type(value).__module__}."
-                               f"{type(value).__qualname__}; nothing was written to the config", "config"))
+                report(Problem("unroutable", f"instrument: {self.name}: run_config expects {CONFIG_KINDS}, got "
+                               f"{type(value).__module__}.{type(value).__qualname__}; nothing was written to the "
+                               "config", "config"))
                 return
             sink = _runtime.resolve("summary")
             if sink is not None:
+                problems: list[Problem] = []
+                values = plain_config(value, problems)
                 with Origin(self.name):
-                    sink.write([ConfigUpdate(values=plain_config(value))])
+                    sink.write([ConfigUpdate(values=values)], problems)
         except InstrumentationError:
             raise
         except Exception as error:  # instrumentation never breaks the program

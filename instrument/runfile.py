@@ -58,11 +58,14 @@ class RunFile:
     Metadata comes from the last run record (wandb rewrites the whole run record when the name
     or tags change). ``config``, ``history`` rows and ``summary`` are rebuilt from wandb's
     ``nested_key`` paths, so logged dicts and media (``{"_type": "image-file", ...}``) come back
-    as nested dicts. wandb 0.31 writes config values unwrapped (no ``{"value": ...}``), so
-    config holds the values exactly as given; the internal ``_wandb`` key is dropped.
-    ``start_time`` (the run record's start, seconds since the epoch; an addition to the contract)
-    orders runs whose dirs carry the same timestamp second. ``host`` is the name of the machine
-    that wrote the run (empty if wandb recorded none).
+    as nested dicts; ``metrics`` name the keys they declare (wandb's escaped ``\\.`` read as a dot).
+    wandb 0.31 writes config values unwrapped (no ``{"value": ...}``), so
+    config holds the values exactly as given; the internal ``_wandb`` key is dropped, but the
+    custom charts wandb keeps there (``_wandb.visualize``: the panel of each ``wandb.plot``
+    chart logged, by key) are ``charts``. ``artifacts`` are ``{"name", "type", "aliases",
+    "manifest_entries", "metadata", "description"}``. ``start_time`` (the run record's start,
+    seconds since the epoch) orders runs whose dirs carry the same timestamp second. ``host`` is
+    the name of the machine that wrote the run (empty if wandb recorded none).
     """
 
     path: pathlib.Path
@@ -84,6 +87,7 @@ class RunFile:
     truncated: bool
     start_time: float | None = None
     host: str = ""
+    charts: dict[str, Any] = attrs.field(factory=dict)
 
     def series(self, key: str, step_key: str | None = None) -> list[tuple[int | float, Any]]:
         """Return ``(step, value)`` for each history row that has *key* (and the step key).
@@ -333,9 +337,9 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         elif kind == "metric":
             metrics.append(
                 {
-                    "name": body.name,
+                    "name": _unescaped(body.name),
                     "glob_name": body.glob_name,
-                    "step_metric": body.step_metric,
+                    "step_metric": _unescaped(body.step_metric),
                     "summary": [field.name for field, on in body.summary.ListFields() if on],
                     "step_sync": body.options.step_sync,
                 }
@@ -346,13 +350,16 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         elif kind == "artifact":
             entries = [entry.path for entry in body.manifest.contents]
             artifacts.append(
-                {"name": body.name, "type": body.type, "aliases": list(body.aliases), "manifest_entries": entries}
+                {"name": body.name, "type": body.type, "aliases": list(body.aliases), "manifest_entries": entries,
+                 "metadata": json.loads(body.metadata) if body.metadata else {},
+                 "description": body.description or None}
             )
         elif kind == "alert":
             alerts.append({"title": body.title, "text": body.text, "level": body.level})
         elif kind == "exit":
             exit_code = body.exit_code
-    config.pop("_wandb", None)
+    internal = config.pop("_wandb", None)
+    charts = internal.get("visualize", {}) if isinstance(internal, dict) else {}
     return RunFile(
         path=path,
         run_id=run.run_id or path.name.removeprefix("run-").removesuffix(".wandb"),
@@ -373,6 +380,7 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         truncated=truncated,
         start_time=run.start_time.ToNanoseconds() / 1e9 if run.HasField("start_time") else None,
         host=run.host,
+        charts=charts if isinstance(charts, dict) else {},
     )
 
 
@@ -418,6 +426,11 @@ def _decode(item: Any) -> Any:
 def _proto() -> Any:
     """Return wandb's protobuf module, imported only now: importing wandb is slow and heavy."""
     return importlib.import_module("wandb.proto.wandb_internal_pb2")
+
+
+def _unescaped(name: str) -> str:
+    """Return a ``define_metric`` name as the key it declares: wandb reads ``\\.`` as a literal dot."""
+    return name.replace("\\.", ".")
 
 
 def _glob_match(pattern: str, key: str) -> bool:

@@ -18,9 +18,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 
 #: Every module of the package, by layer (names relative to ``instrument``).
 LAYERS: dict[str, frozenset[str]] = {
-    "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_redact",
-                       "_options", "_context_file", "_wrapping", "_gates", "_verdicts", "_ranks", "_reduce",
-                       "_family", "runfile"}),
+    "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_settings",
+                       "_keys", "_foreign", "_redact", "_options", "_context_file", "_wrapping", "_gates",
+                       "_verdicts", "_ranks", "_reduce", "_family", "runfile"}),
     "gates": frozenset({"_gatefiles", "_gating"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_workers", "_backends", "_backends.base", "_backends.disabled",
