@@ -225,65 +225,52 @@ class SharedRun:
                                f"{value!r} was not written", full), once=True)
         return out
 
-    def before_summary(self, values: Mapping[str, Any]) -> None:
-        """In a guest run, warn where the owner's summary holds another value under a key
-        instrument is about to write (an eval key the owner logs too; reads the summary once)."""
-        if self.owned or not any(isinstance(v, int | float | str | bool) for v in values.values()):
-            return
-        try:
-            current = dict(self.run.summary)
-        except Exception:  # only a check
-            return
-        for key, value in values.items():
-            theirs = current.get(key, _NOTHING)
-            if isinstance(value, int | float | str | bool) and isinstance(theirs, int | float | str | bool) \
-                    and not _same(theirs, self._summary_written.get(key, _NOTHING)):
-                self._collision(key, value, theirs)
-
     def wrote_summary(self, values: Mapping[str, Any]) -> None:
-        """Remember the plain summary values instrument wrote; warn where other code logged the
-        same key with another value."""
+        """Remember the plain summary values instrument wrote (compared with other code's when
+        the run ends, :meth:`check_summary`)."""
         for key, value in values.items():
             if isinstance(value, int | float | str | bool):
                 self._summary_written[key] = value
-                if key in self._logged:
-                    self._collision(key, value, self._logged[key])
 
     def logged(self, values: Mapping[str, Any]) -> None:
-        """Note what other code logs into the run (through ``run.log``/``wandb.log``)."""
+        """Note the plain values other code logs into the run (through ``run.log``/``wandb.log``)."""
         for key, value in values.items():
             if isinstance(value, int | float | str | bool) and isinstance(key, str):
                 self._logged[key] = value
-                if key in self._summary_written:
-                    self._collision(key, self._summary_written[key], value)
-
-    def _collision(self, key: str, ours: Any, theirs: Any) -> None:
-        if _same(ours, theirs):
-            return
-        kept = "instrument's value is written back at the end (an eval's summary key)" if self.owned else \
-            "the summary keeps the value written last (the run is the owner's)"
-        report(Problem("shared", f"instrument: key {key!r} of run {self.run.id}: instrument's evaluation wrote "
-                       f"{ours!r} to the summary and other code logs {theirs!r} under the same key; {kept}", key),
-               once=True)
 
     def check_summary(self) -> None:
-        """At the end: in instrument's run, write back the eval values that other code's series
-        overwrote in the summary; in a guest run, warn where the owner's summary differs."""
+        """At the end, for each summary key where instrument's eval wrote one plain value last and
+        other code another (the value it logged last; in a guest run, else the owner's summary):
+        warn once, naming both; in instrument's run, write the eval's value back.
+
+        Only at the end: while the run goes on, the two writers take turns (HF's Trainer logs
+        ``eval/*`` right after a ``compute_metrics`` eval returned, while instrument writes the
+        eval's values on its own thread), so their last values can be compared only once both
+        are done.
+        """
         if not self._summary_written:
             return
-        if self.owned:
-            back = {k: v for k, v in self._summary_written.items()
-                    if k in self._logged and not _same(v, self._logged[k])}
-            if back:
-                self.run.summary.update(back)
-            return
-        try:
-            current = dict(self.run.summary)
-        except Exception:  # only a check
-            return
-        for key in self._summary_written.keys() & current.keys():
-            if isinstance(current[key], int | float | str | bool):
-                self._collision(key, self._summary_written[key], current[key])
+        current: dict[str, Any] = {}
+        if not self.owned:
+            try:
+                current = dict(self.run.summary)
+            except Exception:  # only a check
+                current = {}
+        back = {}
+        for key, ours in self._summary_written.items():
+            theirs = self._logged.get(key, current.get(key, _NOTHING))
+            if isinstance(theirs, int | float | str | bool) and not _same(ours, theirs):
+                self._collision(key, ours, theirs)
+                back[key] = ours
+        if back and self.owned:
+            self.run.summary.update(back)
+
+    def _collision(self, key: str, ours: Any, theirs: Any) -> None:
+        kept = "instrument's value was written back (an eval's summary key)" if self.owned else \
+            "the summary keeps the value written last (the run is the owner's)"
+        report(Problem("shared", f"instrument: key {key!r} of run {self.run.id}: instrument's evaluation wrote "
+                       f"{ours!r} to the summary last and other code {theirs!r} under the same key; {kept}", key),
+               once=True)
 
     # Finishing -------------------------------------------------------------------------------------
     @contextlib.contextmanager
