@@ -174,7 +174,7 @@ def test_c14_native_calls_after_current_run_land_in_the_standalone_run(wandb_roo
 FRAMEWORK_AFTER_CONFIG = """
     import time
 
-    import wandb
+    IMPORT_EARLY
 
     import instrument
 
@@ -186,18 +186,25 @@ FRAMEWORK_AFTER_CONFIG = """
 
     make_config()
     time.sleep(WAIT)
+    import wandb  # a framework's own import (Accelerate's tracker, HF's callback): maybe the first
+
     if wandb.run is None:
         wandb.init(project="x")
     wandb.config.update({"a": 1}, allow_val_change=True)
 """
 
 
-@pytest.mark.parametrize("wait", ["3", "0"])
-def test_framework_after_a_config_call_finds_instruments_run(wandb_root: Path, wait: str) -> None:
+@pytest.mark.parametrize(("wait", "late"), [("3", False), ("0", False), ("0", True)])
+def test_framework_after_a_config_call_finds_instruments_run(wandb_root: Path, wait: str, late: bool) -> None:
     """``@run_config``, then ``if wandb.run is None: wandb.init(project="x")`` and
-    ``wandb.config.update``, 3 s later or at once (the run still starting): no exception, one run
-    in instrument's project holding both values."""
-    run_script(wandb_root, FRAMEWORK_AFTER_CONFIG.replace("WAIT", wait))
+    ``wandb.config.update``, 3 s later or at once (the run still starting), also when wandb is
+    first imported after the call and no mode or key is set (Accelerate's ``init_trackers``):
+    no exception, never a request for an API key, one run in instrument's project holding both
+    values."""
+    code = FRAMEWORK_AFTER_CONFIG.replace("WAIT", wait)
+    code = code.replace("IMPORT_EARLY", "" if late else "import wandb")
+    env = {k: v for k, v in wandb_env(wandb_root).items() if not (late and k == "WANDB_MODE")}
+    run_script(wandb_root, code, env=env)
     (run,) = read_runs(wandb_root / "wandb")
     assert {"lr": 1e-3, "a": 1} == run.config
     assert "mine" == run.project

@@ -29,6 +29,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import wrapt
+
 from instrument._problems import Problem, report
 
 #: Points waiting for a row of a shared run before instrument warns, once per run, that they lag.
@@ -396,11 +398,23 @@ _disabled: Any = None
 
 
 def expect(run_id: str) -> None:
-    """Note that run *run_id* will be started on another thread: ``wandb.init`` calls wait for it."""
+    """Note that run *run_id* will be started on another thread: ``wandb.init`` calls wait for it.
+
+    The guard on ``wandb.init`` is installed now if wandb is imported, else the moment any thread
+    imports it (before another thread can see the module): a library that imports wandb itself
+    and calls ``wandb.init`` at once (Accelerate's ``init_trackers``) would otherwise call wandb's
+    own ``init`` while the run's thread is still importing wandb, and be asked for an API key.
+    """
+    global _guard_on_import
     with _lock:
         _starting.setdefault(run_id, threading.Event())
-    if "wandb" in sys.modules:
-        install_init_guard()
+        hook = not _guard_on_import
+        _guard_on_import = True
+    if hook:
+        wrapt.register_post_import_hook(install_init_guard, "wandb")  # at once if wandb is imported
+
+
+_guard_on_import = False  # the import hook that installs the guard is registered
 
 
 def started(run_id: str) -> None:
@@ -419,10 +433,12 @@ def original_init() -> Callable[..., Any]:
     return _original_init
 
 
-def install_init_guard() -> None:
-    """Replace ``wandb.init`` by :func:`_guarded_init` once per process (idempotent)."""
+def install_init_guard(wandb: Any = None) -> None:
+    """Replace ``wandb.init`` by :func:`_guarded_init` once per process (idempotent); *wandb* is
+    the module, imported if not given."""
     global _original_init
-    import wandb
+    if wandb is None:
+        import wandb
 
     with _lock:
         if getattr(wandb.init, "__instrument_guard__", False):
