@@ -148,10 +148,15 @@ def new_session(
 
     Secret-looking config keys are redacted unless ``options.redact_secrets`` (else
     ``configure(redact_secrets=...)``) is False. *on_start* is called with the session once its
-    run started (after the exit hooks are set).
+    run started (after the exit hooks are set). Once SIGTERM is finishing this process's runs,
+    the session is disabled: the process ends in a moment and would leave the run half written.
     """
     settings = _state.settings
     resolved = _resolve_mode(options.mode, environ)
+    if _state.backend is None and _lifecycle.terminating():  # a run started now would be cut short
+        report(Problem("backend", "instrument: SIGTERM finished this process's runs and is ending it; what is "
+                       "logged from now on is not kept (no new run is started)", "SIGTERM"), once=True)
+        resolved = _env.ResolvedMode("disabled", announce=False)
     config = options.config or {}
     for problem in nan_config_problems(config):
         report(problem, once=True)
