@@ -108,6 +108,19 @@ def find_folders(paths: Iterable[str | os.PathLike[str]], environ: Mapping[str, 
     return sorted(unique.values(), key=lambda f: (_stamp(f.path), str(f.path)))
 
 
+def find_journals(paths: Iterable[str | os.PathLike[str]], environ: Mapping[str, str] = os.environ) -> list[Path]:
+    """Return the journals instrument left in the wandb folders *paths* select (as for
+    :func:`find_folders`): ``instrument-journal-*`` folders, records that are in no run until
+    ``instrument replay`` writes them into one."""
+    found: dict[str, Path] = {}
+    for path in [Path(p) for p in paths] or [default_wandb_dir(environ)]:
+        for wandb_dir in (path, path / "wandb"):
+            for journal in sorted(wandb_dir.glob("instrument-journal-*")) if wandb_dir.is_dir() else ():
+                if journal.is_dir():
+                    found.setdefault(os.path.realpath(journal), journal)
+    return list(found.values())
+
+
 def _wandb_files(path: Path) -> list[Path]:
     """Return the ``.wandb`` files that *path* selects (a file, a run folder, a wandb folder or its root)."""
     if path.is_file():
