@@ -154,15 +154,18 @@ STANDALONE = """
 
     for i in range(3):
         step(i)
-    print(json.dumps({"same": same}))
+    print(json.dumps({"same": same, "url": instrument.current().url}))
 """
 
 
 def test_c14_native_calls_after_current_run_land_in_the_standalone_run(wandb_root: Path) -> None:
     """C14: after ``instrument.current().run`` in a stage's first call, wandb.log, config and
-    summary land in instrument's one standalone run, which is ``wandb.run``."""
-    done = run_script(wandb_root, STANDALONE)
+    summary land in instrument's one standalone run, which is ``wandb.run``; its ``url`` is None
+    offline, without a warning from wandb."""
+    env = {k: v for k, v in wandb_env(wandb_root).items() if k != "WANDB_SILENT"}  # wandb's own warnings shown
+    done = run_script(wandb_root, STANDALONE, env=env)
     assert [True, True, True] == last_json(done.stdout)["same"]
+    assert (None, "") == (last_json(done.stdout)["url"], "".join(x for x in done.stderr.splitlines() if "URL" in x))
     (run,) = read_runs(wandb_root / "wandb")
     assert [0.0, 1.0, 2.0] == [row["native/x"] for row in run.history if "native/x" in row]
     assert [(0, 0.5), (1, 0.5), (2, 0.5)] == run.series("operator/loss")
