@@ -145,8 +145,9 @@ def resolve_run(argument: str, environ: Mapping[str, str] = os.environ) -> runfi
     """Read the run that a command's RUN argument names.
 
     Args:
-        argument: A ``.wandb`` file, a run folder, or a run id looked up in
-            :func:`default_wandb_dir` (the latest folder of that id when a run was resumed).
+        argument: A ``.wandb`` file, a run folder (also by its name alone, in
+            :func:`default_wandb_dir`), or a run id looked up there (the latest folder of that id
+            when a run was resumed).
         environ: Where ``WANDB_DIR`` is read.
 
     Returns:
@@ -157,6 +158,8 @@ def resolve_run(argument: str, environ: Mapping[str, str] = os.environ) -> runfi
             (exit status 2).
     """
     path = Path(argument)
+    if not path.exists() and (default_wandb_dir(environ) / argument).exists():
+        path = default_wandb_dir(environ) / argument  # a folder's name as ``ls wandb`` prints it
     if path.is_file():
         found = [path]
     elif path.is_dir():
