@@ -57,6 +57,7 @@ class _State:
     def __init__(self, backend: Backend | None = None, settings: RunOptions | None = None) -> None:
         self.backend = backend  # None: production (wandb, or disabled), with the process's exit hooks
         self.pipelines: list[Session] = []
+        self.pipeline_threads: dict[str, int] = {}  # pipeline run id -> the thread that opened it
         self.standalone: Session | None = None
         self.training: dict[str, Session] = {}
         self.journals: dict[str, JournalSink] = {}
@@ -564,10 +565,24 @@ def own_sessions() -> list[Session]:
 
 
 def push_pipeline(session: Session) -> None:
-    """Make *session* the run every call in this process writes to, until :func:`pop_pipeline`."""
+    """Make *session* the run every call in this process writes to, until :func:`pop_pipeline`.
+
+    A pipeline opened while another thread's pipeline is open warns once: a process writes to
+    one pipeline run at a time (the newest), and its subprocesses find the newest through
+    ``WANDB_CONTEXT_FILE``, so from then on both threads' records go to *session*.
+    """
+    me = threading.get_ident()
     with _lock:
+        others = [p.id for p in _state.pipelines if not p.finished and _state.pipeline_threads.get(p.id, me) != me]
         _state.pipelines.append(session)
+        _state.pipeline_threads[session.id] = me
         _state.disabled = None
+    if others:
+        report(Problem("shared", f"instrument.pipeline: run {session.id} was opened in thread "
+                       f"{threading.current_thread().name!r} while run {others[-1]} of another thread is open; a "
+                       f"process writes to one pipeline run at a time, the newest, so both threads' records and "
+                       f"subprocesses go to {session.id} until it ends: run concurrent pipelines in separate "
+                       "processes", "pipeline"), once=True)
 
 
 def pop_pipeline(session: Session) -> None:
@@ -575,6 +590,7 @@ def pop_pipeline(session: Session) -> None:
     with _lock:
         if session in _state.pipelines:
             _state.pipelines.remove(session)
+        _state.pipeline_threads.pop(session.id, None)
         _state.disabled = None
 
 
