@@ -85,7 +85,11 @@ def backend_for(mode: str) -> Backend:
 
 
 def configure(settings: RunOptions) -> None:
-    """Make *settings* what standalone and training runs are started with (``instrument.configure``)."""
+    """Make *settings* what standalone and training runs are started with (``instrument.configure``).
+
+    A standalone or training run this process already has keeps what it was started with: that
+    is reported (an error in strict mode), the settings applying to runs started from now on.
+    """
     global _placement
     with _lock:
         _state.settings = settings
@@ -95,6 +99,11 @@ def configure(settings: RunOptions) -> None:
             sink.redact_secrets = settings.redact_secrets is not False
         for journal in _worker_journals.values():
             journal.redact_secrets = settings.redact_secrets is not False
+    running = own_sessions()
+    if running:
+        report(Problem("config", f"instrument.configure: run {running[-1].id} was started before this call and keeps "
+                       "what it was started with (project, name, tags, mode, ...); the settings apply to runs "
+                       "started from now on: call configure before the first record", "configure"))
 
 
 def settings() -> RunOptions:
