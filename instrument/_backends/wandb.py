@@ -216,6 +216,7 @@ class WandbRun:
         Raises:
             ValuesDropped: after the rest was written, naming the values that were not.
         """
+        self.shared.before_summary(values)
         plain, media = _split(values)
         dropped: list[tuple[str, str, str]] = []
         for key, value in media.items():

@@ -194,6 +194,7 @@ class SharedRun:
         self._config_written: dict[str, Any] = {}  # leaf path -> the value instrument wrote last
         self._summary_written: dict[str, Any] = {}  # key -> the plain value instrument wrote last
         self._logged: dict[str, Any] = {}  # key -> the plain value other code logged last
+        self._owner_summary: dict[str, Any] = {}  # guest: key -> the owner's value before instrument wrote it
         _watch_finish(run, self._on_finish)
         _guard_log(self)
         if owned:
@@ -226,6 +227,23 @@ class SharedRun:
                                f"{current[key]!r}, set by the code that owns the run; instrument's value "
                                f"{value!r} was not written", full), once=True)
         return out
+
+    def before_summary(self, values: Mapping[str, Any]) -> None:
+        """In a guest run, remember the owner's summary value under each plain key instrument is
+        about to write for the first time (compared when the run ends, :meth:`check_summary`)."""
+        if self.owned:
+            return
+        plain = int | float | str | bool
+        fresh = [k for k, v in values.items() if isinstance(v, plain) and k not in self._summary_written]
+        if not fresh:
+            return
+        try:
+            current = dict(self.run.summary)
+        except Exception:  # only a check
+            return
+        for key in fresh:
+            if isinstance(current.get(key), plain):
+                self._owner_summary.setdefault(key, current[key])
 
     def wrote_summary(self, values: Mapping[str, Any]) -> None:
         """Remember the plain summary values instrument wrote (compared with other code's when
@@ -260,7 +278,10 @@ class SharedRun:
                 current = {}
         back = {}
         for key, ours in self._summary_written.items():
-            theirs = self._logged.get(key, current.get(key, _NOTHING))
+            theirs = self._logged.get(key, _NOTHING)
+            if theirs is _NOTHING and not self.owned:  # set in the summary by the owner, after ours or before
+                now = current.get(key, _NOTHING)
+                theirs = now if not _same(now, ours) else self._owner_summary.get(key, _NOTHING)
             if isinstance(theirs, int | float | str | bool) and not _same(ours, theirs):
                 self._collision(key, ours, theirs)
                 back[key] = ours
