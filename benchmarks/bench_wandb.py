@@ -21,8 +21,9 @@ Rows (the table of issue 15):
 * ``stages``: 10,000 points spread over S stages (1, 10, 100), each stage with its own step axis
   (raw wandb: ``define_metric`` per key and a ``<stage>/step`` value, as instrument writes it).
 * ``step``: a 460x460 float64 matmul step plus one 10-key point, against the same loop without
-  logging; idle, and loaded by two spinning processes. Besides the slowdown it reports the
-  convoy effect directly: the steps that took 1 ms or more above the no-logging median.
+  logging; idle, and loaded by two spinning processes; one BLAS thread unless ``--blas-threads``
+  says otherwise. Besides the slowdown it reports the convoy effect directly: the training
+  thread's wall time minus its own CPU time, the time it waited for the GIL or a core.
 * ``exit``: 10,000 points; the time from the loop's end to the process's end, and total wall.
 
 Timings belong here, never in the test suite.
@@ -70,7 +71,7 @@ def child_import(kind: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def _instrument_loop(points: int, names: list[str], stages: int = 1,
-                     step: Callable[[], None] | None = None) -> tuple[float, list[float]]:
+                     step: Callable[[], None] | None = None) -> tuple[float, list[float], float]:
     import instrument
 
     functions = []
@@ -82,16 +83,16 @@ def _instrument_loop(points: int, names: list[str], stages: int = 1,
 
         functions.append(instrument.training_stage(f"s{s}")(train))
     times: list[float] = []
-    start = time.perf_counter()
+    cpu, start = time.thread_time(), time.perf_counter()
     for i in range(points):
         before = time.perf_counter()
         functions[i % stages](i)
         times.append(time.perf_counter() - before)
-    return time.perf_counter() - start, times
+    return time.perf_counter() - start, times, time.thread_time() - cpu
 
 
 def _raw_loop(points: int, names: list[str], stages: int = 1,
-              step: Callable[[], None] | None = None) -> tuple[float, list[float], Any]:
+              step: Callable[[], None] | None = None) -> tuple[float, list[float], float, Any]:
     import wandb
 
     run = wandb.init(project="bench", settings=wandb.Settings(silent=True))
@@ -100,7 +101,7 @@ def _raw_loop(points: int, names: list[str], stages: int = 1,
         for key in keys[s]:
             run.define_metric(key, step_metric=f"s{s}/step")
     times: list[float] = []
-    start = time.perf_counter()
+    cpu, start = time.thread_time(), time.perf_counter()
     for i in range(points):
         before = time.perf_counter()
         if step is not None:
@@ -110,15 +111,15 @@ def _raw_loop(points: int, names: list[str], stages: int = 1,
         row[f"s{s}/step"] = i // stages
         run.log(row)
         times.append(time.perf_counter() - before)
-    return time.perf_counter() - start, times, run
+    return time.perf_counter() - start, times, time.thread_time() - cpu, run
 
 
 def child_points(kind: str, args: argparse.Namespace) -> dict[str, float]:
     names = _keys(args.keys)
     if kind == "instrument":
-        loop, _ = _instrument_loop(args.points, names, args.stages)
+        loop, _, _ = _instrument_loop(args.points, names, args.stages)
     else:
-        loop, _, run = _raw_loop(args.points, names, args.stages)
+        loop, _, _, run = _raw_loop(args.points, names, args.stages)
         run.finish()
     return {"loop_us": loop / args.points * 1e6, "loop_end": time.time()}
 
@@ -142,21 +143,24 @@ def child_step(kind: str, args: argparse.Namespace) -> dict[str, float]:
         step()
     if kind == "none":
         times = []
-        start = time.perf_counter()
+        cpu, start = time.thread_time(), time.perf_counter()
         for _ in range(args.points):
             before = time.perf_counter()
             step()
             times.append(time.perf_counter() - before)
-        loop = time.perf_counter() - start
+        loop, cpu = time.perf_counter() - start, time.thread_time() - cpu
     elif kind == "instrument":
-        loop, times = _instrument_loop(args.points, names, 1, step)
+        loop, times, cpu = _instrument_loop(args.points, names, 1, step)
     else:
-        loop, times, run = _raw_loop(args.points, names, 1, step)
+        loop, times, cpu, run = _raw_loop(args.points, names, 1, step)
         run.finish()
     times.sort()
     median = times[len(times) // 2]
+    # The convoy effect, directly: the training thread's wall time minus its own CPU time is the
+    # time it waited (for the GIL, or for a core) instead of computing.
     return {"step_ms": loop / args.points * 1e3, "median_ms": median * 1e3,
-            "p90_ms": times[int(len(times) * 0.9)] * 1e3, "loop_end": time.time()}
+            "p90_ms": times[int(len(times) * 0.9)] * 1e3, "wait_ms": (loop - cpu) / args.points * 1e3,
+            "loop_end": time.time()}
 
 
 CHILDREN: dict[str, Callable[[str, argparse.Namespace], dict[str, float]]] = {
@@ -272,6 +276,8 @@ class Spinners:
     def __enter__(self) -> Self:
         code = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass"
         self.processes = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.count)]
+        if self.processes:
+            time.sleep(2)  # let the scheduler settle on them before measuring
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -304,6 +310,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a subset, one process each: about two minutes")
     parser.add_argument("--repeats", type=int, help="fresh processes per kind (default 3; quick: 1)")
     parser.add_argument("--only", help="comma-separated rows: import,points,keys,stages,step,exit")
+    parser.add_argument("--blas-threads", default="1", help="BLAS threads of the step row ('' for the default; "
+                        "default 1: a 2-thread BLAS on 2 cores turns any other work into long waits)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--points", type=int, default=1000, help=argparse.SUPPRESS)
@@ -354,10 +362,12 @@ def main() -> None:
                 table.add(f"{points:,} points over {stages} stage(s): process wall", f"{ii['wall_s']:.2f} s",
                           f"{ir['wall_s']:.2f} s", ii["wall_s"] / ir["wall_s"], "<= 1.0", _load(ii, ir))
         if "step" in only:
-            steps = 300 if args.quick else 1_000
+            steps = 150 if args.quick else 1_000
+            blas = {"OPENBLAS_NUM_THREADS": args.blas_threads, "OMP_NUM_THREADS": args.blas_threads}
             for label, spinners in (("idle", 0), ("loaded", 2)):
                 with Spinners(spinners):
-                    m = compare("step", ("none", "instrument", "raw"), repeats, root, ["--points", str(steps)])
+                    m = compare("step", ("none", "instrument", "raw"), repeats, root, ["--points", str(steps)],
+                                blas if args.blas_threads else None)
                 base, ii, ir = m["none"], m["instrument"], m["raw"]
                 slow_i = ii["step_ms"] / base["step_ms"] - 1
                 slow_r = ir["step_ms"] / base["step_ms"] - 1
@@ -366,6 +376,8 @@ def main() -> None:
                 table.add(f"  same: step time, median / p90 (no logging {base['median_ms']:.2f} / "
                           f"{base['p90_ms']:.2f} ms)", f"{ii['median_ms']:.2f} / {ii['p90_ms']:.2f} ms",
                           f"{ir['median_ms']:.2f} / {ir['p90_ms']:.2f} ms", None, "", "")
+                table.add(f"  same: training thread's wait (wall - its CPU) per step (no logging "
+                          f"{base['wait_ms']:.2f} ms)", f"{ii['wait_ms']:.2f} ms", f"{ir['wait_ms']:.2f} ms", None, "", "")
         if "exit" in only:
             m = compare("points", ("instrument", "raw"), repeats, root, ["--points", "10000"])
             ii, ir = m["instrument"], m["raw"]
