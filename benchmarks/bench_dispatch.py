@@ -15,11 +15,11 @@ the median over the processes. It measures:
    training-thread time per point (the loop's wall time, and the thread's own CPU time), and
    total wall time from the import to the end of ``finish``.
 4. Ten ``WandBContext.log_training_metric`` calls per step (1,000 steps) vs one raw ``run.log``
-   of the ten-key dict per step, and vs ten raw ``run.log`` calls per step (the seed's API).
+   of the ten-key dict per step, and vs ten raw ``run.log`` calls per step (one call per metric).
 5. Peak RSS after 200,000 points with wandb stubbed slow (0.05 ms per ``run.log``) vs after
    1,000 points (the queue's bound keeps memory flat).
 6. A step of 2 ms of pure Python (the GIL held throughout) and one 10-metric point, 500 steps:
-   where ``run.log`` competes with the training thread for the GIL (WANDB_FACTS 5).
+   where ``run.log`` competes with the training thread for the GIL (docs/wandb-behaviour.md, "Costs").
 7. The same with a step that releases the GIL (a 2 ms sleep, as a GPU step or a C kernel), 2,000
    steps.
 
@@ -135,7 +135,7 @@ def child_metrics(kind: str, steps: int) -> dict[str, float]:
                 first = time.perf_counter() - loop_start
             if kind == "raw_dict":
                 run.log({f"op/{name}": k * 0.001 + j for j, name in enumerate(METRICS)} | {"op/step": k})
-            else:  # raw_calls: the seed's log_training_metric, one run.log per metric
+            else:  # raw_calls: one run.log per metric, as a hand-written log_training_metric does
                 for j, name in enumerate(METRICS):
                     run.log({f"op/{name}": k * 0.001 + j, "op/step": k})
         loop, cpu = time.perf_counter() - loop_start, time.thread_time() - cpu_start
@@ -296,10 +296,10 @@ def machine() -> str:
     except OSError:
         pass
     try:
-        import importlib.metadata as metadata
+        from importlib import metadata
 
         wandb_version = metadata.version("wandb")
-    except Exception:  # noqa: BLE001
+    except Exception:
         wandb_version = "?"
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({model or 'unknown CPU'}), "
             f"Python {platform.python_version()}, wandb {wandb_version}")
@@ -327,7 +327,8 @@ def main() -> None:
         rows.append((what, ours, theirs, "" if ratio is None else f"{ratio:.3f}", f"{target} {verdict}".strip()))
 
     ii, iw = m["import_instrument"]["seconds"], m["import_wandb"]["seconds"]
-    add("1. import instrument / import wandb", f"{ii * 1e3:.1f} ms", f"{iw * 1e3:.1f} ms", ii / iw, "<= 0.1", ii / iw <= 0.1)
+    add("1. import instrument / import wandb", f"{ii * 1e3:.1f} ms", f"{iw * 1e3:.1f} ms", ii / iw, "<= 0.1",
+        ii / iw <= 0.1)
     idec = m["import_instrument"]["with_decoration"]
     add("   import instrument + decorate a stage", f"{idec * 1e3:.1f} ms", f"{iw * 1e3:.1f} ms", idec / iw, "", None)
     d = m["disabled"]
@@ -353,9 +354,9 @@ def main() -> None:
         mi["loop_us"] / md["loop_us"], "", None)
     add("   same, steps 2..N per step", f"{mi['rest_us']:.1f} us", f"{md['rest_us']:.1f} us",
         mi["rest_us"] / md["rest_us"], "", None)
-    add("   vs 10 x run.log per step (seed): total", f"{mi['total_s']:.2f} s", f"{mc['total_s']:.2f} s",
+    add("   vs 10 x run.log per step: total", f"{mi['total_s']:.2f} s", f"{mc['total_s']:.2f} s",
         mi["total_s"] / mc["total_s"], "", None)
-    add("   vs 10 x run.log per step (seed): loop per step", f"{mi['loop_us']:.1f} us", f"{mc['loop_us']:.1f} us",
+    add("   vs 10 x run.log per step: loop per step", f"{mi['loop_us']:.1f} us", f"{mc['loop_us']:.1f} us",
         mi["loop_us"] / mc["loop_us"], "", None)
     small, big = m["memory_small"], m["memory_big"]
     grown = big["peak_mb"] - small["peak_mb"]
@@ -375,10 +376,10 @@ def main() -> None:
     print(f"\nMachine: {machine()}; medians of {args.repeats} fresh processes; {args.points} points of 10 metrics.\n")
     header = ("measurement", "instrument", "baseline", "ratio", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
 
 
 if __name__ == "__main__":

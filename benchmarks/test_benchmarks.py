@@ -15,9 +15,10 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-import instrument  # noqa: E402
-from instrument import _linkage  # noqa: E402
-from instrument._backend import RunSpec, _DisabledRun  # noqa: E402
+import instrument
+from instrument import _linkage
+from instrument._backends.disabled import DisabledRun
+from instrument.testing import RunSpec, use_backend
 
 METRICS = {f"m{j}": j * 0.1 for j in range(10)}
 
@@ -25,11 +26,10 @@ METRICS = {f"m{j}": j * 0.1 for j in range(10)}
 class _ThreadedNullBackend:
     """Starts runs that keep nothing, written by a dispatcher thread like the wandb backend's."""
 
-    name = "null"
     synchronous = False
 
     def start(self, spec: RunSpec) -> Any:
-        return _DisabledRun(spec)
+        return DisabledRun(spec)
 
     def adopt(self) -> None:
         return None
@@ -37,17 +37,16 @@ class _ThreadedNullBackend:
 
 @pytest.fixture
 def threaded_null() -> Iterator[None]:
-    previous = _linkage.push_backend(_ThreadedNullBackend(), inherit_settings=False)
-    yield
-    _linkage.finish_state(0)
-    _linkage.pop_backend(previous)
+    with use_backend(_ThreadedNullBackend()):
+        yield
 
 
 @pytest.fixture
 def disabled(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.setattr(_linkage, "_state", _linkage._State())
+    token = _linkage.push_backend(None, inherit_settings=False)  # a fresh production state
     yield
+    _linkage.pop_backend(token)
 
 
 def test_bare_function(benchmark: Any) -> None:

@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay.add_argument("--json", action="store_true", help="print the result as one JSON line")
     arguments = parser.parse_args(argv)
 
+    # The replay loads sessions and backends: only once the arguments are known (--help stays fast).
     from instrument._replay import ReplayError, _main_json
     from instrument._replay import replay as run_replay
 

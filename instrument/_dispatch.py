@@ -1,35 +1,21 @@
 """Dispatch: records leave the calling thread at once; one thread per run calls the backend.
 
-``run.log`` of real wandb costs about 0.4 ms of GIL-holding Python per call, ``import wandb``
-and the first ``wandb.init`` about 0.8 s each (WANDB_FACTS 5). A :class:`Dispatcher` takes the
-records a session prepared on the calling thread (steps assigned, checks done) into a bounded
-queue and a daemon thread hands them to the backend in order (FIFO per run):
-
-* **Bounded, never dropping.** When the queue holds *bound* records the writer waits
-  (backpressure) until the thread makes room. Memory stays bounded however many points are logged.
-* **Spill instead of blocking forever.** If the backend makes no progress for *stall_timeout*
-  seconds while a writer waits, new records are appended to an on-disk journal (the format of
-  :mod:`instrument._journal`) and the writer goes on; when the backend moves again the thread
-  writes the journal's records into the run, in order, before taking new ones from the queue.
-  Records the backend still has not taken when the run must finish are handed back by
-  :meth:`Dispatcher.close`; the session keeps them in the run's call journal.
-* **In the writer's gaps.** ``run.log`` competes with the training thread for the GIL, so while
-  the writer keeps queueing (a record in the last :data:`QUIET_SECONDS`) the thread waits, up to
-  the high-water mark (half the bound) or :data:`MAX_LAG_SECONDS` of lag, and gives a batch back
-  when the writer gets busy again.
-* **Drained before wandb tears down.** wandb registers its exit hooks at ``wandb.init`` and
-  ``atexit`` runs last-registered first, so a hook registered before the run started would run
-  after wandb's teardown. The drain is registered with ``threading._register_atexit`` instead
-  (as :mod:`concurrent.futures` does): it runs when the main thread ends, before any ``atexit``
-  hook, within the exit timeout (``INSTRUMENT_EXIT_TIMEOUT``).
-
-Nothing here imports wandb, and a dispatcher starts its thread only when the first record comes.
+A :class:`Dispatcher` takes the records a session prepared on the calling thread (steps
+assigned, checks done) into a bounded queue, and a daemon thread hands them to the session's
+backend side (:class:`Target`) in order. The queue never drops: a full queue makes the writer
+wait, and a backend that makes no progress for the stall timeout gets new records spilled to an
+on-disk record journal, written back when it moves again. The thread writes in the writer's
+gaps (``run.log`` holds the GIL), and every live dispatcher is drained when the main thread
+ends, before wandb's exit hooks. A synchronous dispatcher (the recording and disabled backends,
+``INSTRUMENT_SYNC=1``) delivers on the calling thread instead. docs/DESIGN.md, "Dispatch", says
+why; nothing here imports wandb.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import importlib
 import os
 import tempfile
 import threading
@@ -37,11 +23,12 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from instrument import _env
+from instrument._journal import JournalReader, JournalWriter
 from instrument._problems import Problem, report
-from instrument._records import Record
+from instrument._records import LogArtifact, Record, SaveFile
 
 #: The default queue bound, in records (one record is one history row, summary update, ...).
 DEFAULT_BOUND = 10_000
@@ -62,65 +49,84 @@ QUIET_SECONDS = 0.002
 #: busy writer or not: live charts lag at most about a second.
 MAX_LAG_SECONDS = 1.0
 
+#: Records that name a file the caller may change right after the call: written when made.
+TAKEN_AT_THE_CALL = (SaveFile, LogArtifact)
+
+#: A clock: monotonic seconds. Injectable, so tests move time instead of waiting for it.
+Clock = Callable[[], float]
+
 _monotonic = time.monotonic
+
+
+class Target(Protocol):
+    """What a dispatcher writes for: the backend side of one run's session (the one interface
+    between a session and its dispatcher)."""
+
+    def deliver(self, record: Record) -> None:
+        """Write one prepared record to the backend, starting the run on the first one."""
+
+    def release_idle(self) -> None:
+        """:meth:`Dispatcher.put` the rows held for coalescing that went idle; never wait for a lock
+        (called on the thread about every :data:`IDLE_CHECK_SECONDS`)."""
+
+    def release_held(self) -> None:
+        """:meth:`Dispatcher.put` every row held for coalescing (a flush)."""
+
+    def keep_at_exit(self) -> None:
+        """The drain at interpreter exit ran out of time: close the dispatcher and keep its records."""
 
 
 class Dispatcher:
     """One run's queue and the thread that writes it to the backend.
 
     Args:
-        deliver: writes one record to the backend; called on the thread only, in queue order.
-            It should not raise (a raising call is reported once and that record is lost).
+        target: the session's backend side; :meth:`Target.deliver` is called in queue order, on
+            the thread (or on the calling thread when *synchronous*). On the thread a raising
+            call is reported once and that record is lost.
         name: used in the thread's name and in messages (the run id).
         bound: the most records the queue holds before :meth:`wait_for_room` blocks writers.
         stall_timeout: seconds without backend progress after which writers stop waiting and
             records spill to an on-disk journal.
-        on_idle: called on the thread about every :data:`IDLE_CHECK_SECONDS`, never under the
-            queue's lock (the session queues rows it held for coalescing once they are idle).
-        on_flush: called by :meth:`flush` before it drains (the session queues every row it
-            holds).
-        on_exit_timeout: called when the drain at interpreter exit timed out (the session closes
-            the dispatcher and keeps what it holds on disk: the run may never be finished).
-        spill_root: returns the folder under which the spill folder is made (called once, when
-            spilling starts; default ``<WANDB_DIR>/wandb``).
+        spill_root: the folder under which the spill folder is made when spilling starts
+            (default ``<WANDB_DIR>/wandb``, read then).
+        synchronous: deliver every record on the calling thread, in :meth:`put`; no thread.
+        clock: monotonic seconds for the idle checks and the stall timeout (default
+            ``time.monotonic``); a test moves it instead of waiting. The writer's gaps, the lag
+            bound and drain timeouts use real time.
     """
 
     def __init__(
         self,
-        deliver: Callable[[Record], None],
+        target: Target,
         *,
         name: str,
         bound: int = DEFAULT_BOUND,
         stall_timeout: float = 60.0,
-        on_idle: Callable[[], None] | None = None,
-        on_flush: Callable[[], None] | None = None,
-        on_exit_timeout: Callable[[], None] | None = None,
-        spill_root: Callable[[], Path] | None = None,
+        spill_root: Path | None = None,
+        synchronous: bool = False,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.name = name
         self.bound = max(1, bound)
         self.high_water = max(1, self.bound // 2)
         self.stall_timeout = stall_timeout
-        self._deliver = deliver
-        self._on_idle = on_idle
-        self._on_flush = on_flush
-        self._on_exit_timeout = on_exit_timeout
+        self.target = target
         self._spill_root = spill_root
+        self._clock = clock
         self._cond = threading.Condition(threading.Lock())
         self._items: collections.deque[Record] = collections.deque()
         self._thread: threading.Thread | None = None
-        self._inline = False  # no thread could be started (interpreter shutdown): write inline
+        self._inline = synchronous  # also when no thread could be started (interpreter shutdown)
         self._idle = False  # the thread waits on the condition
         self._busy = False  # the thread is writing a record it took
         self._waiters = 0  # writers (full queue) and drainers waiting on the condition
         self._closed = False
         self._last_put = 0.0  # when a writer last queued records
         self._oldest: float | None = None  # when the queue last went from empty to non-empty
-        self._progress = _monotonic()  # when the backend last took a record (or began one)
+        self._progress = clock()  # when the backend last took a record (or began one)
         self._spilling = False
-        self._spill: Any = None  # JournalWriter while records spill
-        self._spill_reader: Any = None
-        self.spilled = 0  # records written to the spill journal in all
+        self._spill: JournalWriter | None = None  # while records spill
+        self._spill_reader: JournalReader | None = None
         self.spill_path: Path | None = None
         self._batch: list[Record] = []  # the records the thread took from the queue
         self._current = 0  # the index in _batch of the record being written
@@ -132,17 +138,40 @@ class Dispatcher:
         if self._thread is None and not self._inline:
             self._start_thread()
 
+    @property
+    def synchronous(self) -> bool:
+        """Whether records are delivered on the calling thread (no dispatcher thread)."""
+        return self._inline
+
     def put(self, records: Sequence[Record]) -> None:
         """Queue *records* after everything queued before (never blocks; see :meth:`wait_for_room`).
 
         The session calls this under its write lock, so the queue's order is the call order.
+        A saved file or an artifact is taken when the call is made (``"now"`` means now; the
+        caller may change or delete the file right after), so it does not wait in the queue:
+        the queue is drained first (at most the stall timeout; past it the record is queued),
+        then it is delivered on this thread. Synchronous, every record is delivered here.
         """
         if self._thread is None and not self._inline:
             self._start_thread()
         if self._inline:
             for record in records:
-                self._deliver(record)
+                self.target.deliver(record)
             return
+        start = 0
+        for index, record in enumerate(records):
+            if record.__class__ in TAKEN_AT_THE_CALL:
+                if index > start:
+                    self._queue(records[start:index])
+                start = index + 1
+                if self.drain(self.stall_timeout):
+                    self.target.deliver(record)
+                else:
+                    self._queue([record])
+        if start < len(records):
+            self._queue(records[start:] if start else records)
+
+    def _queue(self, records: Sequence[Record]) -> None:
         with self._cond:
             if self._spilling:
                 self._spill_records(records)
@@ -169,7 +198,7 @@ class Dispatcher:
         started_spilling = False
         with self._cond:
             while len(self._items) >= self.bound and not self._spilling and not self._closed:
-                if _monotonic() - self._progress >= self.stall_timeout:
+                if self._clock() - self._progress >= self.stall_timeout:
                     self._spilling = started_spilling = True
                     folder = self._folder()
                     break
@@ -200,9 +229,8 @@ class Dispatcher:
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Queue what the owner holds back (``on_flush``), then :meth:`drain`."""
-        if self._on_flush is not None:
-            self._on_flush()
+        """Queue what the session holds back (:meth:`Target.release_held`), then :meth:`drain`."""
+        self.target.release_held()
         return self.drain(timeout)
 
     def close(self, timeout: float | None = None) -> tuple[bool, list[Record]]:
@@ -252,10 +280,10 @@ class Dispatcher:
         # If the main thread ends before the run started, the thread imports wandb and calls
         # wandb.init inside the exit drain; importing concurrent.futures.thread then would raise
         # "can't register atexit after shutdown" (wandb imports it), so it is imported now.
-        import concurrent.futures.thread  # noqa: F401
+        importlib.import_module("concurrent.futures.thread")
 
         thread = self._thread = threading.Thread(target=self._run, name=f"instrument-dispatch-{self.name}", daemon=True)
-        self._progress = _monotonic()
+        self._progress = self._clock()
         try:
             thread.start()
         except RuntimeError:  # interpreter shutdown: no new threads
@@ -276,7 +304,7 @@ class Dispatcher:
         )
 
     def _run(self) -> None:
-        next_idle = _monotonic() + IDLE_CHECK_SECONDS
+        next_idle = self._clock() + IDLE_CHECK_SECONDS
         cond = self._cond
         while True:
             batch: list[Record] = []
@@ -284,7 +312,8 @@ class Dispatcher:
             oldest: float | None = None
             with cond:
                 while True:
-                    now = _monotonic()
+                    now = _monotonic()  # the writer's gaps and the lag: real time
+                    ticks = self._clock()  # the idle checks: the injectable clock
                     items = self._items
                     if items:
                         if self._due(now):
@@ -307,21 +336,21 @@ class Dispatcher:
                     else:
                         if self._waiters:
                             cond.notify_all()  # drainers: the queue is empty
-                        timeout = next_idle - now
-                    if now >= next_idle:
+                        timeout = next_idle - ticks
+                    if ticks >= next_idle:
                         break
                     self._idle = True
                     cond.wait(timeout)
                     self._idle = False
                 self._busy = bool(batch)
-                self._progress = now
+                self._progress = ticks
             if batch:
                 self._write(batch, lagging, oldest)
-            if self._on_idle is not None and _monotonic() >= next_idle:
-                next_idle = _monotonic() + IDLE_CHECK_SECONDS
+            if self._clock() >= next_idle:
+                next_idle = self._clock() + IDLE_CHECK_SECONDS
                 try:
-                    self._on_idle()
-                except Exception as error:  # noqa: BLE001
+                    self.target.release_idle()
+                except Exception as error:  # the thread must outlive a failing release
                     report(Problem("backend", f"instrument: run {self.name}: writing held rows failed "
                                    f"({type(error).__name__}: {error})"), once=True)
 
@@ -336,11 +365,12 @@ class Dispatcher:
                     return
                 self._current = index
             try:
-                self._deliver(record)
-            except Exception as error:  # noqa: BLE001 - the thread must outlive a bad record
+                self.target.deliver(record)
+            except Exception as error:  # the thread must outlive a bad record
                 report(Problem("backend", f"instrument: run {self.name}: writing a {type(record).__name__} "
                                f"record failed ({type(error).__name__}: {error})"), once=True)
-            now = self._progress = _monotonic()
+            self._progress = self._clock()
+            now = _monotonic()
             if (
                 index < last
                 and not lagging
@@ -364,7 +394,7 @@ class Dispatcher:
     def _folder(self) -> Path:
         """The spill folder: a private one (mode 0700) made under the spill root on first use."""
         if self.spill_path is None:
-            root = self._spill_root() if self._spill_root is not None else _env.journal_root()
+            root = self._spill_root if self._spill_root is not None else _env.journal_root()
             prefix = f"instrument-queue-{self.name}-"
             try:
                 root.mkdir(parents=True, exist_ok=True)
@@ -375,24 +405,20 @@ class Dispatcher:
 
     def _spill_records(self, records: Sequence[Record]) -> None:
         """Append *records* to the spill journal (the caller holds the condition)."""
-        from instrument._journal import JournalWriter
-
         if self._spill is None:
             self._spill = JournalWriter(self._folder())
         for record in records:
             try:
                 self._spill.append(record)
-                self.spilled += 1
-            except Exception as error:  # noqa: BLE001 - never raise into user code
+            except Exception as error:  # never raise into user code
                 report(Problem("backend", f"instrument: run {self.name}: a {type(record).__name__} record could "
                                f"not be kept on disk ({type(error).__name__}: {error}); it was lost"), once=True)
 
     def _take_spilled(self) -> list[Record]:
         """Return every spilled record not written yet and remove the spill folder (condition held)."""
-        from instrument._journal import JournalReader
-
         reader = self._spill_reader or JournalReader(self._folder())
-        self._spill.close()
+        if self._spill is not None:
+            self._spill.close()
         records = [r for r in reader.read_new() if not isinstance(r, dict)]
         reader.remove()
         self._spill = self._spill_reader = None
@@ -405,8 +431,6 @@ class Dispatcher:
         With nothing left, spilling ends and the journal is removed: new records go to the
         queue again.
         """
-        from instrument._journal import JournalReader
-
         if self._spill is None:
             self._spilling = False
             return []
@@ -454,12 +478,12 @@ def _drain_at_exit() -> None:
     if _forked:
         return
     timeout = _env.exit_timeout()
-    exit_deadline = _monotonic() + timeout
+    exit_deadline = time.monotonic() + timeout
     for dispatcher in list(_LIVE):
-        if not dispatcher.flush(max(0.0, exit_deadline - _monotonic())) and dispatcher._on_exit_timeout is not None:
+        if not dispatcher.flush(max(0.0, exit_deadline - time.monotonic())):
             try:
-                dispatcher._on_exit_timeout()
-            except Exception as error:  # noqa: BLE001 - exiting anyway
+                dispatcher.target.keep_at_exit()
+            except Exception as error:  # exiting anyway
                 report(Problem("backend", f"instrument: run {dispatcher.name}: keeping its queue at exit failed "
                                f"({type(error).__name__}: {error})"), once=True)
 
@@ -468,7 +492,7 @@ def exit_time_left(timeout: float) -> float:
     """Return *timeout*, cut to what is left of the exit deadline once the main thread ended."""
     if exit_deadline is None:
         return timeout
-    return max(min(timeout, exit_deadline - _monotonic()), min(timeout, 1.0))
+    return max(min(timeout, exit_deadline - time.monotonic()), min(timeout, 1.0))
 
 
 def _after_fork_in_child() -> None:

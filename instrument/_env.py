@@ -1,7 +1,7 @@
 """Every environment variable instrument reads, one documented constant each.
 
 Functions take ``environ: Mapping[str, str]`` so tests pass a dict instead of patching
-``os.environ``. Nothing here imports wandb.
+``os.environ``. A leaf: it imports nothing of instrument's, and no wandb.
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
-#: Path of the JSON context file written by a ``@pipeline`` (the seed's convention). Set by the
-#: orchestrator for its subprocesses; a child that finds it links its runs to the pipeline run.
+#: Path of the JSON context file written by a ``@pipeline`` (the name comes from the imperative
+#: ``WandBContext`` API this library keeps). Set by the orchestrator for its subprocesses; a child
+#: that finds it links its runs to the pipeline run.
 WANDB_CONTEXT_FILE = "WANDB_CONTEXT_FILE"
 
 #: wandb's own mode variable: ``online``, ``offline``, ``disabled`` (also ``dryrun``, ``run``),
@@ -45,8 +47,8 @@ INSTRUMENT_SYNC = "INSTRUMENT_SYNC"
 INSTRUMENT_QUEUE_SIZE = "INSTRUMENT_QUEUE_SIZE"
 
 #: Seconds the backend may make no progress while a writer waits on a full queue; after that,
-#: records are kept in an on-disk journal (``wandb/instrument-spill-<run id>-<pid>``) and
-#: training goes on. Default 60.
+#: records are kept in an on-disk journal (``<WANDB_DIR>/wandb/instrument-queue-<run id>-*/``)
+#: and written to the run when it moves again; training goes on. Default 60.
 INSTRUMENT_STALL_TIMEOUT = "INSTRUMENT_STALL_TIMEOUT"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -127,35 +129,46 @@ def _accepted() -> str:
     return ", ".join(repr(mode) for mode in sorted(_MODES)) + " (any case)"
 
 
-def resolve_mode(explicit: str | None, environ: Mapping[str, str] = os.environ) -> tuple[str, bool]:
-    """Return ``(mode, defaulted_to_offline)``.
+class ResolvedMode(NamedTuple):
+    """The mode a run is started in, and how it was found (see :func:`resolve_mode`)."""
+
+    mode: str
+    #: No mode was given and no credentials exist: the run is offline, and where it went is printed.
+    announce: bool
+    #: The ``WANDB_MODE`` value that is not a wandb mode (the run is offline instead), else None.
+    unknown: str | None = None
+
+
+def resolve_mode(explicit: str | None, environ: Mapping[str, str] = os.environ) -> ResolvedMode:
+    """Return the mode a run is started in.
 
     The order: *explicit*, else ``WANDB_MODE``, else ``online`` when credentials exist, else
-    ``offline`` (then the second item is True so the caller can print where the run went). Modes
-    are matched in any case. An unknown ``WANDB_MODE`` is reported once (a warning; an error in
-    strict mode) and the run is written offline: wandb would raise at ``wandb.init``, far from
-    the cause (WANDB_FACTS 4), and every value of the run would be lost.
+    ``offline`` (then *announce* is True so the caller can print where the run went). Modes are
+    matched in any case. An unknown ``WANDB_MODE`` gives ``offline`` with the value in *unknown*,
+    for the caller to report: wandb itself would raise at ``wandb.init``, far from the cause, and
+    every value of the run would be lost.
 
     Raises:
         ValueError: *explicit* is not a wandb mode (the callers check ``mode=`` arguments when
             they are given, so this is the caller's own code).
     """
     if explicit:
-        return check_mode(explicit, "mode="), False
+        return ResolvedMode(check_mode(explicit, "mode="), False)
     value = environ.get(WANDB_MODE)
     if value:
         mode = wandb_mode(environ)
         if mode is None:
-            from instrument._problems import Problem, report
-
-            report(Problem("config", f"instrument: {WANDB_MODE}={value!r} is not a wandb mode (expected one of "
-                           f"{_accepted()}); runs are written offline instead, to be uploaded with "
-                           "`wandb sync`", WANDB_MODE), once=True)
-            return "offline", False
-        return mode, False
+            return ResolvedMode("offline", False, value)
+        return ResolvedMode(mode, False)
     if has_credentials(environ):
-        return "online", False
-    return "offline", True
+        return ResolvedMode("online", False)
+    return ResolvedMode("offline", True)
+
+
+def unknown_mode_message(value: str) -> str:
+    """Return the message for a ``WANDB_MODE`` *value* that is not a wandb mode."""
+    return (f"instrument: {WANDB_MODE}={value!r} is not a wandb mode (expected one of {_accepted()}); runs are "
+            "written offline instead, to be uploaded with `wandb sync`")
 
 
 def wandb_mode(environ: Mapping[str, str] = os.environ) -> str | None:

@@ -1,20 +1,12 @@
-"""Journals: records on disk, for a run that cannot be written directly right now.
+"""The record journal: how a subprocess writes records into a run its pipeline owns.
 
-Two kinds, both JSON lines flushed per line, files created 0600 in folders created 0700:
-
-* a *record journal* (:class:`JournalWriter`, :class:`JournalReader`): W&B lets one process write
-  a run at a time (its shared mode needs a live server), so an eval subprocess appends its
-  records to a file of its own in the folder the context file names; the owner ingests them and
-  removes the folder once drained. Files a child hands over (saved files, images, artifacts) are
-  copied into the journal folder, and the owner uploads only from there: a journal line naming a
-  path outside it (``..``, an absolute path, a symlink pointing out) is refused.
-* a *call journal* (:class:`JournalRun`): when a run cannot be started, or a backend call fails
-  mid-run, the session writes the rest of the run's backend calls into a private folder
-  (``spill.jsonl`` and ``files/``); ``python -m instrument replay <folder>`` writes them into an
-  offline run later.
-
-Neither holds an API key: the context names no secret and secret-looking config keys are
-redacted before config reaches a journal (``instrument._redact``).
+W&B lets one process write a run at a time (its shared mode needs a live server), so an eval
+subprocess appends records (JSON lines, flushed per line, files 0600 in folders 0700) to a file
+of its own in the folder the context file names (:class:`JournalSink`); the owner reads them
+(:class:`JournalReader`) and writes them into its run (:func:`ingest`). Media and files cross as
+copies next to the journal, and a line naming a path outside the folder is refused. The same
+encoding serves the call journal (:mod:`instrument._backends.call_journal`) and the dispatcher's
+spill. Imports only leaves; the owner's run is anything with ``write``.
 """
 
 from __future__ import annotations
@@ -23,16 +15,16 @@ import itertools
 import json
 import os
 import shutil
-import socket
-import tempfile
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
-from instrument._backend import RunSpec
+from instrument._kinds import is_pil_image, is_wandb_value
+from instrument._problems import InstrumentationError, InstrumentationWarning, Problem, report, user_stacklevel
 from instrument._records import (
     ConfigUpdate,
     LogArtifact,
@@ -42,8 +34,7 @@ from instrument._records import (
     SendAlert,
     SummaryUpdate,
 )
-from instrument._problems import Problem, report
-from instrument._routing import is_pil_image, is_wandb_value
+from instrument._redact import redact_config
 from instrument._values import Histogram, Image, Table
 
 _RECORDS: dict[str, type[Any]] = {
@@ -58,7 +49,7 @@ class JournalError(ValueError):
     """A journal line cannot be read, or names a file outside the journal folder."""
 
 
-class _Encoder:
+class Encoder:
     """Turns the media of one record into JSON, copying their pixels and files into *files*."""
 
     def __init__(self, files: Path, counter: Iterator[int]) -> None:
@@ -92,7 +83,7 @@ class _Encoder:
             name = self.name(".png")
             data.save(self.files / name, format="PNG")
         else:  # a uint8 array, converted by routing: kept exactly
-            import numpy as np
+            import numpy as np  # only for an array, so numpy is there; never at import
 
             name = self.name(".npy")
             np.save(self.files / name, data, allow_pickle=False)
@@ -114,31 +105,31 @@ class _Encoder:
 _DROP: Any = object()
 
 
-def _without_dropped(values: dict[str, Any]) -> dict[str, Any]:
+def without_dropped(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not _DROP}
 
 
-def _decode_value(value: Any, files: Path) -> Any:
+def decode_value(value: Any, files: Path) -> Any:
     if isinstance(value, dict):
         media = value.get(_MEDIA)
         if media == "table":
-            return Table(value["columns"], [[_decode_value(c, files) for c in row] for row in value["rows"]])
+            return Table(value["columns"], [[decode_value(c, files) for c in row] for row in value["rows"]])
         if media == "histogram":
             return Histogram(value["values"], num_bins=value.get("num_bins", 64))
         if media == "image":
-            path = _inside(files, value["file"])
+            path = inside(files, value["file"])
             if path.suffix == ".npy":
-                import numpy as np
+                import numpy as np  # only for pixels a child saved from an array; never at import
 
                 return Image(np.load(path, allow_pickle=False), caption=value.get("caption"))
             return Image(str(path), caption=value.get("caption"))
-        return {k: _decode_value(v, files) for k, v in value.items()}
+        return {k: decode_value(v, files) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode_value(v, files) for v in value]
+        return [decode_value(v, files) for v in value]
     return value
 
 
-def _inside(folder: Path, name: str | os.PathLike[str]) -> Path:
+def inside(folder: Path, name: str | os.PathLike[str]) -> Path:
     """Return ``folder/name`` resolved, refusing anything that leads outside *folder*.
 
     A folder is checked whole: a symlink anywhere in it that points outside is refused too, so a
@@ -159,24 +150,6 @@ def _inside(folder: Path, name: str | os.PathLike[str]) -> Path:
                     f"journal folder {folder}"
                 )
     return path
-
-
-def _copy_into(source: str, base_path: str | None, target_root: Path) -> Path:
-    """Copy the file or folder *source* under *target_root*, keeping its path relative to
-    *base_path* (else to the working directory when it lies under it, else only its name)."""
-    src = Path(source)
-    base = Path(base_path) if base_path else (Path.cwd() if src.resolve().is_relative_to(Path.cwd()) else src.parent)
-    try:
-        relative = src.resolve().relative_to(base.resolve())
-    except ValueError:
-        relative = Path(src.name)
-    target = target_root / relative
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if src.is_dir():
-        shutil.copytree(src, target, dirs_exist_ok=True)
-    else:
-        shutil.copy2(src, target)
-    return target
 
 
 class JournalWriter:
@@ -230,8 +203,8 @@ class JournalWriter:
             line["path"] = self._copy(Path(record.path), folder / Path(record.path).name)
             line["aliases"] = list(record.aliases)
         elif isinstance(record, Point | SummaryUpdate):
-            encoder = _Encoder(self.files, self._counter)
-            line["values"] = _without_dropped({k: encoder.value(k, v) for k, v in record.values.items()})
+            encoder = Encoder(self.files, self._counter)
+            line["values"] = without_dropped({k: encoder.value(k, v) for k, v in record.values.items()})
         return line
 
     @staticmethod
@@ -298,14 +271,14 @@ class JournalReader:
 
     def _decode(self, line: dict[str, Any], path: Path) -> Record | dict[str, Any]:
         if not isinstance(line, dict):
-            raise ValueError("a journal line must be a JSON object")
+            raise TypeError("a journal line must be a JSON object")
         cls = _RECORDS.get(line.pop("record", None) or "")
         if cls is None:
             return line  # a plain message, such as {"type": "child", "run_id": ...}
         if cls in (Point, SummaryUpdate):
-            line["values"] = _decode_value(line["values"], self.folder / f"files-{path.stem.split('-')[1]}")
+            line["values"] = decode_value(line["values"], self.folder / f"files-{path.stem.split('-')[1]}")
         elif cls in (SaveFile, LogArtifact):
-            _inside(self.folder, line["path"])
+            inside(self.folder, line["path"])
             if cls is LogArtifact:
                 line["aliases"] = tuple(line.get("aliases", ()))
         return cls(**line)  # type: ignore[no-any-return]
@@ -322,165 +295,77 @@ def _mtime(path: Path) -> int:
         return 0
 
 
-#: The file of a call journal inside its folder.
-SPILL_FILE = "spill.jsonl"
-SPILL_VERSION = 1
+class Writable(Protocol):
+    """Where ingested records go: the owner's session (anything with this ``write``)."""
+
+    def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
+        """Write *records* to the run, reporting *problems* first."""
 
 
-def new_spill_folder(root: Path, run_id: str) -> Path:
-    """Create a private folder (mode 0700) for the call journal of run *run_id* under *root*.
+class JournalSink:
+    """Write records for the pipeline run into this process's journal in *journal_dir*.
 
-    Falls back to the system temp dir when *root* cannot be written.
-    """
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"instrument-journal-{run_id}-", dir=root))
-    except OSError:
-        return Path(tempfile.mkdtemp(prefix=f"instrument-journal-{run_id}-"))
-
-
-class JournalRun:
-    """A :class:`~instrument._backend.BackendRun` that writes every call to a call journal.
-
-    The first line describes the run (its :class:`~instrument._backend.RunSpec`, why it is
-    journaled, where the part written before lives); then one line per backend call; the last
-    line holds the exit code. Files handed to ``save``/``log_artifact`` are copied into
-    ``files/`` at once (wandb's ``run.save`` keeps a symlink only, so a later replay would read
-    whatever the file holds then). ``python -m instrument replay <folder>`` writes it into an
-    offline run.
-
-    Raises:
-        OSError: the folder or the file cannot be written (when created or on any call).
+    The one place a subprocess writes into the pipeline run; config is redacted before it hits
+    the disk unless *redact_secrets* is False.
     """
 
-    def __init__(self, folder: Path, spec: RunSpec, *, reason: str, partial: str | None = None) -> None:
-        self.folder = Path(folder)
-        self.spec = spec
-        self.id = spec.id
-        self.files = self.folder / "files"
-        self.files.mkdir(mode=0o700, exist_ok=True)
-        self.path = self.folder / SPILL_FILE
-        self._lock = threading.RLock()
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._copies = 0
-        self._counter = itertools.count()
-        spec_fields = attrs.asdict(spec)
-        spec_fields["tags"] = list(spec.tags)
-        self._write({"type": "run", "version": SPILL_VERSION, "spec": spec_fields, "reason": reason,
-                     "partial": partial, "pid": os.getpid(), "host": socket.gethostname()})
+    def __init__(self, journal_dir: str, *, redact_secrets: bool = True) -> None:
+        self.writer = JournalWriter(journal_dir)
+        self.redact_secrets = redact_secrets
 
-    def _write(self, line: dict[str, Any]) -> None:
-        with self._lock:
-            if self._fd is None:
-                raise OSError(f"the journal {self.path} is closed")
-            os.write(self._fd, (json.dumps(line, default=repr) + "\n").encode())
+    def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
+        """Append *records* to the journal (one flushed line each) after reporting *problems*.
 
-    def _call(self, method: str, **args: Any) -> None:
-        self._write({"type": "call", "method": method, "args": args})
+        A record that cannot be written is reported (once per kind), never raised.
+        """
+        for problem in problems:
+            report(problem, once=problem.kind == "non_finite")
+        for record in records:
+            line = record
+            if isinstance(record, ConfigUpdate) and self.redact_secrets:
+                line = attrs.evolve(record, values=redact_config(record.values))  # before it hits the disk
+            try:
+                self.writer.append(line)
+            except Exception as error:  # never raise into user code
+                report(Problem("backend", f"instrument: writing to the journal {self.writer.path} failed "
+                               f"({type(error).__name__}: {error})"), once=True)
 
-    def _copy(self, path: str, base_path: str | None) -> tuple[str, str]:
-        with self._lock:
-            self._copies += 1
-            root = self.files / f"{self._copies:04d}"
-        target = _copy_into(path, base_path, root)
-        return str(target.relative_to(self.folder)), str(root.relative_to(self.folder))
+    def announce_child(self, run_id: str, location: str) -> None:
+        """Tell the owner that this process started run *run_id*, whose data lives at *location*."""
+        self.writer.append({"type": "child", "run_id": run_id, "location": location})
 
-    def _encode(self, values: dict[str, Any]) -> dict[str, Any]:
-        encoder = _Encoder(self.files, self._counter)
-        return _without_dropped({key: encoder.value(key, value) for key, value in values.items()})
-
-    def log(self, row: dict[str, Any]) -> None:
-        """Journal ``run.log(row)``."""
-        self._call("log", row=self._encode(row))
-
-    def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
-        """Journal ``run.define_metric``."""
-        self._call("define_metric", name=name, step_metric=step_metric, summary=summary)
-
-    def update_summary(self, values: dict[str, Any]) -> None:
-        """Journal ``run.summary.update``."""
-        self._call("update_summary", values=self._encode(values))
-
-    def update_config(self, values: dict[str, Any]) -> None:
-        """Journal ``run.config.update``."""
-        self._call("update_config", values=values)
-
-    def save(self, path: str, base_path: str | None, policy: str) -> None:
-        """Copy the file into the journal now and journal ``run.save`` of the copy."""
-        copied, base = self._copy(path, base_path)
-        self._call("save", path=copied, base_path=base, policy=policy)
-
-    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
-        """Copy the file or folder into the journal now and journal ``run.log_artifact``."""
-        copied, _ = self._copy(path, None)
-        self._call("log_artifact", path=copied, type=type, name=name, aliases=list(aliases))
-
-    def alert(self, title: str, text: str, level: str) -> None:
-        """Journal ``run.alert``."""
-        self._call("alert", title=title, text=text, level=level)
-
-    def finish(self, exit_code: int) -> None:
-        """Write the exit code and close the journal (it stays on disk for the replay)."""
-        with self._lock:
-            if self._fd is None:
-                return
-            self._write({"type": "exit", "exit_code": exit_code})
-            os.close(self._fd)
-            self._fd = None
-
-    def location(self) -> str:
-        """Return the journal folder."""
-        return str(self.folder)
+    def close(self) -> None:
+        """Close the journal file (it stays on disk for the owner)."""
+        self.writer.close()
 
 
-def read_call_journal(folder: Path) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], int | None]:
-    """Read the call journal in *folder*: ``(header, [(method, args), ...], exit_code)``.
+def ingest(target: Writable, reader: JournalReader, locations: dict[str, str] | None = None) -> list[str]:
+    """Write the journal records found by *reader* into *target*; return children's run ids.
 
-    Arguments are decoded (media values back to :mod:`instrument._values`; paths checked to lie
-    inside *folder* and made absolute). A torn last line is ignored; ``exit_code`` is None when
-    the writer never finished.
-
-    Raises:
-        JournalError: the file lacks its header, or a line is not valid, or names a file outside
-            *folder*.
+    Every record read is written. A problem a record raises in strict mode comes from another
+    process and cannot be raised there, so here it is a warning that names the run (*target*'s
+    ``id``). Where a child said where its run lives (its wandb folder), *locations* gets
+    ``{run id: folder}``.
     """
-    path = folder / SPILL_FILE
-    header: dict[str, Any] | None = None
-    calls: list[tuple[str, dict[str, Any]]] = []
-    exit_code: int | None = None
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    files = folder / "files"
-    for number, raw in enumerate(complete.splitlines(), start=1):
-        if not raw.strip():
+    children: list[str] = []
+    for record in reader.read_new():
+        if isinstance(record, dict):
+            if record.get("type") == "child":
+                children.append(str(record["run_id"]))
+                if locations is not None and isinstance(record.get("location"), str):
+                    locations[str(record["run_id"])] = record["location"]
+            else:
+                report(Problem("backend", f"instrument: journal {reader.folder}: a line of unknown type "
+                               f"{record.get('type')!r} was skipped"), once=True)
             continue
         try:
-            line = json.loads(raw)
-        except ValueError as error:
-            raise JournalError(f"{path}:{number}: not JSON ({error})") from None
-        kind = line.get("type") if isinstance(line, dict) else None
-        if kind == "run":
-            header = line
-        elif kind == "exit":
-            exit_code = int(line["exit_code"])
-        elif kind == "call" and line.get("method") in _CALLS:
-            args = dict(line.get("args") or {})
-            method = line["method"]
-            if method in ("log", "update_summary"):
-                key = "row" if method == "log" else "values"
-                args[key] = _decode_value(args[key], files)
-            if method in ("save", "log_artifact"):
-                args["path"] = str(_inside(folder, args["path"]))
-                if args.get("base_path"):
-                    args["base_path"] = str(_inside(folder, args["base_path"]))
-                if method == "log_artifact":
-                    args["aliases"] = tuple(args.get("aliases") or ())
-            calls.append((method, args))
-        else:
-            raise JournalError(f"{path}:{number}: not a journal line: {raw[:200]!r}")
-    if header is None:
-        raise JournalError(f"{path}: the journal has no header line")
-    return header, calls, exit_code
+            target.write([record])
+        except InstrumentationError as error:
+            warnings.warn(f"{error} (a record journaled for run {getattr(target, 'id', '?')})", InstrumentationWarning,
+                          stacklevel=user_stacklevel())
+    return children
 
 
-_CALLS = frozenset({"log", "define_metric", "update_summary", "update_config", "save", "log_artifact", "alert"})
+def children_summary(children: Iterable[str]) -> SummaryUpdate:
+    """Return the summary record that lists a pipeline's child runs (``pipeline/children``)."""
+    return SummaryUpdate(values={"pipeline/children": sorted(set(children))}, owned=True)

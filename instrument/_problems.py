@@ -8,6 +8,7 @@ touched by this module.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import os
 import sys
 import threading
@@ -15,6 +16,8 @@ import warnings
 from typing import Literal
 
 import attrs
+
+from instrument import _env
 
 Kind = Literal[
     "unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend", "redacted",
@@ -25,7 +28,7 @@ Kind = Literal[
 _ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted"})
 
 
-class InstrumentWarning(UserWarning):
+class InstrumentationWarning(UserWarning):
     """Warning category of every instrumentation problem (filter it with ``warnings``)."""
 
 
@@ -67,8 +70,6 @@ def strict() -> bool:
     """Return whether problems raise: the innermost ``strict_mode`` override, else the env."""
     if _strict_override:
         return _strict_override[-1]
-    from instrument import _env
-
     return _env.is_strict()
 
 
@@ -82,8 +83,8 @@ def pop_strict() -> None:
     _strict_override.pop()
 
 
-class origin:  # noqa: N801 - used like a function: ``with origin(name):``
-    """Name *function* in the message of every problem reported inside the block.
+class Origin:
+    """Name *function* in the message of every problem reported inside ``with Origin(function):``.
 
     A small class rather than a ``contextlib.contextmanager``: it wraps every logging call, and
     a generator-based context manager costs several times more.
@@ -102,7 +103,7 @@ class origin:  # noqa: N801 - used like a function: ``with origin(name):``
 
 
 def with_origin(message: str) -> str:
-    """Return *message* (``"instrument: ..."``) naming the function of the enclosing :func:`origin`."""
+    """Return *message* (``"instrument: ..."``) naming the function of the enclosing :class:`Origin`."""
     function = _origin.get()
     if function and message.startswith("instrument: ") and not message.startswith(f"instrument: {function}:"):
         return f"instrument: {function}: {message[len('instrument: '):]}"
@@ -112,7 +113,7 @@ def with_origin(message: str) -> str:
 def report(problem: Problem, *, once: bool = False) -> None:
     """Raise *problem* in strict mode, else warn; with *once*, warn once per kind and key.
 
-    The message names the function being written for (:func:`origin`) when it does not already.
+    The message names the function being written for (:class:`Origin`) when it does not already.
 
     Raises:
         InstrumentationError: strict mode is on and the problem is not advisory.
@@ -126,7 +127,7 @@ def report(problem: Problem, *, once: bool = False) -> None:
                 return
             _seen.add(marker)
     message = f"{problem.message}; {problem.outcome}" if problem.outcome else problem.message
-    warnings.warn(with_origin(message), InstrumentWarning, stacklevel=user_stacklevel())
+    warnings.warn(with_origin(message), InstrumentationWarning, stacklevel=user_stacklevel())
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -148,10 +149,11 @@ def user_stacklevel() -> int:
     (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12 only.) With no such
     frame (a thread of instrument's own) it is 1, the calling function.
     """
-    frame = sys._getframe(1)  # the caller: what stacklevel=1 names
+    here = inspect.currentframe()
+    frame = here.f_back if here is not None else None  # the caller: what stacklevel=1 names
     level = 1
     while frame is not None and _internal(frame.f_code.co_filename):
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
         level += 1
     return level if frame is not None else 1
 

@@ -10,6 +10,7 @@ on ``_``, ``-``, ``.`` and ``/``) is ``apikey``, ``token``, ``password``, ``pass
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -32,7 +33,7 @@ def is_secret_key(name: object) -> bool:
     parts = [part for part in _SPLIT.split(name.lower()) if part]
     if any(part in SECRET_SEGMENTS for part in parts):
         return True
-    return any(first == "api" and second == "key" for first, second in zip(parts, parts[1:]))
+    return any(first == "api" and second == "key" for first, second in itertools.pairwise(parts))
 
 
 def redact(values: Any, found: list[str], path: str = "") -> Any:

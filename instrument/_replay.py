@@ -1,17 +1,18 @@
 """Replay: write a journal left on disk into an offline wandb run (``python -m instrument replay``).
 
-Two kinds of journal end up on disk (:mod:`instrument._journal`):
+Two kinds of journal end up on disk:
 
-* a *call journal* (``instrument-journal-<id>-*/spill.jsonl``): a run that could not be started,
+* a *call journal* (``instrument-journal-<id>-*/spill.jsonl``, :mod:`instrument._backends.call_journal`):
+  a run that could not be started,
   or whose backend call failed mid-run; it holds the run's spec and every backend call after the
   failure, in order;
-* the *record journals* of a pipeline whose owner died before draining them
+* the *record journals* (:mod:`instrument._journal`) of a pipeline whose owner died before draining them
   (``instrument-<id>-*/journal/journal-*.jsonl``, next to ``context.json``): what its eval
   subprocesses wrote for the pipeline run.
 
 Either is written into an offline run with the journal's run id and ``resume="allow"``, so
 ``wandb sync`` of both folders adds the replayed part to the same run (how W&B's server merges
-two segments of one run is wandb's; WANDB_FACTS 3.1). ``--run-id`` writes a separate run instead.
+two segments of one run is up to W&B). ``--run-id`` writes a separate run instead.
 The journal is removed once written, unless asked to keep it.
 """
 
@@ -26,9 +27,11 @@ from typing import Any
 
 import attrs
 
-from instrument._backend import Backend, RunSpec
-from instrument._journal import SPILL_FILE, JournalError, JournalReader, JournalRun, read_call_journal
-from instrument._linkage import RunContext, pipeline_children_summary
+from instrument._backends.base import Backend, RunSpec
+from instrument._backends.call_journal import SPILL_FILE, read_call_journal
+from instrument._backends.wandb import WandbBackend
+from instrument._context_file import ContextFile
+from instrument._journal import JournalError, JournalReader, children_summary
 from instrument._problems import Problem, report
 from instrument._session import Session
 
@@ -60,12 +63,6 @@ class Replayed:
         return "\n".join(lines)
 
 
-def _default_backend() -> Backend:
-    from instrument._wandb_backend import WandbBackend
-
-    return WandbBackend()
-
-
 def replay(
     path: str | os.PathLike[str],
     *,
@@ -94,7 +91,7 @@ def replay(
         target = target.parent
     if not target.is_dir():
         raise ReplayError(f"instrument replay: {os.fspath(path)!r} is not a journal folder or file")
-    backend = backend or _default_backend()
+    backend = backend or WandbBackend()
     try:
         if (target / SPILL_FILE).is_file():
             return _replay_calls(target, run_id=run_id, keep=keep, force=force, backend=backend)
@@ -138,7 +135,7 @@ def _replay_calls(folder: Path, *, run_id: str | None, keep: bool, force: bool, 
             getattr(run, method)(**args)
         run.finish(1 if exit_code is None else exit_code)
         location = run.location()
-    except Exception as error:  # noqa: BLE001 - reported with the journal kept
+    except Exception as error:  # reported, with the journal kept
         raise ReplayError(f"instrument replay: writing {folder} into run {spec.id} failed "
                           f"({type(error).__name__}: {error}); the journal was kept") from None
     if not keep:
@@ -148,10 +145,10 @@ def _replay_calls(folder: Path, *, run_id: str | None, keep: bool, force: bool, 
 
 def _replay_records(journal: Path, *, run_id: str | None, keep: bool, backend: Backend) -> Replayed:
     owner = journal.parent
-    context: RunContext | None = None
+    context: ContextFile | None = None
     if (owner / "context.json").is_file():
         try:
-            context = RunContext.load(owner / "context.json", require_journal=False)  # the folder may have moved
+            context = ContextFile.load(owner / "context.json", require_journal=False)  # the folder may have moved
         except ValueError as error:
             raise ReplayError(f"instrument replay: {error}") from None
     if context is None and run_id is None:
@@ -176,10 +173,10 @@ def _replay_records(journal: Path, *, run_id: str | None, keep: bool, backend: B
             continue
         session.write([record])
     if children:
-        session.write([pipeline_children_summary(children)])
+        session.write([children_summary(children)])
     session.finish(1)  # the owner died before finishing the run
-    run = session._run  # noqa: SLF001 - the replay checks where its run really went
-    if run is None or isinstance(run, JournalRun) or session._spill is not None:  # noqa: SLF001
+    run = session.written_run()
+    if run is None:
         raise ReplayError(f"instrument replay: the run {spec.id} could not be written; {journal} was kept")
     if not keep:
         shutil.rmtree(owner if context is not None and owner.name.startswith("instrument-") else journal,

@@ -1,6 +1,6 @@
 """Pure routing: (returned value, decorator role, prefix) -> records and problems.
 
-The one place the rules of README "Where values land" live. No wandb, no global state, no I/O
+The one place the rules of docs/values.md live. No wandb, no global state, no I/O
 (only the working directory is read, to keep a saved file's path relative to it). numpy,
 torch, pandas, PIL and OmegaConf objects are recognised by duck typing and their module name;
 numpy is used only to convert an array the caller already handed in, and none of the others is
@@ -28,13 +28,32 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import re
-import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
 
+from instrument._config import plain_config
+from instrument._kinds import (
+    as_number,
+    as_step,
+    is_array,
+    is_dataframe,
+    is_pil_image,
+    is_tensor,
+    is_wandb_value,
+    module_of,
+    tensor_to_numpy,
+    type_name,
+)
+from instrument._media import (
+    IMAGE_CHANNELS,
+    artifact_name,
+    dataframe_table,
+    histogram_values,
+    image_data,
+    is_image_batch,
+)
 from instrument._problems import Kind, Problem
 from instrument._records import (
     ConfigUpdate,
@@ -49,8 +68,6 @@ from instrument._values import Alert, Artifact, Config, File, Histogram, Image, 
 
 Role = Literal["series", "summary"]
 
-_TENSOR_MODULES = frozenset({"torch", "jax", "jaxlib", "tensorflow"})
-_IMAGE_CHANNELS = (1, 3, 4)
 
 
 @attrs.frozen(slots=True)
@@ -59,91 +76,6 @@ class Routed:
 
     records: tuple[Record, ...]
     problems: tuple[Problem, ...]
-
-
-def _module(value: object) -> str:
-    return type(value).__module__.split(".", 1)[0]
-
-
-def is_tensor(value: object) -> bool:
-    """Return whether *value* looks like a torch/jax/tensorflow tensor (duck typing, nothing imported)."""
-    return _module(value) in _TENSOR_MODULES and hasattr(value, "shape")
-
-
-def is_array(value: object) -> bool:
-    """Return whether *value* is a numpy array (``numpy.ndarray`` or a subclass)."""
-    return _module(value) == "numpy" and hasattr(value, "ndim") and hasattr(value, "dtype") and hasattr(value, "shape")
-
-
-def is_wandb_value(value: object) -> bool:
-    """Return whether *value* is a W&B data type (``wandb.Table``, ``wandb.Image``, ...).
-
-    Recognised by its class hierarchy (wandb's ``WBValue`` base), without importing wandb.
-    """
-    return _module(value) == "wandb" and any(cls.__name__ == "WBValue" for cls in type(value).__mro__)
-
-
-def is_pil_image(value: object) -> bool:
-    """Return whether *value* is a PIL image (duck typing, PIL is not imported)."""
-    return _module(value) == "PIL" and hasattr(value, "size") and hasattr(value, "mode") and hasattr(value, "copy")
-
-
-def is_dataframe(value: object) -> bool:
-    """Return whether *value* is a pandas DataFrame (duck typing, pandas is not imported)."""
-    return _module(value) == "pandas" and hasattr(value, "columns") and hasattr(value, "itertuples")
-
-
-def _tensor_to_numpy(value: Any) -> Any:
-    for step in ("detach", "cpu"):
-        method = getattr(value, step, None)
-        if callable(method):
-            value = method()
-    return value.numpy() if hasattr(value, "numpy") else value
-
-
-def _numpy() -> Any:
-    # Only called for an array the caller handed in, so numpy is already imported.
-    return sys.modules.get("numpy") or __import__("numpy")
-
-
-def as_number(value: object) -> int | float | bool | None:
-    """Return *value* as a plain Python number, or None if it is not a scalar number.
-
-    Accepts int, float, bool (and their subclasses, such as ``IntEnum``), numpy scalars, 0-d
-    numpy arrays and 0-d tensors (through ``.item()``). NaN and infinities are numbers.
-    """
-    if type(value) in (bool, int, float):
-        return value  # type: ignore[return-value]
-    if isinstance(value, bool | int | float):  # subclasses such as IntEnum
-        return bool(value) if isinstance(value, bool) else int(value) if isinstance(value, int) else float(value)
-    scalar = _module(value) == "numpy" or is_tensor(value)
-    if scalar and tuple(getattr(value, "shape", (1,))) == () and hasattr(value, "item"):
-        item = value.item()
-        return item if isinstance(item, bool | int | float) else None
-    return None
-
-
-def as_step(value: object) -> int | None:
-    """Return *value* as an exact int step, or None if it is not a whole number.
-
-    ``10``, ``10.0``, ``np.int64(10)`` and a 0-d tensor holding 10 give 10; ``10.5``, ``"10"``,
-    NaN and bools give None.
-    """
-    if isinstance(value, bool):
-        return None
-    number = as_number(value)
-    if isinstance(number, bool) or number is None:
-        return None
-    if isinstance(number, int):
-        return number
-    if math.isfinite(number) and number == int(number):
-        return int(number)
-    return None
-
-
-def _type_name(value: object) -> str:
-    kind = type(value)
-    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _problem(kind: Kind, function: str, key: str, detail: str, outcome: str = "") -> Problem:
@@ -182,76 +114,7 @@ def flatten(
 
 
 def _is_plain_mapping(value: object) -> bool:
-    return isinstance(value, Mapping) and _module(value) != "wandb"
-
-
-# -- media conversion (pure; numpy only for arrays handed in) ---------------------------------
-
-
-def image_frames(data: Any) -> tuple[Any | None, str]:
-    """Return *data* as image data W&B accepts, or ``(None, reason)``.
-
-    Args:
-        data: a numpy array or tensor (HxW, HxWx1/3/4, CxHxW; a batch NxHxWxC or NxCxHxW;
-            uint8 0..255, float 0..1, bool, or integers within 0..255), a PIL image, or the
-            path of an image file.
-
-    Returns:
-        ``(converted, note)``: a fresh uint8 array HxW, HxWxC (C of 3 or 4) or a batch NxHxWxC
-        (C of 1, 3 or 4), a copy of the PIL image, or an absolute path string; *note* says what was clipped (or is
-        ``""``). On failure ``(None, reason)``, the reason naming the shape and dtype.
-    """
-    if isinstance(data, str | os.PathLike):
-        return os.path.abspath(os.fspath(data)), ""
-    if is_pil_image(data):
-        return data.copy(), ""
-    if is_tensor(data):
-        data = _tensor_to_numpy(data)
-    if not is_array(data):
-        return None, f"image data of type {_type_name(data)} is not an array, a PIL image or a path"
-    np = _numpy()
-    array = np.array(data, copy=True)
-    shape, dtype = tuple(array.shape), str(array.dtype)
-    note = ""
-    if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            note = "non-finite pixels were set to 0"
-            array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
-        if array.size and (array.min() < 0.0 or array.max() > 1.0):
-            note = (note + "; " if note else "") + "float pixels outside 0..1 were clipped"
-        array = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    elif array.dtype.kind == "b":
-        array = array.astype(np.uint8) * 255
-    elif array.dtype.kind in "iu" and array.dtype != np.uint8:
-        if array.size and (array.min() < 0 or array.max() > 255):
-            return None, f"an integer image of shape {shape} and dtype {dtype} has values outside 0..255"
-        array = array.astype(np.uint8)
-    elif array.dtype != np.uint8:
-        return None, f"an image of dtype {dtype} (shape {shape}) is not uint8, float or bool"
-    bad = (f"an image of shape {shape} and dtype {dtype} is not HxW, HxWx1/3/4, CxHxW or a batch "
-           "NxHxWxC")
-    if array.ndim in (3, 4) and array.shape[-1] not in _IMAGE_CHANNELS:
-        if array.shape[-3] not in _IMAGE_CHANNELS:
-            return None, bad
-        array = np.moveaxis(array, -3, -1)  # CxHxW -> HxWxC, NxCxHxW -> NxHxWxC
-    if array.ndim not in (2, 3, 4) or 0 in array.shape:
-        return None, bad
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]  # one channel is grey: HxW
-    array = np.ascontiguousarray(array)
-    return array, note
-
-
-def is_image_batch(data: Any) -> bool:
-    """Return whether converted image data (see :func:`image_frames`) holds several pictures."""
-    return is_array(data) and data.ndim == 4
-
-
-def histogram_values(array: Any) -> tuple[list[float], int]:
-    """Return the finite values of a numeric 1-D array as floats, and how many were left out."""
-    values = [float(x) for x in array.tolist()]
-    finite = [x for x in values if math.isfinite(x)]
-    return finite, len(values) - len(finite)
+    return isinstance(value, Mapping) and module_of(value) != "wandb"
 
 
 # -- the builder ------------------------------------------------------------------------------
@@ -316,7 +179,7 @@ class _Builder:
         elif isinstance(value, Table):
             self.add_table(key, value, role)
         elif is_dataframe(value):
-            self.add_table(key, _dataframe_table(value), role)
+            self.add_table(key, dataframe_table(value), role)
         elif isinstance(value, Image):
             self.add_image(key, value, role)
         elif is_pil_image(value):
@@ -326,8 +189,8 @@ class _Builder:
         elif is_wandb_value(value):
             self.place(key, value, role)
         elif is_array(value) or is_tensor(value):
-            self.add_array(key, _tensor_to_numpy(value) if is_tensor(value) else value, role)
-        elif _module(value) == "pandas" and hasattr(value, "to_numpy"):
+            self.add_array(key, tensor_to_numpy(value) if is_tensor(value) else value, role)
+        elif module_of(value) == "pandas" and hasattr(value, "to_numpy"):
             self.add_array(key, value.to_numpy(), role)  # a pandas Series: like a 1-D array
         elif isinstance(value, list | tuple | set | frozenset):
             self.problem("unroutable", key,
@@ -336,7 +199,7 @@ class _Builder:
                          "for rows", "it was dropped")
         else:
             self.problem("unroutable", key,
-                         f"a value of type {_type_name(value)} fits no rule (numbers, strings, mappings, "
+                         f"a value of type {type_name(value)} fits no rule (numbers, strings, mappings, "
                          "arrays, media, markers)", "it was dropped")
 
     def add_mapping(self, mapping: Mapping[Any, Any], prefix: str | None, role: Role) -> None:
@@ -368,7 +231,7 @@ class _Builder:
         self.other.append(LogArtifact(path=path, type=value.type, name=name, aliases=value.aliases))
 
     def add_image(self, key: str, value: Image, role: Role) -> None:
-        data, note = image_frames(value.data)
+        data, note = image_data(value.data)
         if data is None:
             self.problem("unroutable", key, note, "it was dropped")
             return
@@ -390,12 +253,12 @@ class _Builder:
             for column, cell in zip(table.columns, row, strict=True):
                 value = self.cell(key, cell)
                 if value is _NOT_A_CELL:
-                    converted.setdefault(column, _type_name(cell))
+                    converted.setdefault(column, type_name(cell))
                     value = str(cell)
                 cells.append(value)
             rows.append(cells)
-        for column, type_name in converted.items():
-            self.problem("unroutable", key, f"table column {column!r} holds values of type {type_name}",
+        for column, kind in converted.items():
+            self.problem("unroutable", key, f"table column {column!r} holds values of type {kind}",
                          "they were stored as str()")
         self.place(key, Table(table.columns, rows), role)
 
@@ -407,7 +270,7 @@ class _Builder:
             return cell
         if isinstance(cell, Image) or is_pil_image(cell):
             image = cell if isinstance(cell, Image) else Image(cell)
-            data, note = image_frames(image.data)
+            data, note = image_data(image.data)
             if data is None or is_image_batch(data):
                 self.problem("unroutable", key, f"table cell image: {note or 'a batch is not one cell'}",
                              "the cell was left empty")
@@ -424,7 +287,7 @@ class _Builder:
             if left_out:
                 self.problem("non_finite", key, f"histogram: {_non_finite_count(left_out)} left out")
             self.place(key, Histogram(values), role)
-        elif dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in _IMAGE_CHANNELS)):
+        elif dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in IMAGE_CHANNELS)):
             self.add_image(key, Image(array), role)
         elif array.size == 1 and kind in "biuf":
             self.add(key, array.reshape(()), role)
@@ -453,18 +316,6 @@ def _under(path: str, folder: str) -> bool:
         return os.path.commonpath([path, folder]) == folder and path != folder
     except ValueError:  # different drives
         return False
-
-
-def artifact_name(path: str) -> str:
-    """Return the default artifact name for *path*: its stem, W&B-safe (letters, digits, ``-_.``)."""
-    stem = pathlib.PurePath(path).stem or pathlib.PurePath(path).name
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", stem) or "artifact"
-
-
-def _dataframe_table(frame: Any) -> Table:
-    columns = [str(c) for c in frame.columns]
-    rows = [list(r) for r in frame.itertuples(index=False, name=None)]
-    return Table(columns, rows)
 
 
 def route(
@@ -521,64 +372,6 @@ def route(
     ops = {join(prefix, key): op for key, op in (summary or {}).items()}
     axis = prefix if role == "series" else None
     return Routed(builder.records(axis, step, ops), tuple(builder.problems))
-
-
-def is_config_mapping(value: object) -> bool:
-    """Return whether *value* can be a run config: a mapping, an attrs or dataclass instance, an
-    OmegaConf config (recognised by its module, omegaconf is not imported)."""
-    if isinstance(value, Mapping) or attrs.has(type(value)) or _module(value) == "omegaconf":
-        return True
-    return hasattr(value, "__dataclass_fields__") and not isinstance(value, type)
-
-
-def nan_keys(values: Any, path: str = "") -> list[str]:
-    """Return the ``a/b`` paths of the config *values* (plain data) that are or hold a NaN float.
-
-    wandb stores NaN anywhere in the config (nested, in a list) as null (WANDB_FACTS 6).
-    """
-    if isinstance(values, float) and math.isnan(values):
-        return [path]
-    if isinstance(values, Mapping):
-        return [found for key, value in values.items() for found in nan_keys(value, join(path, str(key)))]
-    if isinstance(values, list | tuple):
-        return [path] if any(nan_keys(value, path) for value in values) else []
-    return []
-
-
-def nan_config_problems(values: Any, prefix: str | None = None) -> list[Problem]:
-    """Return one problem per config key in *values* (under *prefix*) that holds a NaN."""
-    return [Problem("non_finite", f"instrument: config key {key!r} is NaN; wandb stores NaN in the config "
-                    "as null", f"config:{key}") for key in nan_keys(values, prefix or "")]
-
-
-def plain_config(value: Any) -> Any:
-    """Return *value* as plain config data: nesting kept, paths as strings, tuples as lists.
-
-    Accepts mappings, attrs and dataclass instances, OmegaConf configs (recognised, and
-    ``omegaconf`` imported only when one was passed), sequences and scalars; numpy and 0-d
-    tensor scalars become plain numbers. Other leaves are kept as they are (wandb stores them
-    as ``str()``, WANDB_FACTS 6).
-    """
-    if _module(value) == "omegaconf":
-        from omegaconf import OmegaConf  # only when one was passed, so it is installed
-
-        value = OmegaConf.to_container(value, resolve=True)
-    if attrs.has(type(value)):
-        value = attrs.asdict(value, recurse=False)
-    elif hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        import dataclasses
-
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): plain_config(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [plain_config(v) for v in value]
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    number = as_number(value)
-    if number is not None:
-        return number
-    return value
 
 
 _PLAIN_NUMBERS = (int, float, bool)

@@ -4,7 +4,7 @@ Markers override the decorator's role: ``Summary`` lands in ``run.summary`` even
 ``Series`` is a history point even from an eval. All are frozen attrs value classes holding plain
 data; none imports wandb (the wandb backend turns ``Table``/``Image``/``Histogram`` into
 ``wandb.Table``/``wandb.Image``/``wandb.Histogram``). Every key a decorated function returns gets
-the decorator's prefix, markers included (README, "Where values land").
+the decorator's prefix, markers included (docs/values.md).
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ from typing import Any, Literal
 
 import attrs
 
+from instrument._kinds import shown
+
 AlertLevel = Literal["INFO", "WARN", "ERROR"]
 FilePolicy = Literal["now", "end", "live"]
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def _mapping(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,7 +29,7 @@ def _mapping(value: Mapping[str, Any]) -> dict[str, Any]:
 def _is_mapping(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, dict):
         raise TypeError(f"instrument.{type(instance).__name__}: {attribute.name} must be a mapping, such as "
-                        f"{{'loss': 0.1}}, got {_shown(value)}")
+                        f"{{'loss': 0.1}}, got {shown(value)}")
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -44,7 +41,7 @@ class _OneOfValidator:
     def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in self.options:
             raise ValueError(f"instrument.{type(instance).__name__}: {attribute.name} must be one of "
-                             f"{', '.join(repr(option) for option in self.options)}, got {_shown(value)}")
+                             f"{', '.join(repr(option) for option in self.options)}, got {shown(value)}")
 
     def __repr__(self) -> str:
         return f"<one_of validator for {self.options!r}>"
@@ -89,8 +86,9 @@ class Config:
 
     Returned from a decorated function it is deep-merged under the decorator's prefix
     (``config["eval_small"]["eval_samples"]``), so two evals never collide; the mapping key it
-    is returned under (``{"nrmse": 0.1, "config": Config(...)}``) is not a config level. ``instrument.run_config`` and ``WandBContext.update_config``
-    write at the top level instead. Paths become strings, tuples lists.
+    is returned under (``{"nrmse": 0.1, "config": Config(...)}``) is not a config level.
+    ``instrument.run_config`` and ``WandBContext.update_config`` write at the top level instead.
+    Paths become strings, tuples lists.
 
     Raises:
         TypeError: *values* is not a mapping.
@@ -123,7 +121,7 @@ def _path(value: str | os.PathLike[str]) -> str:
 def _is_path(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) and not (value is None and attribute.default is None):
         raise TypeError(f"instrument.{type(instance).__name__}: {attribute.name} must be a path (a string or "
-                        f"a pathlib.Path), got {_shown(value)}")
+                        f"a pathlib.Path), got {shown(value)}")
 
 
 @attrs.frozen(slots=True)
@@ -135,7 +133,7 @@ class File:
     returned from a decorated function is ``File(path)``.
 
     *policy* is wandb's: ``"now"`` uploads at once, ``"end"`` at finish, ``"live"`` whenever it
-    changes. wandb's ``run.save`` only symlinks the file (WANDB_FACTS 2.5), so instrument copies
+    changes. wandb's ``run.save`` only symlinks the file (docs/wandb-behaviour.md), so instrument copies
     ``"now"`` files into the run's files folder at once and ``"end"`` files again at finish: the
     run keeps the contents of that moment even if the original changes or is deleted before a
     later ``wandb sync``. ``"live"`` stays a symlink (it is meant to follow the file), except
@@ -176,17 +174,17 @@ class Artifact:
 
 def _columns(value: Iterable[Any]) -> tuple[str, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise TypeError(f"instrument.Table: columns must be a list of column names, got {_shown(value)}")
+        raise TypeError(f"instrument.Table: columns must be a list of column names, got {shown(value)}")
     return tuple(str(column) for column in value)
 
 
 def _rows(value: Iterable[Iterable[Any]]) -> tuple[tuple[Any, ...], ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise TypeError(f"instrument.Table: rows must be a list of rows (each a list of cells), got {_shown(value)}")
+        raise TypeError(f"instrument.Table: rows must be a list of rows (each a list of cells), got {shown(value)}")
     rows = []
     for index, row in enumerate(value):
         if isinstance(row, str | bytes) or not isinstance(row, Iterable):
-            raise TypeError(f"instrument.Table: row {index} must be a list of cells, got {_shown(row)}")
+            raise TypeError(f"instrument.Table: row {index} must be a list of cells, got {shown(row)}")
         rows.append(tuple(row))
     return tuple(rows)
 
@@ -234,13 +232,13 @@ class Image:
 
 def _floats(value: Iterable[Any]) -> tuple[float, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise TypeError(f"instrument.Histogram: values must be a list or array of numbers, got {_shown(value)}")
+        raise TypeError(f"instrument.Histogram: values must be a list or array of numbers, got {shown(value)}")
     out = []
     for v in value:
         try:
             out.append(float(v))
         except (TypeError, ValueError):
-            raise TypeError(f"instrument.Histogram: values must be numbers, got {_shown(v)} among them") from None
+            raise TypeError(f"instrument.Histogram: values must be numbers, got {shown(v)} among them") from None
     return tuple(out)
 
 

@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the ``instrument_lenient`` marker."""
     config.addinivalue_line(
         "markers",
-        "instrument_lenient: instrument_recorder lets instrumentation problems warn (InstrumentWarning) "
+        "instrument_lenient: instrument_recorder lets instrumentation problems warn (InstrumentationWarning) "
         "instead of failing this test",
     )
 
@@ -58,7 +58,7 @@ def instrument_recorder(request: pytest.FixtureRequest) -> Iterator[Recording]:
     ``instrument_lenient`` marker, ``--instrument-lenient`` or ``instrument_strict = false`` turn
     that into warnings.
     """
-    from instrument.testing import recording
+    from instrument.testing import recording  # instrument loads only for a test that asks for the fixture
 
     lenient = (
         request.node.get_closest_marker("instrument_lenient") is not None

@@ -288,8 +288,8 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
                 }
             )
         elif kind == "files":
-            for item in body.files:
-                files.append({"path": item.path, "policy": type(item).PolicyType.Name(item.policy).lower()})
+            files.extend({"path": item.path, "policy": type(item).PolicyType.Name(item.policy).lower()}
+                         for item in body.files)
         elif kind == "artifact":
             entries = [entry.path for entry in body.manifest.contents]
             artifacts.append(

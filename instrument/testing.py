@@ -3,7 +3,8 @@
 ``recording()`` routes everything decorated code (and ``WandBContext``) writes, in this thread
 and in threads it starts, into a :class:`RecordingBackend`, and restores the previous backend on
 exit. It works without pytest; the pytest plugin's ``instrument_recorder`` fixture is a thin
-layer over it::
+layer over it. ``use_backend()`` does the same for any backend (the :class:`Backend` and
+:class:`BackendRun` protocols)::
 
     from instrument.testing import recording
 
@@ -25,12 +26,22 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from instrument import _linkage
+from instrument import _lifecycle, _linkage
+from instrument._backends.base import Backend, BackendRun, RunSpec
+from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument._env import WANDB_CONTEXT_FILE
 from instrument._problems import InstrumentationError, pop_strict, push_strict, reset_once
-from instrument._recording import RecordedRun, RecordingBackend
 
-__all__ = ["RecordedRun", "Recording", "RecordingBackend", "recording"]
+__all__ = [
+    "Backend",
+    "BackendRun",
+    "RecordedRun",
+    "Recording",
+    "RecordingBackend",
+    "RunSpec",
+    "recording",
+    "use_backend",
+]
 
 _ANY: Any = object()
 
@@ -114,13 +125,8 @@ class Recording:
                 "Recording.subprocess() needs an active instrument.pipeline, or the context_file "
                 "that save_wandb_context() wrote"
             )
-        with _environ(WANDB_CONTEXT_FILE, path):
-            parent = _linkage.push_backend(self.backend, inherit_settings=False)
-            try:
-                with _finishing():
-                    yield
-            finally:
-                _linkage.pop_backend(parent)
+        with _environ(WANDB_CONTEXT_FILE, path), _swapped(self.backend, inherit_settings=False):
+            yield
 
     def __repr__(self) -> str:
         runs = "".join(f"\n  {r!r}" for r in self.runs)
@@ -150,14 +156,49 @@ def _thread_errors() -> Iterator[list[tuple[str, InstrumentationError]]]:
 
 
 @contextlib.contextmanager
-def _finishing() -> Iterator[None]:
-    """Finish the current state's runs when the block ends, with the exit code of how it ended."""
+def _swapped(backend: Backend, *, inherit_settings: bool = True, strict: bool | None = None) -> Iterator[None]:
+    """Route everything to *backend* with fresh linkage state for the block; finish its runs when
+    the block ends (with the exit code of how it ended), then restore the state and strictness."""
+    previous = _linkage.push_backend(backend, inherit_settings=inherit_settings)
+    if strict is not None:
+        push_strict(strict)
+        reset_once()
     try:
-        yield
-    except BaseException as error:
-        _linkage.finish_state(_linkage.exit_code_for(error))
-        raise
-    _linkage.finish_state(0)
+        try:
+            yield
+        except BaseException as error:
+            _linkage.finish_state(_lifecycle.exit_code_for(error))
+            raise
+        _linkage.finish_state(0)
+    finally:
+        if strict is not None:
+            pop_strict()
+        _linkage.pop_backend(previous)
+
+
+@contextlib.contextmanager
+def use_backend(backend: Backend, *, strict: bool | None = None) -> Iterator[Backend]:
+    """Start every run inside the block with *backend*; restore the previous backend on exit.
+
+    The block gets fresh linkage state, as :func:`recording` does: no active pipeline, its own
+    standalone run, settings from ``instrument.configure`` carried in (changes made inside stay
+    inside). Every run started in the block is finished when it ends: exit code 0, or 1 if the
+    block raised, ``n`` for ``SystemExit(n)``, 130 for Ctrl-C. Blocks nest. No exit hook or
+    SIGTERM handler is installed for these runs.
+
+    Args:
+        backend: anything with the :class:`Backend` protocol's ``start`` and ``adopt``; its
+            runs need the :class:`BackendRun` methods. A class attribute ``synchronous = True``
+            makes sessions call it on the calling thread, in call order (else a dispatcher thread
+            per run calls it).
+        strict: True raises :class:`~instrument.InstrumentationError` where production warns,
+            False warns, None (default) leaves it as it is (``INSTRUMENT_STRICT``).
+
+    Yields:
+        *backend*.
+    """
+    with _swapped(backend, strict=strict):
+        yield backend
 
 
 @contextlib.contextmanager
@@ -182,16 +223,9 @@ def recording(*, strict: bool = True) -> Iterator[Recording]:
     """
     backend = RecordingBackend()
     recorded = Recording(backend)
-    with _environ(WANDB_CONTEXT_FILE, None):
-        previous = _linkage.push_backend(backend)
-        push_strict(strict)
-        reset_once()
-        try:
-            with _thread_errors() as in_threads, _finishing():
-                yield recorded
-            if in_threads:
-                name, error = in_threads[0]
-                raise InstrumentationError(f"{error} (raised in thread {name!r})") from error
-        finally:
-            pop_strict()
-            _linkage.pop_backend(previous)
+    with _environ(WANDB_CONTEXT_FILE, None), _thread_errors() as in_threads:
+        with _swapped(backend, strict=strict):
+            yield recorded
+        if in_threads:
+            name, error = in_threads[0]
+            raise InstrumentationError(f"{error} (raised in thread {name!r})") from error

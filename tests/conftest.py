@@ -1,73 +1,14 @@
-"""Shared test helpers: an isolated wandb environment and a runner for scripts in subprocesses."""
+"""pytest fixtures of the project's own tests, and the order the tests run in.
+
+Helpers that tests import live in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-#: Variables a test must not inherit from the machine: a real key, a parent's wandb-core, a
-#: pipeline context of an outer process.
-_SCRUB = ("WANDB_API_KEY", "WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_CONTEXT_FILE",
-          "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "INSTRUMENT_STRICT")
-
-
-def wandb_env(root: Path, **extra: str) -> dict[str, str]:
-    """Return an environment for a subprocess that writes wandb runs offline under *root*."""
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-    env.update(
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        WANDB_DIR=str(root),
-        WANDB_CACHE_DIR=str(root / ".cache"),
-        WANDB_DATA_DIR=str(root / ".data"),
-        WANDB_CONFIG_DIR=str(root / ".config"),
-        WANDB_DISABLE_GIT="true",
-        WANDB_ERROR_REPORTING="false",
-        HOME=str(root / ".home"),
-        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    )
-    env.update(extra)
-    return env
-
-
-def run_script(
-    root: Path,
-    code: str,
-    *,
-    name: str = "script.py",
-    env: Mapping[str, str] | None = None,
-    check: bool = True,
-    timeout: float = 120,
-) -> subprocess.CompletedProcess[str]:
-    """Write *code* (dedented) to ``root/name`` and run it with Python in *root*.
-
-    Raises:
-        AssertionError: *check* is set and the script exited non-zero (stdout and stderr shown).
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    script = root / name
-    script.write_text(textwrap.dedent(code))
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=root,
-        env=dict(env) if env is not None else wandb_env(root),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{name} exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-        )
-    return result
+from helpers import SCRUB
 
 
 @pytest.fixture
@@ -79,13 +20,38 @@ def wandb_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep in-process tests away from the machine's wandb settings and from real runs."""
-    for name in _SCRUB:
+    for name in SCRUB:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".cache"))
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".data"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".config"))
-    yield
+
+
+def _runs_wandb(item: pytest.Item) -> bool:
+    """Whether *item* runs real wandb: marked ``integration`` or ``slow``, or it uses ``wandb_root``
+    or a module-scoped fixture that makes folders (each of those runs wandb once per module)."""
+    if item.get_closest_marker("integration") is not None or item.get_closest_marker("slow") is not None:
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in info.name2fixturedefs.values() if info is not None else ():
+        for definition in definitions:
+            if definition.argname == "wandb_root" or (
+                definition.scope != "function" and "tmp_path_factory" in definition.argnames
+            ):
+                return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the markers added here
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs real wandb as ``integration`` and run those after the unit tests:
+    one ``python -m pytest`` (the README's command, which CI runs) is the unit stage first, then
+    the integration stage."""
+    for item in items:
+        if _runs_wandb(item):
+            item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.get_closest_marker("integration") is not None)  # stable: keeps file order

@@ -3,7 +3,7 @@
 Wraps any backend (the recording one by default, real wandb in subprocess tests)::
 
     backend = FaultyBackend().fail("start", modes=("online",)).fail("log", after=1)
-    with faulty(backend):            # push_backend for the block
+    with faulty(backend):            # instrument.testing.use_backend for the block
         ...
 
 Each fault names a method (``start`` or any ``BackendRun`` method), lets *after* calls through,
@@ -21,10 +21,7 @@ from typing import Any
 
 import attrs
 
-from instrument import _linkage
-from instrument._backend import Backend, BackendRun, RunSpec
-from instrument._problems import pop_strict, push_strict, reset_once
-from instrument._recording import RecordedRun, RecordingBackend
+from instrument.testing import Backend, BackendRun, RecordedRun, RecordingBackend, RunSpec, use_backend
 
 
 class InjectedError(RuntimeError):
@@ -47,7 +44,6 @@ class Fault:
 class FaultyBackend:
     """A backend that delegates to *inner* and injects the faults it was told to."""
 
-    name = "faulty"
 
     def __init__(self, inner: Backend | None = None) -> None:
         self.inner: Backend = inner if inner is not None else RecordingBackend()
@@ -139,21 +135,12 @@ class FaultyRun:
 
 @contextlib.contextmanager
 def faulty(backend: FaultyBackend, *, strict: bool = False) -> Iterator[FaultyBackend]:
-    """Route every run to *backend* for the block (fresh linkage state); finish its runs at the end.
+    """Route every run to *backend* for the block (``use_backend``); finish its runs at the end.
 
     Production mode (warnings) unless *strict*; the once-per-key warnings are reset on entry.
     """
-    previous = _linkage.push_backend(backend)
-    push_strict(strict)
-    reset_once()
     try:
-        yield backend
-    except BaseException:
-        _linkage.finish_state(1)
-        raise
-    else:
-        _linkage.finish_state(0)
+        with use_backend(backend, strict=strict):
+            yield backend
     finally:
         backend.release()
-        pop_strict()
-        _linkage.pop_backend(previous)

@@ -44,10 +44,11 @@ DECORATORS: list[Callable[[Any], Any]] = [
     instrument.training_stage("operator"),
     instrument.eval_summary,
     instrument.eval_summary(prefix="e"),
+    instrument.pipeline(project="p"),
 ]
 
 
-@pytest.mark.parametrize("decorate", DECORATORS, ids=["training_stage", "eval_summary", "eval_summary(prefix)"])
+@pytest.mark.parametrize("decorate", DECORATORS, ids=["training_stage", "eval_summary", "eval_summary(prefix)", "pipeline"])
 @pytest.mark.parametrize("original", ORIGINALS, ids=lambda f: f.__name__)
 def test_decorated_function_is_transparent(original: Callable[..., Any], decorate: Callable[[Any], Any]) -> None:
     """Name, qualname, doc, signature, module and the kind predicates equal the undecorated original's."""
@@ -290,7 +291,7 @@ def test_run_config_refuses_generators_and_reports_non_mappings() -> None:
     def make() -> list[int]:
         return [1, 2]
 
-    with recording(strict=False) as recorded, pytest.warns(instrument.InstrumentWarning, match="make.*list"):
+    with recording(strict=False) as recorded, pytest.warns(instrument.InstrumentationWarning, match="make.*list"):
         assert [1, 2] == make()
     assert [] == recorded.runs
 
@@ -376,7 +377,8 @@ def test_decorated_functions_pickle_and_copy_like_the_originals() -> None:
         assert (method.__qualname__, method.__wrapped__) == (loaded.__qualname__, loaded.__wrapped__)
     model = Model()
     model.offset = 5.0
-    assert (6.0, 6.0) == (pickle.loads(pickle.dumps(model.step))(1.0)["loss"], copy.deepcopy(model.step)(1.0)["loss"])
+    with recording() as recorded:
+        assert (6.0, 6.0) == (pickle.loads(pickle.dumps(model.step))(1.0)["loss"], copy.deepcopy(model.step)(1.0)["loss"])
     with recording() as recorded:
         pickle.loads(pickle.dumps(pickled_stage))(0.5)
     assert [(0, 0.5)] == recorded.run().series("pickled/loss")
@@ -447,3 +449,85 @@ def test_pipeline_works_bare_like_eval_summary() -> None:
         assert 6 == orchestrate(3)
     run = recorded.run()
     assert ("pipeline", [(0, 0.5)], 0) == (run.job_type, run.series("pickled/loss"), run.exit_code)
+
+
+@instrument.training_stage("inside")
+def inside_step(i: int) -> dict[str, float]:
+    """A stage called inside a pipeline's body."""
+    return {"i": float(i)}
+
+
+@instrument.pipeline(project="p")
+def plain_pipeline() -> int:
+    """A pipeline whose body is a plain function."""
+    inside_step(0)
+    inside_step(1)
+    return 2
+
+
+@instrument.pipeline(project="p")
+def generator_pipeline() -> Iterator[int]:
+    """A pipeline whose body is a generator: stages run between its items."""
+    for i in range(2):
+        inside_step(i)
+        yield i
+
+
+@instrument.pipeline(project="p")
+async def coroutine_pipeline() -> int:
+    """A pipeline whose body is a coroutine."""
+    for i in range(2):
+        await asyncio.sleep(0)
+        inside_step(i)
+    return 2
+
+
+@instrument.pipeline(project="p")
+async def async_generator_pipeline() -> AsyncIterator[int]:
+    """A pipeline whose body is an async generator."""
+    for i in range(2):
+        await asyncio.sleep(0)
+        inside_step(i)
+        yield i
+
+
+async def _collect(items: AsyncIterator[int]) -> list[int]:
+    return [item async for item in items]
+
+
+PIPELINE_CALLS: dict[str, Callable[[], Any]] = {
+    "plain": plain_pipeline,
+    "generator": lambda: list(generator_pipeline()),
+    "coroutine": lambda: asyncio.run(coroutine_pipeline()),
+    "async_generator": lambda: asyncio.run(_collect(async_generator_pipeline())),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PIPELINE_CALLS))
+def test_a_pipeline_run_spans_the_body_of_every_kind_of_callable(kind: str) -> None:
+    """``@pipeline`` on a plain, generator, coroutine or async generator function: the stages its
+    body calls write into the one pipeline run, which finishes when the body is over."""
+    with recording() as recorded:
+        result = PIPELINE_CALLS[kind]()
+    (run,) = recorded.runs
+    assert ({"plain": 2, "coroutine": 2}.get(kind, [0, 1]), "pipeline", [(0, 0.0), (1, 1.0)], True, 0) == (
+        result, run.job_type, run.series("inside/i"), run.finished, run.exit_code)
+
+
+def test_a_generator_pipeline_left_early_or_raising_finishes_its_run_with_its_exit_code() -> None:
+    """Left with ``break``, a generator pipeline's run keeps what ran and exits 0; a body that raises
+    propagates the exception unchanged and its run exits 1."""
+
+    @instrument.pipeline(project="p")
+    def failing() -> Iterator[int]:
+        inside_step(0)
+        yield 0
+        raise KeyError("boom")
+
+    with recording() as recorded:
+        for _ in generator_pipeline():
+            break
+        with pytest.raises(KeyError, match="boom"):
+            list(failing())
+    assert [([(0, 0.0)], True, 0), ([(0, 0.0)], True, 1)] == [
+        (run.series("inside/i"), run.finished, run.exit_code) for run in recorded.runs]

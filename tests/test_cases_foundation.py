@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from helpers import run_script
 
 import instrument
-from conftest import run_script
 from instrument.runfile import RunFile, read_runs
 from instrument.testing import recording
 
 pytestmark = pytest.mark.integration
 
-#: What wandb-core writes when it drops a backward ``step=`` (WANDB_FACTS 1.1).
+#: What wandb-core writes when it drops a backward ``step=`` (docs/wandb-behaviour.md).
 DROPPED_STEP_LOG = "ignoring partial history record"
 DROPPED_STEP_CONSOLE = "Steps must be monotonically increasing"
 

@@ -38,9 +38,9 @@ def test_context_bad_arguments_warn_and_log_nothing() -> None:
     """A bad policy or level warns naming the method and the value; nothing is logged."""
     with recording(strict=False) as recorded:
         context = instrument.current()
-        with pytest.warns(instrument.InstrumentWarning, match=r"save_file: policy 'sometimes'.*'r.txt'"):
+        with pytest.warns(instrument.InstrumentationWarning, match=r"save_file: policy 'sometimes'.*'r.txt'"):
             context.save_file("r.txt", policy="sometimes")
-        with pytest.warns(instrument.InstrumentWarning, match=r"alert: level 'LOUD'.*'T'"):
+        with pytest.warns(instrument.InstrumentationWarning, match=r"alert: level 'LOUD'.*'T'"):
             context.alert("T", level="LOUD")
     assert [] == recorded.runs
 

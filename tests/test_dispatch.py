@@ -9,41 +9,60 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import eventually, run_script, wandb_env
 
 import instrument
-from instrument import _linkage
-from instrument._backend import RunSpec
+from instrument import _linkage, _runtime
+from instrument._backends.call_journal import read_call_journal
 from instrument._dispatch import Dispatcher
-from instrument._journal import JournalReader, read_call_journal
-from instrument._recording import RecordedRun, RecordingBackend
-from instrument._records import SummaryUpdate
+from instrument._journal import JournalReader
+from instrument._records import Point, SummaryUpdate
+from instrument._session import Session
 from instrument.runfile import read_runs
-from instrument.testing import recording
-
-from conftest import run_script, wandb_env
+from instrument.testing import RecordedRun, RecordingBackend, RunSpec, recording, use_backend
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Wait until *condition()* holds (a state to reach, not a timing to assert)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition was not reached within the timeout")
-        time.sleep(0.005)
+class FakeClock:
+    """A monotonic clock that moves only when told (:meth:`advance`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock *seconds* forward."""
+        self.now += seconds
+
+
+class Delivering:
+    """A dispatcher target that hands every record to *deliver* and holds nothing back."""
+
+    def __init__(self, deliver: Callable[[Any], None]) -> None:
+        self.deliver = deliver
+
+    def release_idle(self) -> None:
+        """Nothing is held."""
+
+    def release_held(self) -> None:
+        """Nothing is held."""
+
+    def keep_at_exit(self) -> None:
+        """Nothing to keep."""
 
 
 # The dispatcher on its own -----------------------------------------------------------------------
 def test_records_are_handed_to_the_backend_in_queue_order() -> None:
     """Five hundred records put one by one reach *deliver* in the order they were put."""
     delivered: list[Any] = []
-    dispatcher = Dispatcher(delivered.append, name="order")
+    dispatcher = Dispatcher(Delivering(delivered.append), name="order")
     for i in range(500):
         dispatcher.put([i])
     assert dispatcher.drain(30)
@@ -60,7 +79,7 @@ def test_a_full_queue_blocks_the_writer_until_the_backend_makes_room() -> None:
         gate.wait()
         delivered.append(record)
 
-    dispatcher = Dispatcher(deliver, name="full", bound=4)
+    dispatcher = Dispatcher(Delivering(deliver), name="full", bound=4)
     done = threading.Event()
 
     def writer() -> None:
@@ -91,11 +110,16 @@ def test_a_stalled_backend_spills_records_to_disk_and_writes_them_when_it_moves_
         gate.wait()
         delivered.append(record)
 
-    dispatcher = Dispatcher(deliver, name="stall", bound=2, stall_timeout=0.3, spill_root=lambda: tmp_path)
+    clock = FakeClock()
+    dispatcher = Dispatcher(Delivering(deliver), name="stall", bound=2, stall_timeout=30, spill_root=tmp_path,
+                            clock=clock)
     records = [SummaryUpdate(values={"k": i}) for i in range(10)]
-    with pytest.warns(instrument.InstrumentWarning, match=r"no progress for 0.3 s.*kept on disk in .*instrument-queue-stall-"
+    dispatcher.put(records[:2])
+    eventually(lambda: dispatcher.busy)
+    clock.advance(30)  # the backend took nothing for the stall timeout
+    with pytest.warns(instrument.InstrumentationWarning, match=r"no progress for 30 s.*kept on disk in .*instrument-queue-stall-"
                       r".*instrument replay .* --run-id stall"):
-        for record in records:
+        for record in records[2:]:
             dispatcher.put([record])
             dispatcher.wait_for_room()
     folder = dispatcher.spill_path
@@ -118,7 +142,7 @@ def test_close_hands_back_the_records_a_hung_backend_never_took() -> None:
         delivered.append(record)
         gate.wait()
 
-    dispatcher = Dispatcher(deliver, name="hung")
+    dispatcher = Dispatcher(Delivering(deliver), name="hung")
     records = [SummaryUpdate(values={"k": i}) for i in range(5)]
     dispatcher.put(records)
     try:
@@ -164,13 +188,8 @@ class ThreadedBackend(RecordingBackend):
 @contextlib.contextmanager
 def threaded() -> Iterator[ThreadedBackend]:
     """Route everything to a fresh :class:`ThreadedBackend` and finish its runs at the end."""
-    backend = ThreadedBackend()
-    previous = _linkage.push_backend(backend, inherit_settings=False)
-    try:
+    with use_backend(ThreadedBackend()) as backend:
         yield backend
-    finally:
-        _linkage.finish_state(0)
-        _linkage.pop_backend(previous)
 
 
 def test_backend_calls_leave_the_calling_thread() -> None:
@@ -291,12 +310,21 @@ def test_two_stages_at_explicit_steps_keep_their_own_rows() -> None:
     assert all(not ({"trainer/loss", "inference/reward"} <= row.keys()) for row in run.history)
 
 
-def test_a_held_row_is_written_after_about_a_second_idle() -> None:
-    """A row at an explicit step reaches the run while the stage stays quiet, with no flush or finish."""
-    with threaded() as backend:
-        instrument.current().log_training_metric("op", "loss", 0.5, step=7)
+def test_a_held_row_is_written_once_it_was_idle_for_a_second() -> None:
+    """A row at an explicit step reaches the run after a second of quiet, with no flush or finish."""
+    clock = FakeClock()
+    backend = ThreadedBackend()
+    session = Session(RunSpec(), backend, clock=clock)
+    session.write([Point(values={"op/loss": 0.5}, axis="op", step=7)])
+    try:
+        clock.advance(0.9)
+        session.release_idle()  # what the dispatcher thread does about every quarter second
+        assert session._dispatcher.drain(30) and [] == backend.runs  # still held: no run started yet
+        clock.advance(0.1)
         eventually(lambda: bool(backend.runs) and bool(backend.runs[0].raw))
         assert [{"op/loss": 0.5, "op/step": 7}] == [row for row, _ in backend.runs[0].raw]
+    finally:
+        session.finish(0)
 
 
 def test_flush_writes_held_rows_and_waits_for_the_queue() -> None:
@@ -322,8 +350,7 @@ def test_backpressure_blocks_the_training_thread_and_drops_nothing(monkeypatch: 
         eventually(lambda: bool(backend.runs) and bool(backend.runs[0].raw))
         run = backend.runs[0]
         run.gate.clear()
-        session = _linkage._state.standalone
-        assert session is not None and session._dispatcher is not None
+        (session,) = _linkage.own_sessions()
         dispatcher = session._dispatcher
         done = threading.Event()
 
@@ -362,7 +389,7 @@ def test_records_a_hung_backend_never_took_at_finish_go_to_the_call_journal(
         try:
             for i in range(1, 6):
                 step(i)
-            with pytest.warns(instrument.InstrumentWarning, match=r"did not take \d record\(s\).*instrument replay"):
+            with pytest.warns(instrument.InstrumentationWarning, match=r"did not take \d record\(s\).*instrument replay"):
                 instrument.finish()
         finally:
             run.gate.set()
@@ -411,10 +438,13 @@ def test_an_image_is_copied_when_queued_so_reusing_the_array_changes_nothing() -
 
 # The disabled fast path --------------------------------------------------------------------------
 @pytest.fixture
-def fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A fresh process-wide linkage state (no backend swapped in), restored afterwards."""
-    monkeypatch.setattr(_linkage, "_state", _linkage._State())
-    yield
+def fresh_state() -> Iterator[None]:
+    """A fresh production linkage state (no backend swapped in), restored afterwards."""
+    token = _linkage.push_backend(None, inherit_settings=False)
+    try:
+        yield
+    finally:
+        _linkage.pop_backend(token)
 
 
 def test_the_disabled_path_does_nothing_but_call_the_function(
@@ -426,7 +456,8 @@ def test_the_disabled_path_does_nothing_but_call_the_function(
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("routed on the disabled path")
 
-    for module in ("instrument._decorators", "instrument._context"):
+    _runtime.disabled()  # the layers below the decorators are loaded, so the patches below stay
+    for module in ("instrument._runtime", "instrument._imperative"):
         monkeypatch.setattr(f"{module}.route", forbidden)
         monkeypatch.setattr(f"{module}.route_numbers", forbidden)
 
@@ -437,7 +468,7 @@ def test_the_disabled_path_does_nothing_but_call_the_function(
 
     assert {"x": 3} == step(3)
     instrument.current().log_training_metric("op", "loss", 0.5, step=1)
-    assert [] == _linkage._state.sessions
+    assert [] == _linkage.own_sessions()
 
 
 def test_the_disabled_decision_follows_configure(fresh_state: None) -> None:
@@ -512,10 +543,10 @@ def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(w
         from faults import FaultyBackend
         import instrument
         from instrument import _linkage
-        from instrument._wandb_backend import WandbBackend
+        from instrument._backends.wandb import WandbBackend
 
         backend = FaultyBackend(WandbBackend()).hang("log", after=5)
-        _linkage._backend_for = lambda mode: backend
+        _linkage.backend_for = lambda mode: backend
 
         @instrument.training_stage("op")
         def step(i):
@@ -525,9 +556,9 @@ def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(w
             step(i)
         instrument.flush(timeout=0.5)
     """, env=wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="3"))
-    (message,) = [m for m in re.findall(r"InstrumentWarning: (.*)", result.stderr) if "did not take" in m]
+    (message,) = [m for m in re.findall(r"InstrumentationWarning: (.*)", result.stderr) if "did not take" in m]
     folder = Path(message.split("python -m instrument replay ", 1)[1].split("`", 1)[0])
-    header, calls, _ = read_call_journal(folder)
+    _, calls, _ = read_call_journal(folder)
     kept = [args["row"]["op/i"] for method, args in calls if method == "log"]
     (run,) = read_runs(wandb_root / "wandb")
     assert [(i, i) for i in range(5)] == run.series("op/i")

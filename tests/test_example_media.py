@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, wandb_env
+from helpers import ROOT, wandb_env
 
 from instrument.runfile import read_runs
 

@@ -21,19 +21,18 @@ from faults import FaultyBackend, InjectedError, faulty
 
 import instrument
 from instrument import _linkage
-from instrument._recording import RecordingBackend
 from instrument._replay import replay
-from instrument.testing import recording
+from instrument.testing import RecordingBackend, recording
 
 
 @contextlib.contextmanager
 def captured() -> Iterator[list[str]]:
-    """Collect the messages of every InstrumentWarning given in the block (no de-duplication)."""
+    """Collect the messages of every InstrumentationWarning given in the block (no de-duplication)."""
     messages: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield messages
-    messages.extend(str(w.message) for w in caught if issubclass(w.category, instrument.InstrumentWarning))
+    messages.extend(str(w.message) for w in caught if issubclass(w.category, instrument.InstrumentationWarning))
 
 
 @instrument.training_stage("operator")
@@ -54,7 +53,7 @@ def journal_folder(message: str) -> Path:
 
 # Promise 1: a user exception propagates unchanged ----------------------------------------------------
 
-class Boom(RuntimeError):
+class BoomError(RuntimeError):
     pass
 
 
@@ -77,11 +76,10 @@ async def failing_eval(error: BaseException) -> dict[str, float]:
 def test_user_exception_is_the_same_object_with_its_traceback_and_the_run_exits_1() -> None:
     """A stage that logged a point then raised: the caller gets the very exception, raised where
     the user raised it, the point is kept and the run's exit code is 1 (C08a)."""
-    error = Boom("boom")
-    with pytest.raises(Boom) as raised:
-        with recording() as recorded:
-            train_step(0.5)
-            failing_step(error)
+    error = BoomError("boom")
+    with pytest.raises(BoomError) as raised, recording() as recorded:
+        train_step(0.5)
+        failing_step(error)
     assert raised.value is error
     frames = traceback.extract_tb(raised.value.__traceback__)
     assert ("failing_step", "raise error") == (frames[-1].name, frames[-1].line)
@@ -93,8 +91,8 @@ def test_user_exception_is_the_same_object_with_its_traceback_and_the_run_exits_
 @pytest.mark.parametrize("kind", ["generator", "coroutine"])
 def test_user_exception_from_generators_and_coroutines_is_unchanged(kind: str) -> None:
     """Generator and coroutine wrappers hand the user's exception on unchanged, values kept."""
-    error = Boom(kind)
-    with recording() as recorded, pytest.raises(Boom) as raised:
+    error = BoomError(kind)
+    with recording() as recorded, pytest.raises(BoomError) as raised:
         if kind == "generator":
             list(failing_generator(error))
         else:
@@ -106,16 +104,14 @@ def test_user_exception_from_generators_and_coroutines_is_unchanged(kind: str) -
 
 
 @pytest.mark.parametrize(
-    ("error", "code"), [(Boom("x"), 1), (SystemExit(3), 3), (SystemExit(None), 0), (KeyboardInterrupt(), 130)]
+    ("error", "code"), [(BoomError("x"), 1), (SystemExit(3), 3), (SystemExit(None), 0), (KeyboardInterrupt(), 130)]
 )
 def test_pipeline_exit_code_follows_how_the_block_ended(error: BaseException, code: int) -> None:
     """A pipeline block ended by an exception re-raises it unchanged and records 1, n for
     ``SystemExit(n)``, 130 for Ctrl-C, keeping the point logged before."""
-    with recording() as recorded:
-        with pytest.raises(type(error)) as raised:
-            with instrument.pipeline(project="p"):
-                train_step(0.5)
-                raise error
+    with recording() as recorded, pytest.raises(type(error)) as raised, instrument.pipeline(project="p"):
+        train_step(0.5)
+        raise error
     assert raised.value is error
     run = recorded.run()
     assert (code, [(0, 0.5)]) == (run.exit_code, run.series("operator/loss"))
@@ -207,12 +203,12 @@ def test_strict_mode_never_raises_for_backend_faults() -> None:
 
 def test_journal_that_cannot_be_created_drops_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     """If even the journal cannot be written, the records are dropped, never silently."""
-    import instrument._session as session_module
+    import instrument._fault_policy as fault_policy
 
     def broken(*args: object, **kwargs: object) -> None:
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(session_module, "JournalRun", broken)
+    monkeypatch.setattr(fault_policy, "CallJournal", broken)
     backend = FaultyBackend().fail("start")
     with captured() as messages, faulty(backend):
         assert "ok" == three_points()

@@ -1,6 +1,6 @@
 """Fault injection against real wandb, offline, in subprocesses: what ends up on disk (promises 1-3).
 
-Each script runs with ``conftest.wandb_env`` (offline, isolated folders); the faulty backend of
+Each script runs with ``helpers.wandb_env`` (offline, isolated folders); the faulty backend of
 ``tests/faults.py`` wraps the real wandb backend where a fault must be injected.
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_script, wandb_env
+from helpers import run_script, wandb_env
 
 from instrument.runfile import read_runs
 
@@ -33,13 +33,13 @@ import sys
 sys.path.insert(0, {str(TESTS)!r})
 from faults import FaultyBackend
 from instrument import _linkage
-from instrument._wandb_backend import WandbBackend
+from instrument._backends.wandb import WandbBackend
 """
 
 
 def instrument_warnings(stderr: str) -> list[str]:
-    """Return the InstrumentWarning messages a script printed."""
-    return re.findall(r"InstrumentWarning: (.*)", stderr)
+    """Return the InstrumentationWarning messages a script printed."""
+    return re.findall(r"InstrumentationWarning: (.*)", stderr)
 
 
 def replay_command(message: str) -> str:
@@ -79,7 +79,7 @@ def test_c07_log_failing_mid_run_is_replayed_into_the_same_run_id(wandb_root: Pa
     with the same id (resume allowed) and removes the journal; no point is lost."""
     result = run_script(wandb_root, FAULTY + STAGE + """
 backend = FaultyBackend(WandbBackend()).fail("log", after=1)
-_linkage._backend_for = lambda mode: backend
+_linkage.backend_for = lambda mode: backend
 
 @instrument.run_config
 def config():
@@ -127,7 +127,7 @@ def test_c08b_a_script_that_never_finishes_has_all_points_exit_0_and_one_finish(
     """100 points and no finish call: the exit hook finishes the run once, with exit code 0."""
     result = run_script(wandb_root, """
 import atexit
-from instrument import _wandb_backend
+from instrument._backends import wandb as _wandb_backend
 calls = []
 original = _wandb_backend.WandbRun.finish
 def counting(self, exit_code):

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import instrument
-from instrument._backend import RunSpec
-from instrument._journal import JournalReader, JournalRun, JournalWriter
-from instrument._recording import RecordingBackend
+from instrument._backends.base import RunSpec
+from instrument._backends.call_journal import CallJournal
+from instrument._backends.recording import RecordingBackend
+from instrument._journal import JournalReader, JournalWriter
 from instrument._records import LogArtifact, SaveFile, SummaryUpdate
 from instrument._replay import ReplayError, replay
 from instrument._values import Histogram, Image, Table
@@ -40,9 +41,8 @@ def test_a_childs_files_artifacts_and_media_reach_the_owner_through_the_journal(
         return {"nrmse": 0.09, "table": Table(["a"], [[1]]), "sample": np.zeros((4, 4), dtype=np.uint8),
                 "report": instrument.File("report.txt"), "model": instrument.Artifact("model.pt", aliases=("best",))}
 
-    with recording() as recorded, instrument.pipeline(project="p") as owner:
-        with recorded.subprocess():
-            evaluate()
+    with recording() as recorded, instrument.pipeline(project="p") as owner, recorded.subprocess():
+        evaluate()
     run = recorded.runs[0]
     assert owner.id == run.id
     assert (0.09, 1, 1) == (run.summary["eval/nrmse"], len(run.tables["eval/table"]), len(run.images["eval/sample"]))
@@ -88,7 +88,7 @@ def test_a_call_journal_replays_every_call_with_media_and_frozen_file_copies(
     Path("notes.txt").write_text("as saved")
     folder = tmp_path / "spill"
     folder.mkdir()
-    journal = JournalRun(folder, RunSpec(id="r1", project="p", group="g", tags=("a",), config={"lr": 0.1}), reason="t")
+    journal = CallJournal(folder, RunSpec(id="r1", project="p", group="g", tags=("a",), config={"lr": 0.1}), reason="t")
     journal.define_metric("op/loss", "op/step", "min")
     journal.log({"op/loss": float("nan"), "op/step": 0, "op/img": Image(np.ones((2, 2, 3), dtype=np.uint8)),
                  "op/hist": Histogram([1.0, 2.0])})
@@ -119,7 +119,7 @@ def test_replay_refuses_a_journal_whose_writer_is_still_running(tmp_path: Path) 
     try:
         folder = tmp_path / "spill"
         folder.mkdir()
-        JournalRun(folder, RunSpec(id="r2"), reason="t").log({"a": 1})
+        CallJournal(folder, RunSpec(id="r2"), reason="t").log({"a": 1})
         header, *rest = (folder / "spill.jsonl").read_text().splitlines()
         fields = {**json.loads(header), "pid": sleeper.pid, "host": socket.gethostname()}
         (folder / "spill.jsonl").write_text("\n".join([json.dumps(fields), *rest]) + "\n")
@@ -176,7 +176,7 @@ def test_journal_files_are_private(tmp_path: Path) -> None:
 def test_a_file_a_child_saved_survives_the_removal_of_the_drained_journal(wandb_root: Path) -> None:
     """An eval subprocess saves a file into the pipeline run: once the journal folder is removed
     the run's ``files/`` holds a real copy (not a link into the removed journal), listed in the run."""
-    from conftest import run_script
+    from helpers import run_script
 
     from instrument.runfile import read_runs
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 import instrument
 from instrument._journal import JournalReader, JournalWriter
@@ -67,7 +67,7 @@ def test_unsupported_wandb_value_is_reported_and_the_rest_crosses(tmp_path: path
     """A wandb data type the journal cannot carry is dropped with a warning naming key and type."""
     import wandb
 
-    with pytest.warns(instrument.InstrumentWarning, match=r"'eval/html'.*wandb\.Html"):
+    with pytest.warns(instrument.InstrumentationWarning, match=r"'eval/html'.*wandb\.Html"):
         (back,) = round_trip(tmp_path / "j", SummaryUpdate(values={"eval/html": wandb.Html("<b>x</b>"), "eval/n": 1}))
     assert {"eval/n": 1} == back.values
 
@@ -101,7 +101,7 @@ def test_a_record_naming_a_file_outside_the_journal_is_refused(tmp_path: pathlib
     line = {"record": "SaveFile", "path": "/etc/passwd", "base_path": "/etc", "policy": "now"}
     after = {"record": "SummaryUpdate", "values": {"eval/ok": 1}, "owned": True}
     (folder / "journal-1-1.jsonl").write_text(json.dumps(line) + "\n" + json.dumps(after) + "\n")
-    with pytest.warns(instrument.InstrumentWarning, match="'/etc/passwd', outside the journal folder"):
+    with pytest.warns(instrument.InstrumentationWarning, match="'/etc/passwd', outside the journal folder"):
         records = JournalReader(folder).read_new()
     assert [SummaryUpdate(values={"eval/ok": 1}, owned=True)] == records
 

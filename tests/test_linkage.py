@@ -7,15 +7,14 @@ wandb offline in subprocesses and read back the ``.wandb`` files it wrote.
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script, wandb_env
 
 import instrument
-from conftest import run_script, wandb_env
 from instrument.runfile import RunFile, read_runs
 from instrument.testing import recording
 
@@ -47,12 +46,10 @@ def history_keys(run: RunFile) -> set[str]:
 
 def test_pipeline_and_its_subprocess_record_two_linked_runs() -> None:
     """A pipeline plus a simulated subprocess give a pipeline run and a train run in its group, tagged parent:<id>."""
-    with recording() as rec:
-        with instrument.pipeline(project="p") as owner:
-            with rec.subprocess():
-                for k in range(3):
-                    train_step(k)
-                evaluate()
+    with recording() as rec, instrument.pipeline(project="p") as owner, rec.subprocess():
+        for k in range(3):
+            train_step(k)
+        evaluate()
     pipeline, child = rec.runs
     assert (owner.id, "pipeline", owner.id, ()) == (pipeline.id, pipeline.job_type, pipeline.group, pipeline.tags)
     assert ("train", owner.id, (f"parent:{owner.id}",)) == (child.job_type, child.group, child.tags)
@@ -66,10 +63,9 @@ def test_pipeline_and_its_subprocess_record_two_linked_runs() -> None:
 
 def test_stages_inside_the_pipeline_process_write_into_the_pipeline_run() -> None:
     """Stages and evals called in the orchestrator's own process land in the pipeline run, no second run."""
-    with recording() as rec:
-        with instrument.pipeline(project="p"):
-            train_step(0)
-            evaluate()
+    with recording() as rec, instrument.pipeline(project="p"):
+        train_step(0)
+        evaluate()
     run = rec.run()
     assert ("pipeline", [(0, 1.0)], 0.09) == (run.job_type, run.series("operator/loss"), run.summary["eval/nrmse"])
 
@@ -98,10 +94,9 @@ def test_user_exception_propagates_unchanged_and_the_run_keeps_earlier_points() 
 @pytest.mark.parametrize(("error", "code"), [(SystemExit(3), 3), (SystemExit(None), 0), (KeyboardInterrupt(), 130)])
 def test_pipeline_records_the_exit_code_of_how_its_block_ended(error: BaseException, code: int) -> None:
     """A pipeline left by SystemExit(n), SystemExit(None) or Ctrl-C records n, 0 or 130 and re-raises."""
-    with recording() as rec, pytest.raises(type(error)) as caught:
-        with instrument.pipeline(project="p"):
-            train_step(0)
-            raise error
+    with recording() as rec, pytest.raises(type(error)) as caught, instrument.pipeline(project="p"):
+        train_step(0)
+        raise error
     assert caught.value is error
     assert code == rec.runs[0].exit_code
 
@@ -113,12 +108,11 @@ def test_collision_in_a_journaled_record_warns_in_strict_mode_and_the_record_lan
     def eval_stage() -> dict[str, float]:
         return {"nrmse": 0.5}
 
-    with recording() as rec:
-        with pytest.warns(instrument.InstrumentWarning, match="'eval/nrmse'"):
-            with instrument.pipeline(project="p"):
-                eval_stage()
-                with rec.subprocess():
-                    evaluate()
+    with recording() as rec, pytest.warns(instrument.InstrumentationWarning, match="'eval/nrmse'"):
+        with instrument.pipeline(project="p"):
+            eval_stage()
+            with rec.subprocess():
+                evaluate()
     (pipeline,) = rec.runs  # the subprocess only evaluated: no run of its own
     assert 0.09 == pipeline.summary["eval/nrmse"]
     assert [(0, 0.5)] == pipeline.series("eval/nrmse")
@@ -162,7 +156,7 @@ def test_a_leftover_context_file_whose_journal_is_gone_falls_back_to_a_standalon
     """``WANDB_CONTEXT_FILE`` naming a context whose journal folder was removed (its pipeline ended):
     one warning naming the variable and the missing folder, and the stage's points and the eval's
     summary land in a standalone run instead of being lost."""
-    context = instrument.RunContext(run_id="gone1234", project="p", entity=None, group="gone1234", mode="offline",
+    context = instrument.ContextFile(run_id="gone1234", project="p", entity=None, group="gone1234", mode="offline",
                                     journal_dir=str(wandb_root / "removed" / "journal"))
     path = context.save(wandb_root / "leftover.json")
     done = run_script(wandb_root, """
@@ -182,7 +176,7 @@ def test_a_leftover_context_file_whose_journal_is_gone_falls_back_to_a_standalon
     """, env=wandb_env(wandb_root, WANDB_CONTEXT_FILE=str(path)))
     (run,) = read_runs(wandb_root / "wandb")
     assert ("", [(0, 0.0), (1, 1.0)], 0.09) == (run.job_type, run.series("operator/loss"), run.summary["eval/nrmse"])
-    warned = [line for line in done.stderr.splitlines() if "InstrumentWarning" in line]
+    warned = [line for line in done.stderr.splitlines() if "InstrumentationWarning" in line]
     assert 1 == len(warned), done.stderr
     assert all(word in warned[0] for word in ("WANDB_CONTEXT_FILE", "journal_dir=", "does not exist", "standalone"))
 
@@ -296,7 +290,7 @@ def test_a_capitalised_or_unknown_wandb_mode_loses_nothing_on_any_path(wandb_roo
     assert [(0, 0.0), (1, 1.0)] == runs["train"].series("operator/loss")
     assert 0.09 == runs["pipeline"].summary["eval/nrmse"]
     assert [(0, 0.0), (1, 1.0)] == runs[""].series("solo/x")
-    warned = [line for line in done.stderr.splitlines() if "InstrumentWarning" in line]
+    warned = [line for line in done.stderr.splitlines() if "InstrumentationWarning" in line]
     if value == "Offline":
         assert [] == warned, done.stderr
     else:
@@ -316,7 +310,7 @@ def test_explicit_mode_arguments_are_checked_at_the_call_in_any_case() -> None:
             call("foo")
         with pytest.raises(TypeError, match=f"{name} must be a string"):
             call(3)
-    assert "offline" == instrument.pipeline(project="p", mode="Offline").mode
+    assert "offline" == instrument.pipeline(project="p", mode="Offline").options.mode
     try:
         instrument.configure(mode="DISABLED")
         with recording() as recorded:
@@ -331,7 +325,7 @@ def test_an_unknown_wandb_mode_raises_in_strict_mode_and_warns_otherwise(monkeyp
     monkeypatch.setenv("WANDB_MODE", "foo")
     with pytest.raises(instrument.InstrumentationError, match="WANDB_MODE='foo' is not a wandb mode"), recording():
         train_step(0)
-    with pytest.warns(instrument.InstrumentWarning, match="WANDB_MODE='foo'"), recording(strict=False) as recorded:
+    with pytest.warns(instrument.InstrumentationWarning, match="WANDB_MODE='foo'"), recording(strict=False) as recorded:
         train_step(0)
     assert ("offline", [(0, 1.0)]) == (recorded.run().mode, recorded.run().series("operator/loss"))
 
@@ -498,7 +492,7 @@ SEED_EVALUATE = """
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_seed_pattern_lands_subprocess_values_in_the_orchestrator_run(wandb_root: Path) -> None:
+def test_the_create_and_save_context_pattern_lands_subprocess_values_in_the_orchestrator_run(wandb_root: Path) -> None:
     """create/save in the orchestrator, load in the subprocess: its eval summary and config land in the one run."""
     (wandb_root / "evaluate.py").write_text(textwrap.dedent(SEED_EVALUATE))
     done = run_script(wandb_root, SEED_ORCHESTRATOR)

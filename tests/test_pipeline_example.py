@@ -12,8 +12,8 @@ from pathlib import Path
 
 import attrs
 import pytest
+from helpers import ROOT, wandb_env
 
-from conftest import ROOT, wandb_env
 from instrument.runfile import RunFile, find_run_files, read_runs
 
 pytestmark = pytest.mark.integration
@@ -131,6 +131,23 @@ def test_example_with_wandb_disabled_writes_nothing(tmp_path: Path) -> None:
     assert "evaluate.py full: nrmse=0.0910" in done.process.stdout
     assert "No run files for" in done.process.stdout
     assert not (tmp_path / "wandb").exists()
+
+
+def test_the_readmes_five_line_snippet_runs_as_it_is(tmp_path: Path) -> None:
+    """The README's snippet, saved and run as written with no account, writes one offline pipeline
+    run holding the stage's 100 points and the eval's summary, and prints the sync command."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## In five lines", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    (tmp_path / "quickstart.py").write_text(snippet)
+    environment = {k: v for k, v in wandb_env(tmp_path).items() if k not in ("WANDB_MODE", "WANDB_DIR")}
+    process = subprocess.run([sys.executable, "quickstart.py"], cwd=tmp_path, env=environment, capture_output=True,
+                             text=True, timeout=300, check=True)
+    (run,) = read_runs(tmp_path / "wandb")
+    assert ("quickstart", "pipeline", 0, 100, 0.09, 0.001) == (
+        run.project, run.job_type, run.exit_code, len(run.series("operator/loss")), run.summary["eval/nrmse"],
+        run.summary["eval/mse"])
+    assert [(0, 1.0), (99, 0.01)] == run.series("operator/loss")[::99]
+    assert "wandb sync" in process.stderr
 
 
 def test_the_readmes_five_line_snippet_uses_only_names_it_imports_or_defines() -> None:

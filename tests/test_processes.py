@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import run_script, wandb_env
+from helpers import run_script, wandb_env
 
 from instrument.runfile import read_runs
 
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 def instrument_warnings(stderr: str) -> list[str]:
-    """Return the InstrumentWarning messages a script printed."""
-    return re.findall(r"InstrumentWarning: (.*)", stderr)
+    """Return the InstrumentationWarning messages a script printed."""
+    return re.findall(r"InstrumentationWarning: (.*)", stderr)
 
 
 @pytest.mark.slow
@@ -125,16 +125,16 @@ time.sleep(120)
 '''
 
 EVAL = '''
-import os, signal
+import glob, os, signal
 import instrument
-from instrument import _linkage
 
 @instrument.eval_summary(prefix="eval")
 def evaluate():
     return {"nrmse": 0.09, "mse": 0.001}
 
 evaluate()
-journal = next(iter(_linkage._state.journals.values())).writer.path
+folder = instrument.ContextFile.load(os.environ["WANDB_CONTEXT_FILE"]).journal_dir
+(journal,) = glob.glob(os.path.join(folder, f"journal-{os.getpid()}-*.jsonl"))
 with open(journal, "ab") as handle:  # die in the middle of writing a record
     handle.write(b'{"record": "SummaryUpdate", "values": {"eval/lost"')
 os.kill(os.getpid(), signal.SIGKILL)
@@ -188,8 +188,8 @@ def train_step(loss):
 @instrument.pipeline(project="p")
 def main():
     train_step(0.5)
-    from instrument import _linkage
-    print("ready", _linkage._state.pipelines[-1].id, flush=True)
+    import os
+    print("ready", instrument.ContextFile.load(os.environ["WANDB_CONTEXT_FILE"]).run_id, flush=True)
     subprocess.run([sys.executable, "-c", "import time; time.sleep(60)"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -161,12 +161,12 @@ def test_lenient_warns_and_keeps_the_rest(
     user_project.makepyfile(
         test_user=f"""
         import pytest
-        from instrument import InstrumentWarning
+        from instrument import InstrumentationWarning
         from user_code import train_step_with_meter
 
         {marker}
         def test_meter(instrument_recorder):
-            with pytest.warns(InstrumentWarning, match="operator/meter"):
+            with pytest.warns(InstrumentationWarning, match="operator/meter"):
                 train_step_with_meter()
             assert [(0, 1.0)] == instrument_recorder.run().series("operator/loss")
         """
@@ -216,7 +216,7 @@ def test_importing_the_plugin_imports_nothing_heavy() -> None:
     code = (
         "import sys, instrument.pytest_plugin\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'wandb', 'numpy', 'torch'}"
-        " or m in {'instrument.testing', 'instrument._recording'}))"
+        " or m in {'instrument.testing', 'instrument._backends.recording'}))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "[]" == result.stdout.strip()
@@ -230,13 +230,18 @@ def test_fixture_is_registered_through_the_entry_point() -> None:
     assert {"instrument": "instrument.pytest_plugin"} == project["entry-points"]["pytest11"]
 
 
-def test_readme_test_file_passes(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test file in the README's "Testing your instrumented code" section passes as written."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Testing your instrumented code", 1)[1].split("\n## ", 1)[0]
+@pytest.mark.parametrize(("document", "heading", "tests"), [
+    ("README.md", "## Testing in ten lines", 1),
+    ("docs/testing.md", "# Testing your instrumented code", 4),
+])
+def test_documented_test_files_pass(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, document: str, heading: str, tests: int
+) -> None:
+    """The first test file under *heading* in *document* passes as written, touching no wandb folder."""
+    section = (ROOT / document).read_text().split(heading + "\n", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(test_training=code)
     result = pytester.runpytest_subprocess(*QUIET, "-W", "error::pytest.PytestUnraisableExceptionWarning")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=tests)
     assert not (pytester.path / "wandb").exists()

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script
 
 import instrument
-from instrument import InstrumentationError, InstrumentWarning
-from instrument._backend import RunSpec
-from instrument._recording import RecordedRun, RecordingBackend
+from instrument import InstrumentationError, InstrumentationWarning
+from instrument._backends.base import RunSpec
+from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument.testing import recording
-from conftest import run_script
 
 # One scenario, run twice: in memory under recording(), and in a subprocess with real wandb
 # offline. It uses every kind of value a user's code sends, without any instrumentation problem.
@@ -111,7 +111,7 @@ def wandb_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def recorded_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RecordedRun:
     """The scenario's run as the recording kept it."""
     monkeypatch.chdir(tmp_path)
-    with recording() as recorded, pytest.warns(InstrumentWarning, match="'eval/missing' is NaN"):
+    with recording() as recorded, pytest.warns(InstrumentationWarning, match="'eval/missing' is NaN"):
         exec(compile(SCENARIO, "scenario.py", "exec"), {})
     return recorded.run()
 
@@ -247,7 +247,7 @@ def test_rejection_is_an_instrumentation_error_in_strict_mode(tmp_path: Path) ->
 
 def test_rejection_warns_once_when_lenient() -> None:
     """Under a lenient recording a rejected call warns and the code goes on."""
-    with recording(strict=False) as recorded, pytest.warns(InstrumentWarning, match="no file matches"):
+    with recording(strict=False) as recorded, pytest.warns(InstrumentationWarning, match="no file matches"):
         instrument.current().save_file("absent.txt")
         instrument.current().log_eval_summary({"nrmse": 0.1})
     assert ([], {"eval/nrmse": 0.1}) == (recorded.run().files, recorded.run().summary)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 import instrument
 from instrument.runfile import read_runs
@@ -16,8 +16,8 @@ from instrument.testing import recording
 
 
 def instrument_warnings(stderr: str) -> list[str]:
-    """Return the InstrumentWarning messages a script printed."""
-    return re.findall(r"InstrumentWarning: (.*)", stderr)
+    """Return the InstrumentationWarning messages a script printed."""
+    return re.findall(r"InstrumentationWarning: (.*)", stderr)
 
 
 @pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Pure unit tests of instrument._routing: every row of README "Where values land"."""
+"""Pure unit tests of instrument._routing: every row of docs/values.md."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import pytest
 from stand_ins import FakeTensor
 
 import instrument
+from instrument._config import plain_config
+from instrument._kinds import as_number, as_step
 from instrument._records import ConfigUpdate, LogArtifact, Point, SaveFile, SendAlert, SummaryUpdate
-from instrument._routing import Routed, as_number, as_step, plain_config, route
+from instrument._routing import Routed, route
 
 
 def stage(value: Any, **kwargs: Any) -> Routed:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import instrument
-from instrument._journal import JournalRun
-from instrument._backend import RunSpec
-from instrument._recording import RecordingBackend
+from instrument._backends.base import RunSpec
+from instrument._backends.call_journal import CallJournal
+from instrument._backends.recording import RecordingBackend
 from instrument._redact import REDACTED, is_secret_key, redact
 from instrument._replay import ReplayError, replay
 from instrument.testing import recording
@@ -77,9 +77,8 @@ def test_redaction_can_be_turned_off() -> None:
     def config() -> dict[str, str]:
         return {"api_key": "k8"}
 
-    with recording() as recorded:
-        with instrument.pipeline(project="p", config={"token": "k9"}, redact_secrets=False):
-            config()
+    with recording() as recorded, instrument.pipeline(project="p", config={"token": "k9"}, redact_secrets=False):
+        config()
     assert {"token": "k9", "api_key": "k8"} == recorded.run().config
     with recording() as recorded:
         instrument.configure(redact_secrets=False)
@@ -99,7 +98,7 @@ def test_context_file_and_child_journal_hold_no_secret_and_are_private(monkeypat
 
     with recording() as recorded, instrument.pipeline(project="p") as owner:
         context = Path(os.environ["WANDB_CONTEXT_FILE"])
-        with recorded.subprocess(), pytest.warns(instrument.InstrumentWarning, match="'password' looks like a secret"):
+        with recorded.subprocess(), pytest.warns(instrument.InstrumentationWarning, match="'password' looks like a secret"):
             config()
         journals = list((owner.folder / "journal").glob("journal-*.jsonl"))
         assert 1 == len(journals)
@@ -147,7 +146,7 @@ def test_a_call_journal_cannot_make_replay_read_outside_it(tmp_path: Path) -> No
     """A call journal whose ``save`` names a file outside its folder is refused by the replay."""
     folder = tmp_path / "journal"
     folder.mkdir()
-    journal = JournalRun(folder, RunSpec(id="abc"), reason="test")
+    journal = CallJournal(folder, RunSpec(id="abc"), reason="test")
     journal.finish(0)
     with (folder / "spill.jsonl").open("a") as handle:
         handle.write(json.dumps({"type": "call", "method": "save",

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 import instrument
-from instrument import InstrumentationError, InstrumentWarning
-from instrument import _linkage
-from instrument.testing import RecordedRun, Recording, RecordingBackend, recording
+from instrument import InstrumentationError, InstrumentationWarning
+from instrument.testing import RecordedRun, Recording, RecordingBackend, recording, use_backend
 
 
 @instrument.training_stage("operator", summary={"loss": "min"})
@@ -46,16 +45,43 @@ def test_records_config_series_and_summary() -> None:
     assert (True, 0) == (run.finished, run.exit_code)
 
 
-def test_restores_the_previous_state_and_nests() -> None:
-    """Each block has its own runs; the outer block and the process state come back on exit."""
-    before = _linkage._state
-    with recording() as outer:
-        train_step(1.0)
-        with recording() as inner:
-            train_step(2.0)
-        train_step(3.0)
-    assert before is _linkage._state
+def test_restores_the_previous_backend_and_nests() -> None:
+    """Each block has its own runs; the outer block and the backend around it come back on exit."""
+    around = RecordingBackend()
+    with use_backend(around):
+        with recording() as outer:
+            train_step(1.0)
+            with recording() as inner:
+                train_step(2.0)
+            train_step(3.0)
+        train_step(4.0)
     assert [[1.0, 3.0], [2.0]] == [[v for _, v in r.run().series("operator/loss")] for r in (outer, inner)]
+    assert [[(0, 4.0)], [True]] == [[p for run in around.runs for p in run.series("operator/loss")],
+                                     [run.finished for run in around.runs]]
+
+
+def test_use_backend_writes_any_backend_and_finishes_its_runs_with_the_exit_code() -> None:
+    """``use_backend`` routes runs to the backend it is given and finishes them with the block's exit code."""
+    backend = RecordingBackend()
+    with pytest.raises(SystemExit), use_backend(backend) as used:
+        train_step(1.0)
+        raise SystemExit(3)
+    assert (backend, [(0, 1.0)], True, 3) == (used, backend.runs[0].series("operator/loss"),
+                                              backend.runs[0].finished, backend.runs[0].exit_code)
+
+
+def test_testing_is_reachable_from_import_instrument_alone() -> None:
+    """``instrument.testing.recording()`` works after a bare ``import instrument`` (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, instrument\n"
+            "with instrument.testing.recording() as recorded:\n"
+            "    instrument.training_stage('s')(lambda: {'x': 1})()\n"
+            "print(recorded.run().series('s/x'), 'wandb' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert ("[(0, 1)] False", "") == (result.stdout.strip(), result.stderr)
 
 
 def test_each_block_gets_a_fresh_standalone_run() -> None:
@@ -197,7 +223,7 @@ class TestStrict:
         def at(step: int) -> None:
             instrument.log({"loss": float(step)}, step=step)
 
-        with recording(strict=False) as recorded, pytest.warns(InstrumentWarning, match="went back"):
+        with recording(strict=False) as recorded, pytest.warns(InstrumentationWarning, match="went back"):
             at(5)
             at(2)
         assert [(5, 5.0), (2, 2.0)] == recorded.run().series("stage/loss")
@@ -206,7 +232,7 @@ class TestStrict:
         """After a strict block the process's own setting (warnings) is back."""
         with pytest.raises(InstrumentationError), recording(strict=True):
             instrument.log({"bad": object()})
-        with recording(strict=False), pytest.warns(InstrumentWarning, match="'bad'"):
+        with recording(strict=False), pytest.warns(InstrumentationWarning, match="'bad'"):
             instrument.log({"bad": object()})
 
 
@@ -275,7 +301,7 @@ class TestLinkage:
 
     def test_subprocess_needs_a_pipeline(self) -> None:
         """Without a pipeline or a context file, subprocess() says what it needs."""
-        with recording() as recorded, pytest.raises(RuntimeError, match="needs an active instrument.pipeline"):
+        with recording() as recorded, pytest.raises(RuntimeError, match=r"needs an active instrument\.pipeline"):
             with recorded.subprocess():
                 pass
 
@@ -338,7 +364,7 @@ class TestSpies:
     def test_failing_backend_warns_and_training_goes_on(self, mocker: Any) -> None:
         """A backend that raises never breaks the code under test: one warning, the value returned."""
         mocker.patch.object(RecordedRun, "log", side_effect=OSError("disk full"))
-        with recording() as recorded, pytest.warns(InstrumentWarning, match="disk full"):
+        with recording() as recorded, pytest.warns(InstrumentationWarning, match="disk full"):
             assert {"loss": 1.0} == train_step(1.0)
             train_step(0.5)
         assert [] == recorded.run().history

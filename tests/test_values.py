@@ -12,19 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import instrument
-from instrument._routing import as_step, join, route
+from instrument._kinds import as_step
+from instrument._routing import join, route
 from instrument.runfile import read_runs
 from instrument.testing import recording
 
 
 def instrument_warnings(stderr: str) -> list[str]:
-    """Return the InstrumentWarning messages a script printed."""
-    return re.findall(r"InstrumentWarning: (.*)", stderr)
+    """Return the InstrumentationWarning messages a script printed."""
+    return re.findall(r"InstrumentationWarning: (.*)", stderr)
 
 
 @pytest.mark.integration
@@ -70,7 +71,7 @@ big()
         assert "operator/meter" not in row
     assert None is run.summary["eval/nrmse"]
     steps = [2**31 + 7, 2**40 + 3, 2**40 + 4, 2**40 + 5, 2**40 + 6]
-    assert list(zip(steps, [1.0, 2.0, 3.0, 4.0, 5.0])) == run.series("big/x")
+    assert list(zip(steps, [1.0, 2.0, 3.0, 4.0, 5.0], strict=True)) == run.series("big/x")
     messages = instrument_warnings(result.stderr)
     assert 1 == len([m for m in messages if "'operator/loss' is nan" in m]), result.stderr
     assert 1 == len([m for m in messages if "'operator/gnorm' is inf" in m]), result.stderr
@@ -111,7 +112,7 @@ def test_nan_in_the_config_warns_once_per_key_that_wandb_stores_null(wandb_root:
 
 def test_the_recording_stores_nan_in_the_config_as_wandb_does() -> None:
     """The recording reads a NaN config value back as None (nested, in lists), like wandb."""
-    with pytest.warns(instrument.InstrumentWarning, match="config as null"), recording() as recorded:
+    with pytest.warns(instrument.InstrumentationWarning, match="config as null"), recording() as recorded:
         exec(compile(NAN_CONFIG, "nan_config", "exec"), {})
     assert {"p": None, "lr": None, "nested": {"x": None}, "betas": [0.9, None], "ok": 1, "eval": {"c": None}} == (
         recorded.run().config)
@@ -154,7 +155,7 @@ def test_a_fractional_step_is_an_error_naming_the_value_in_strict_mode() -> None
     import numpy as np
 
     assert [10, 10, 2**40] == [as_step(10.0), as_step(np.int64(10)), as_step(float(2**40))]
-    with recording(strict=True), pytest.raises(instrument.InstrumentationError, match="10.5"):
+    with recording(strict=True), pytest.raises(instrument.InstrumentationError, match=r"10\.5"):
         instrument.log({"x": 1.0}, step=10.5)
 
 
@@ -272,7 +273,7 @@ def test_warnings_point_at_the_users_line() -> None:
         lines.append(inspect.currentframe().f_lineno + 1)  # type: ignore[union-attr]
         with instrument.pipeline(project="p", config={"lr": float("nan")}):
             pass
-    found = [(w.filename, w.lineno) for w in caught if issubclass(w.category, instrument.InstrumentWarning)]
+    found = [(w.filename, w.lineno) for w in caught if issubclass(w.category, instrument.InstrumentationWarning)]
     assert sorted((here, line) for line in lines) == sorted(found), [str(w.message) for w in caught]
 
 
@@ -281,7 +282,7 @@ def test_a_strict_error_does_not_say_what_production_does_instead() -> None:
     production also says what became of the value."""
     with pytest.raises(instrument.InstrumentationError) as caught, recording():
         returns({"x": object()})
-    with pytest.warns(instrument.InstrumentWarning) as warned, recording(strict=False):
+    with pytest.warns(instrument.InstrumentationWarning) as warned, recording(strict=False):
         returns({"x": object()})
     assert "dropped" not in str(caught.value)
     assert str(warned[0].message) == f"{caught.value}; it was dropped"

@@ -1,4 +1,4 @@
-"""Parity with the seed's WandBContext tests: each method x {data types, disabled mode, error
+"""Parity with the tests of the imperative WandBContext API this library grew from: each method x {data types, disabled mode, error
 handling, file persistence}, against the recording backend and against real wandb offline."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script, wandb_env
 
 import instrument
-from conftest import run_script, wandb_env
-from instrument import ContextFileError, InstrumentationError, InstrumentWarning
+from instrument import ContextFileError, InstrumentationError, InstrumentationWarning
 from instrument.testing import RecordedRun, recording
 
 METHODS = ["log_training_metric", "log_eval_summary", "update_config", "log_table", "log_image", "save_file",
@@ -248,7 +248,7 @@ def test_bad_call_warns_in_a_lenient_recording_and_logging_goes_on(method: str, 
     snippet, message = BAD[method]
     with recording(strict=False) as recorded:
         ctx = instrument.current()
-        with pytest.warns(InstrumentWarning, match=message):
+        with pytest.warns(InstrumentationWarning, match=message):
             _call(snippet, ctx)
         _call(VALID["log_eval_summary"], ctx)
     CHECKS["log_eval_summary"](recorded.run())
@@ -278,7 +278,7 @@ def test_finish_is_safe_to_repeat_and_without_a_run() -> None:
 def test_failing_backend_never_raises(method: str, strict: bool, workdir: Path, mocker: Any) -> None:
     """When the backend call behind a method fails, the method returns and one warning names the fault."""
     mocker.patch.object(RecordedRun, BACKEND_CALL[method], side_effect=OSError("backend down"))
-    with recording(strict=strict), pytest.warns(InstrumentWarning, match=r"failed \(OSError: backend down\)"):
+    with recording(strict=strict), pytest.warns(InstrumentationWarning, match=r"failed \(OSError: backend down\)"):
         ctx = instrument.current()
         if method == "finish":
             _call(VALID["log_eval_summary"], ctx)
@@ -301,7 +301,7 @@ def wandb_with_bad_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         """
     ) + "".join(f"    {c}\n" for c in calls) + textwrap.indent(VALID["log_eval_summary"], "    ") + "\n" + \
         textwrap.indent("ctx.finish()\nctx.finish()\n", "    ") + \
-        'print(json.dumps([str(w.message) for w in caught]))\n'
+        "print(json.dumps([str(w.message) for w in caught]))\n"
     result = run_script(root, code)
     (run,) = read_runs(root / "wandb")
     return {"warnings": json.loads(result.stdout.splitlines()[-1]), "run": run}
@@ -323,7 +323,7 @@ def test_bad_call_against_real_wandb_warns_and_the_run_goes_on(method: str, wand
 # File persistence: the context file hands the run to a subprocess -------------------------------
 
 #: Which run a child's call lands in: its own training run, or the pipeline run (through the journal).
-CHILD_TARGET = {m: "pipeline" for m in METHODS} | {"log_training_metric": "train", "finish": "train"}
+CHILD_TARGET = dict.fromkeys(METHODS, "pipeline") | {"log_training_metric": "train", "finish": "train"}
 
 
 @pytest.mark.parametrize("method", METHODS)

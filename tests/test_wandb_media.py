@@ -1,4 +1,4 @@
-"""Every row of README "Where values land", against real wandb offline, read back from the .wandb file.
+"""Every row of docs/values.md, against real wandb offline, read back from the .wandb file.
 
 One subprocess writes a standalone run with a value of every kind (decorators and the imperative
 ``WandBContext``); the tests read its ``.wandb`` file and its files folder.
@@ -12,7 +12,7 @@ import pathlib
 from typing import Any
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 from instrument.runfile import RunFile, read_runs
 

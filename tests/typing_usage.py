@@ -6,7 +6,7 @@ must see after decoration: the user's own signature, kept through `ParamSpec`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, assert_type
 
 import instrument

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import instrument
+
 from .training import Data
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import instrument
+
 from .evaluation import evaluate
 from .training import train
 

@@ -1,16 +1,17 @@
-"""The backend seam: the only side effect of the library, behind a small protocol.
+"""The backend seam: the only side effect of the library, behind two small protocols.
 
-A :class:`Backend` starts runs; a :class:`BackendRun` takes plain data (numbers, strings, nested
-dicts and the media values of :mod:`instrument._values`) in calls that mirror wandb's own. Three
-implementations: the wandb one (``_wandb_backend``, imports wandb lazily), the recording one
-(``_recording``, in memory, the oracle for tests) and :class:`DisabledBackend` here.
+A :class:`Backend` starts runs from a :class:`RunSpec`; a :class:`BackendRun` takes plain data
+(numbers, strings, nested dicts and the media values of :mod:`instrument._values`) in calls that
+mirror wandb's own. The implementations live beside this module: ``wandb`` (imports wandb
+lazily), ``recording`` (in memory, the oracle for tests), ``disabled``, and ``call_journal`` (a
+run written to disk). Swap the backend with ``instrument.testing.use_backend``.
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -23,6 +24,10 @@ def new_run_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen(slots=True)
 class RunSpec:
     """Everything a run is started with; fields are W&B's ``wandb.init`` arguments."""
@@ -33,7 +38,7 @@ class RunSpec:
     name: str | None = None
     group: str | None = None
     job_type: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     config: Mapping[str, Any] = attrs.field(factory=dict)
     mode: str = "offline"
     announce: bool = False  # print where an offline run went (mode was defaulted to offline)
@@ -75,61 +80,14 @@ class BackendRun(Protocol):
 
 
 class Backend(Protocol):
-    """Starts runs; the session holds the run it returns."""
+    """Starts runs; the session holds the run it returns.
 
-    name: str
+    A backend whose class sets ``synchronous = True`` (the recording and disabled ones) is
+    written on the calling thread, in call order; any other gets a dispatcher thread per run.
+    """
 
     def start(self, spec: RunSpec) -> BackendRun:
         """Start a run from *spec*. Raises whatever the underlying library raises."""
 
     def adopt(self) -> BackendRun | None:
         """Return a run that some other code started and that is still active, or None."""
-
-
-class _DisabledRun:
-    """A run that keeps nothing (``mode="disabled"``)."""
-
-    def __init__(self, spec: RunSpec) -> None:
-        self.id = spec.id
-
-    def log(self, row: dict[str, Any]) -> None:
-        pass
-
-    def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
-        pass
-
-    def update_summary(self, values: dict[str, Any]) -> None:
-        pass
-
-    def update_config(self, values: dict[str, Any]) -> None:
-        pass
-
-    def save(self, path: str, base_path: str | None, policy: str) -> None:
-        pass
-
-    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
-        pass
-
-    def alert(self, title: str, text: str, level: str) -> None:
-        pass
-
-    def finish(self, exit_code: int) -> None:
-        pass
-
-    def location(self) -> str:
-        return "nowhere (mode=disabled)"
-
-
-class DisabledBackend:
-    """A backend that writes nothing: every decorated function still returns its value."""
-
-    name = "disabled"
-    synchronous = True  # nothing to hand to a thread
-
-    def start(self, spec: RunSpec) -> BackendRun:
-        """Return a run that keeps nothing."""
-        return _DisabledRun(spec)
-
-    def adopt(self) -> BackendRun | None:
-        """Return None: a disabled backend never adopts a run."""
-        return None

@@ -1,224 +1,32 @@
-"""The imperative layer: ``WandBContext`` (the seed's API) and the run an orchestrator owns.
+"""The imperative API: ``WandBContext`` and the functions around it.
 
-``WandBContext`` methods use the same routing as the decorators, so the two layers never
-disagree: ``log_training_metric`` is a stage point, ``log_eval_summary`` an eval summary.
+``current``, ``configure``, ``finish``, ``flush``, ``create_wandb_context``,
+``save_wandb_context`` and ``load_wandb_context_from_env`` (the names of the imperative API
+this library grew from are kept). ``WandBContext`` methods use the decorators' routing, so the
+two never disagree: ``log_training_metric`` is a stage point, ``log_eval_summary`` an eval
+summary.
 """
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import sys
-import tempfile
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from instrument import _linkage
-from instrument._env import WANDB_CONTEXT_FILE, check_mode, exit_timeout
-from instrument._journal import JournalReader
-from instrument._problems import InstrumentationError, Problem, origin, report
+from instrument._config import plain_config
+from instrument._context_file import ContextFile
+from instrument._env import WANDB_CONTEXT_FILE
+from instrument._kinds import as_step
+from instrument._options import RunOptions
+from instrument._pipeline_run import PipelineRun
+from instrument._problems import InstrumentationError, Origin, Problem, report
 from instrument._records import ConfigUpdate, Record
-from instrument._routing import Role, as_step, is_config_mapping, plain_config, route, route_numbers
+from instrument._routing import Role, route, route_numbers
 from instrument._values import Alert, Artifact, File, Image, Table
 
 Resolver = Callable[[Role], "_linkage.Sink | None"]
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
-def check_run_arguments(
-    where: str, *, tags: Any = (), config: Any = None, redact_secrets: Any = None, **texts: Any
-) -> None:
-    """Check the run arguments given to *where* (``"instrument.pipeline"``).
-
-    *texts* (project, name, group, entity, job_type) must be strings or None; *tags* a list,
-    tuple or set of strings; *config* None or a mapping (dict, attrs or dataclass instance,
-    OmegaConf config); *redact_secrets* None or a bool.
-
-    Raises:
-        TypeError: an argument has the wrong type; the message names *where*, the argument and
-            the value's type.
-    """
-    for argument, value in texts.items():
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"{where}: {argument} must be a string, got {type(value).__name__} {_shown(value)}")
-    if isinstance(tags, str) or not isinstance(tags, list | tuple | set | frozenset) or not all(
-        isinstance(tag, str) for tag in tags
-    ):
-        raise TypeError(f"{where}: tags must be a list or tuple of strings, got {type(tags).__name__} {_shown(tags)}")
-    if config is not None and not is_config_mapping(config):
-        raise TypeError(f"{where}: config must be a mapping (a dict, an attrs or dataclass instance, an OmegaConf "
-                        f"config), got {type(config).__name__} {_shown(config)}")
-    if redact_secrets is not None and not isinstance(redact_secrets, bool):
-        raise TypeError(f"{where}: redact_secrets must be True, False or None, got {type(redact_secrets).__name__} "
-                        f"{_shown(redact_secrets)}")
-
-
-class OwnerRun:
-    """A run this process owns and shares with its subprocesses (a pipeline run).
-
-    Starts the run at once (``job_type="pipeline"``, group defaulting to the run's id), makes a
-    private folder (mode 0700) for the context file and the journals, ingests the journals every
-    second while it runs and drains them at :meth:`close`.
-    """
-
-    def __init__(
-        self,
-        *,
-        project: str | None = None,
-        entity: str | None = None,
-        name: str | None = None,
-        group: str | None = None,
-        tags: Sequence[str] = (),
-        config: Mapping[str, Any] | None = None,
-        mode: str | None = None,
-        run_id: str | None = None,
-        job_type: str = "pipeline",
-        redact_secrets: bool | None = None,
-    ) -> None:
-        from instrument._backend import new_run_id
-
-        run_id = run_id or new_run_id()
-        self.folder = Path(tempfile.mkdtemp(prefix=f"instrument-{run_id}-"))  # mode 0700
-        journal = self.folder / "journal"
-        journal.mkdir(mode=0o700)
-        self.session = _linkage.new_session(
-            {
-                "id": run_id,
-                "project": project,
-                "entity": entity,
-                "name": name,
-                "group": group or run_id,
-                "job_type": job_type,
-                "tags": tuple(tags),
-                "config": dict(config or {}),
-                "mode": mode,
-                "redact_secrets": redact_secrets,
-            },
-            os.environ,
-        )
-        self.session.journal_dir = str(journal)
-        self.session.start()
-        self.context = _linkage.RunContext(
-            run_id=self.session.id,  # not run_id: a failed init may have fallen back to a fresh id
-            project=project,
-            entity=entity,
-            group=self.session.spec.group,
-            mode=self.session.spec.mode,
-            journal_dir=str(journal),
-        )
-        self.context_file = self.context.save(self.folder / "context.json")
-        self.reader = JournalReader(journal)
-        self.children: list[str] = []
-        self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
-        self._previous: str | None = None
-        self._exported = False
-        self._closed = False
-        self._close_lock = threading.Lock()
-        _linkage.push_pipeline(self.session)
-        _linkage.close_on_sigterm(self._terminate)
-        self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name=f"instrument-ingest-{run_id}", daemon=True)
-        self._poller.start()
-
-    @property
-    def id(self) -> str:
-        """The run's id."""
-        return self.session.id
-
-    def export(self) -> None:
-        """Set ``WANDB_CONTEXT_FILE`` for subprocesses until :meth:`close` restores it."""
-        self._previous = os.environ.get(WANDB_CONTEXT_FILE)
-        os.environ[WANDB_CONTEXT_FILE] = str(self.context_file)
-        self._exported = True
-
-    def _poll(self) -> None:
-        while not self._stop.wait(1.0):
-            self.ingest()
-
-    def ingest(self) -> bool:
-        """Write what the subprocesses journaled so far into the run; return whether it all went."""
-        try:
-            self.children.extend(_linkage.ingest(self.session, self.reader, self.child_locations))
-        except Exception as error:  # noqa: BLE001 - never raise into the orchestrator
-            report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
-                   once=True)
-            return False
-        return True
-
-    def _terminate(self, exit_code: int) -> None:
-        self.close(exit_code=exit_code)
-
-    def close(self, error: BaseException | None = None, exit_code: int | None = None) -> None:
-        """Drain the journals, record the children and finish the run; once.
-
-        The exit code is *exit_code* if given, else derived from *error*: 0, n for
-        ``SystemExit(n)``, 130 for Ctrl-C, 1 for any other exception.
-        """
-        with self._close_lock:  # the main thread and a SIGTERM's finisher may both close it
-            if self._closed:
-                return
-            self._closed = True
-        _linkage.pop_pipeline(self.session)
-        _linkage.forget_sigterm(self._terminate)
-        if self._exported:
-            if self._previous is None:
-                os.environ.pop(WANDB_CONTEXT_FILE, None)
-            else:
-                os.environ[WANDB_CONTEXT_FILE] = self._previous
-        self._stop.set()
-        timeout = exit_timeout()
-        self._poller.join(timeout)
-        drained = not self._poller.is_alive() and self.ingest()
-        for path in self.reader.torn():
-            report(Problem("backend", f"instrument: the journal {path} ends with an incomplete record (its "
-                           "writer died while writing it); everything before it was kept"))
-        try:
-            self.session.write([_linkage.pipeline_children_summary(self.children)])
-        except Exception as failure:  # noqa: BLE001 - never raise into the orchestrator
-            report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({failure})"))
-        self.session.finish(exit_code if exit_code is not None else _linkage.exit_code_for(error), timeout)
-        self._print_sync_command()
-        if drained:
-            shutil.rmtree(self.folder, ignore_errors=True)
-        else:
-            report(Problem("backend", f"instrument: the journals of run {self.id} were not fully read; they are "
-                           f"kept in {self.folder}; write them into an offline run with "
-                           f"`python -m instrument replay {self.folder}`"))
-
-
-    def _print_sync_command(self) -> None:
-        """Print, for an offline pipeline, one line with the ``wandb sync`` command for its run
-        and every child's run (each child's run has a folder of its own; wandb's own hint is
-        silenced and would only name one run)."""
-        if self.session.spec.mode not in ("offline", "dryrun"):
-            return
-        own = self.session.location()
-        if not os.path.isdir(own):  # not a wandb run folder (disabled, recorded, a journal)
-            return
-        wandb_dir = os.path.dirname(own)
-        folders = [own]
-        for child in dict.fromkeys(self.children):
-            where = self.child_locations.get(child, "")
-            folders.append(where if glob.glob(os.path.join(glob.escape(where), "run-*.wandb"))
-                           else os.path.join(wandb_dir, f"offline-run-*-{child}"))
-        shown = " ".join(_short(folder) for folder in folders)
-        count = len(folders) - 1
-        runs = f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count else f"run {self.id} was"
-        print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "
-              f"`wandb sync {shown}`", file=sys.stderr)
-
-
-def _short(path: str) -> str:
-    """Return *path* relative to the working directory when it lies under it."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
 
 
 class WandBContext:
@@ -230,7 +38,7 @@ class WandBContext:
     eval's summary goes. Bad values warn (raise in strict mode); a failing backend never raises.
     """
 
-    def __init__(self, resolver: Resolver = _linkage.resolve, owner: OwnerRun | None = None) -> None:
+    def __init__(self, resolver: Resolver = _linkage.resolve, owner: PipelineRun | None = None) -> None:
         self._resolve = resolver
         self.owner = owner
 
@@ -251,11 +59,11 @@ class WandBContext:
         try:
             sink = self._resolve(role)
             if sink is not None:
-                with origin(function):
+                with Origin(function):
                     sink.write(records, problems)
         except InstrumentationError:
             raise
-        except Exception as error:  # noqa: BLE001 - instrumentation never breaks training
+        except Exception as error:  # instrumentation never breaks training
             report(Problem("backend", f"instrument: WandBContext: logging failed ({type(error).__name__}: "
                            f"{error})"), once=True)
 
@@ -310,8 +118,7 @@ class WandBContext:
         *columns* are names; *data* rows of cells as ``instrument.Table`` takes them.
 
         Raises:
-            ValueError: a row's length differs from the number of columns (at the call, as the
-                seed's ``log_table`` documents).
+            ValueError: a row's length differs from the number of columns (at the call).
         """
         self._route({key: Table(columns, data)}, "summary", None, "WandBContext.log_table")
 
@@ -407,10 +214,10 @@ def configure(
         ValueError: *mode* is not a wandb mode (the message names it and the accepted ones).
         TypeError: an argument has the wrong type (the message names it and the type).
     """
-    check_run_arguments("instrument.configure", project=project, entity=entity, name=name, job_type=job_type,
-                        tags=tags, redact_secrets=redact_secrets)
-    _linkage.configure(project=project, entity=entity, name=name, tags=tuple(tags), job_type=job_type, mode=mode,
-                       redact_secrets=redact_secrets, synchronous=synchronous)
+    _linkage.configure(RunOptions.checked(
+        "instrument.configure", project=project, entity=entity, name=name, tags=tags, job_type=job_type, mode=mode,
+        redact_secrets=redact_secrets, synchronous=synchronous,
+    ))
 
 
 def finish(exit_code: int = 0) -> None:
@@ -450,7 +257,7 @@ def create_wandb_context(
     job_type: str = "pipeline",
     redact_secrets: bool | None = None,
 ) -> WandBContext:
-    """Start an orchestrator's run now and return a context that owns it (the seed's API).
+    """Start an orchestrator's run now and return a context that owns it.
 
     Decorated calls in this process write into it until :meth:`WandBContext.finish`. Pass it to
     :func:`save_wandb_context` to hand it to subprocesses.
@@ -466,15 +273,10 @@ def create_wandb_context(
         ValueError: *mode* is not a wandb mode (the message lists the accepted ones).
         TypeError: an argument has the wrong type (the message names it and the type).
     """
-    check_run_arguments("instrument.create_wandb_context", project=project, entity=entity, name=name, group=group,
-                        job_type=job_type, run_id=run_id, tags=tags, config=config, redact_secrets=redact_secrets)
-    if mode is not None:
-        mode = check_mode(mode, "instrument.create_wandb_context: mode")
-    owner = OwnerRun(
-        project=project, entity=entity, name=name, group=group, tags=tags,
-        config=plain_config(config or {}), mode=mode, run_id=run_id, job_type=job_type,
-        redact_secrets=redact_secrets,
-    )
+    owner = PipelineRun(RunOptions.checked(
+        "instrument.create_wandb_context", config=config, run_id=run_id, mode=mode, project=project, entity=entity,
+        name=name, group=group, tags=tags, job_type=job_type, redact_secrets=redact_secrets,
+    ))
     return WandBContext(lambda role: owner.session, owner=owner)
 
 
@@ -502,5 +304,5 @@ def load_wandb_context_from_env(environ: Mapping[str, str] = os.environ) -> Wand
     path = environ.get(WANDB_CONTEXT_FILE)
     if not path:
         return None
-    _linkage.RunContext.load(path)
+    ContextFile.load(path)
     return WandBContext(lambda role: _linkage.resolve(role, environ))

@@ -1,7 +1,8 @@
 """The wandb backend: the only module besides the run-file reader that imports wandb, lazily.
 
-``import wandb`` costs about a second (WANDB_FACTS 5), so it happens in :meth:`WandbBackend.start`,
-when a run is really started, never at ``import instrument``.
+``import wandb`` costs about a second, so it happens in :meth:`WandbBackend.start`, when a run is
+really started, never at ``import instrument``. What this module relies on wandb to do is listed
+in docs/wandb-behaviour.md.
 """
 
 from __future__ import annotations
@@ -16,33 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from instrument import _env
-from instrument._backend import BackendRun, RunSpec
-from instrument._routing import is_image_batch
+from instrument._backends.base import BackendRun, RunSpec
+from instrument._media import is_image_batch, pictures
 from instrument._values import Histogram, Image, Table
 
 #: Seconds between flushes of wandb's transaction log. wandb's default is 15 s, so a SIGKILLed
-#: process lost up to 15 s of points (WANDB_FACTS 7); at 1 s it loses about a second.
+#: process lost up to 15 s of points; at 1 s it loses about a second.
 FLUSH_INTERVAL_SECONDS = 1.0
 
 #: Run ids started by this library in this process, so an active ``wandb.run`` of ours is never
 #: mistaken for a framework's run.
 _OURS: set[str] = set()
-
-
-def image_frames(image: Image) -> list[Any]:
-    """Return the pictures *image* holds: one per frame of a batch NxHxWxC, else one.
-
-    Each is what ``wandb.Image`` accepts: a uint8 array (HxW or HxWxC), a PIL image or a path.
-    Routing already converted the data (:func:`instrument._routing.image_frames`).
-    """
-    data = image.data
-    if is_image_batch(data):
-        return [frame[:, :, 0] if frame.shape[2] == 1 else frame for frame in data]
-    return [data]
-
-
-#: The name the recording backend imports (``instrument._recording``).
-image_array = image_frames
 
 
 def to_wandb(value: Any) -> Any:
@@ -59,8 +44,8 @@ def to_wandb(value: Any) -> Any:
     if isinstance(value, Histogram):
         return wandb.Histogram(list(value.values), num_bins=value.num_bins)
     if isinstance(value, Image):
-        pictures = [wandb.Image(frame, caption=value.caption) for frame in image_frames(value)]
-        return pictures if is_image_batch(value.data) else pictures[0]
+        images = [wandb.Image(frame, caption=value.caption) for frame in pictures(value)]
+        return images if is_image_batch(value.data) else images[0]
     if isinstance(value, dict):
         return {k: to_wandb(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -85,7 +70,7 @@ def _files_of(source: Path, shown: str) -> list[Path]:
 
 
 class WandbRun:
-    """A live ``wandb.Run`` behind the :class:`~instrument._backend.BackendRun` protocol."""
+    """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol."""
 
     def __init__(self, run: Any, *, owned: bool) -> None:
         self.run = run
@@ -115,7 +100,7 @@ class WandbRun:
         ``files/<relative path>``.
 
         The relative path is taken against *base_path* (routing made it absolute). wandb's
-        ``run.save`` only symlinks (WANDB_FACTS 2.5, trap 12): a later ``wandb sync`` would upload
+        ``run.save`` only symlinks: a later ``wandb sync`` would upload
         whatever the file holds then, or fail if it is gone. So for ``"now"`` and ``"end"`` the
         file is copied into the run's files folder and that copy is saved (wandb then keeps it
         in place); an ``"end"`` file is copied again when the run finishes. ``"live"`` stays
@@ -140,7 +125,7 @@ class WandbRun:
 
     def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
         """Log the file or folder at *path* as an artifact (wandb copies it into its staging
-        folder at once; offline, ``log_artifact`` works and ``wait()`` would raise, WANDB_FACTS 2.6)."""
+        folder at once; offline, ``log_artifact`` works and ``wait()`` would raise)."""
         import wandb
 
         artifact = wandb.Artifact(name=name, type=type)
@@ -176,14 +161,13 @@ def _copy(source: Path, target: Path) -> None:
 class WandbBackend:
     """Start real wandb runs (online or offline), one ``wandb.init`` per run spec."""
 
-    name = "wandb"
 
     def start(self, spec: RunSpec) -> BackendRun:
         """Start a run with ``wandb.init`` (``reinit="create_new"``, so a second pipeline in one
-        process is a second run, never the previous run returned; WANDB_FACTS 3.4).
+        process is a second run; wandb's default returns the previous run and drops the new id).
 
         The transaction log is flushed every second (a SIGKILLed process loses about a second of
-        points, not wandb's default 15 s; WANDB_FACTS 7) and wandb's ``finish_timeout`` is
+        points, not wandb's default 15 s) and wandb's ``finish_timeout`` is
         ``INSTRUMENT_EXIT_TIMEOUT``, so its upload at the end cannot block the exit for longer.
 
         Raises:
@@ -238,7 +222,7 @@ def _wandb_mode_env(mode: str) -> Iterator[None]:
     """Show wandb a ``WANDB_MODE`` it accepts while it starts a run, then restore the user's.
 
     wandb validates ``WANDB_MODE`` even when ``mode=`` is passed, and rejects ``Offline`` or a
-    typo with a pydantic error (WANDB_FACTS 4); instrument already resolved the mode (any case,
+    typo with a pydantic error; instrument already resolved the mode (any case,
     an unknown value warned about and replaced by offline), so wandb sees that one.
     """
     value = os.environ.get(_env.WANDB_MODE)

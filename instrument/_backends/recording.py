@@ -1,18 +1,18 @@
 """The recording backend: runs kept in memory, the oracle for tests.
 
-It keeps the rules of wandb 0.31 that users' assertions depend on (WANDB_FACTS):
+It keeps the rules of wandb 0.31 that users' assertions depend on (docs/wandb-behaviour.md):
 
 * every ``log`` appends one history row with the next ``_step`` (0, 1, 2, ...) and sets the
-  summary to the row's values (2.1), unless ``define_metric(summary=...)`` says otherwise: then
-  the summary value is ``{"min": v}`` and so on, or absent for ``"none"`` (1.4);
-* a summary update never touches history (2.1), and a NaN set in the summary is stored as
-  ``None`` (wandb writes null; section 6), as is a NaN anywhere in the config;
+  summary to the row's values, unless ``define_metric(summary=...)`` says otherwise: then
+  the summary value is ``{"min": v}`` and so on, or absent for ``"none"``;
+* a summary update never touches history, and a NaN set in the summary is stored as ``None``
+  (wandb writes null), as is a NaN anywhere in the config;
 * a config update replaces top-level keys (``config.update``; the session deep-merges first);
 * what wandb rejects is rejected: a file policy other than ``now``/``end``/``live`` or a
   ``base_path`` that is not a prefix of the path (ValueError in ``run.save``), an artifact path
   that does not exist, an alert level other than INFO/WARN/ERROR, an image array of a shape
   wandb cannot convert. A ``save`` whose path matches no file is rejected too: wandb saves
-  nothing and says nothing (2.5), which a test should hear about. In strict mode the rejection
+  nothing and says nothing, which a test should hear about. In strict mode the rejection
   is an :class:`~instrument.InstrumentationError` that reaches the test; otherwise it is the
   ``ValueError`` wandb raises, which the session turns into one warning.
 
@@ -31,7 +31,8 @@ import pathlib
 import threading
 from typing import Any
 
-from instrument._backend import RunSpec
+from instrument._backends.base import RunSpec
+from instrument._media import pictures
 from instrument._problems import InstrumentationError, strict, with_origin
 from instrument._values import Histogram, Image, Table
 
@@ -48,10 +49,8 @@ def _reject(message: str) -> Exception:
 
 def _image(value: Image, key: str) -> Any:
     """Return what a test needs to know of an image: size and caption; reject bad shapes."""
-    from instrument._wandb_backend import image_array  # imports numpy only for numpy data
-
-    pictures = []
-    for picture in image_array(value):
+    found = []
+    for picture in pictures(value):
         shape = getattr(picture, "shape", None)
         if shape is not None:
             shape = tuple(shape)
@@ -61,8 +60,8 @@ def _image(value: Image, key: str) -> Any:
             height, width = shape[0], shape[1]
         else:
             width, height = getattr(picture, "size", (None, None))
-        pictures.append({"_type": "image", "width": width, "height": height, "caption": value.caption})
-    return pictures[0] if len(pictures) == 1 else pictures
+        found.append({"_type": "image", "width": width, "height": height, "caption": value.caption})
+    return found[0] if len(found) == 1 else found
 
 
 def _foreign(value: Any) -> dict[str, Any]:
@@ -330,7 +329,8 @@ class RecordedRun:
                 ``now``/``end``/``live``, *base_path* is not a prefix of *path*, or no file matches.
         """
         if policy not in _POLICIES:
-            raise _reject(f"save({path!r}): policy {policy!r} is not one of {list(_POLICIES)} (wandb raises ValueError)")
+            raise _reject(f"save({path!r}): policy {policy!r} is not one of {list(_POLICIES)} "
+                          "(wandb raises ValueError)")
         source = pathlib.Path(os.path.abspath(path))
         if base_path is not None:
             base = pathlib.Path(os.path.abspath(base_path))
@@ -339,7 +339,8 @@ class RecordedRun:
         else:
             base = source.parent.parent  # wandb keeps one folder level of an absolute path
         if not source.is_relative_to(base):
-            raise _reject(f"save({path!r}): base_path {base_path!r} is not a prefix of the path (wandb raises ValueError)")
+            raise _reject(f"save({path!r}): base_path {base_path!r} is not a prefix of the path "
+                          "(wandb raises ValueError)")
         matches = sorted(p for p in glob.glob(str(source)) if os.path.isfile(p))
         if not matches:
             raise _reject(f"no file matches {path!r}; wandb would save nothing and say nothing")
@@ -400,13 +401,11 @@ class RecordingBackend:
     """A backend that keeps every run in memory, in creation order (:attr:`runs`).
 
     Attributes:
-        name: ``"recording"``.
         synchronous: True: sessions write to it in the caller's thread, so a strict-mode
             :class:`~instrument.InstrumentationError` reaches the code under test.
         runs: the :class:`RecordedRun` objects started, in creation order.
     """
 
-    name = "recording"
     synchronous = True
 
     def __init__(self) -> None:
@@ -422,7 +421,7 @@ class RecordingBackend:
 
     def adopt(self) -> None:
         """Return None: a recording never adopts a run some other code started."""
-        return None
+        return
 
     def __repr__(self) -> str:
         return f"<RecordingBackend {_count(len(self.runs), 'run')}>"

@@ -1,0 +1,251 @@
+"""Fault policy: what happens to one run's records when its backend fails; never an exception.
+
+* starting: a run that cannot start online is started offline (under a fresh id if wandb still
+  holds the failed one); if that fails too, its calls go to a call journal on disk;
+* a call the backend rejects for its value (:data:`REJECTIONS`) costs that record, with a warning;
+* any other failing call sends that record and every later one of the run to a call journal,
+  for ``python -m instrument replay``;
+* finishing is bounded by ``INSTRUMENT_EXIT_TIMEOUT``; past it, a warning says where the data
+  not yet synced is.
+
+Each kind of fault is warned about once per run, naming the run, the cause and the way back.
+The session (:mod:`instrument._session`) keeps the run's state and calls this module.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import attrs
+
+from instrument import _env
+from instrument._backends.base import Backend, BackendRun, RunSpec, new_run_id
+from instrument._backends.call_journal import CallJournal, new_call_journal_folder
+from instrument._problems import InstrumentationError, Problem, report
+from instrument._records import Record
+
+#: What a backend raises when it rejects one call for its value (a bad file policy, a file that
+#: does not exist, an image shape wandb cannot convert, an unknown alert level): that record is
+#: dropped with a warning. Anything else is a fault of the backend: the run spills to a journal.
+REJECTIONS = (ValueError, TypeError, LookupError, AttributeError, FileNotFoundError)
+
+#: Writes one record to a run (the session's backend calls for it).
+Write = Callable[[Record, BackendRun], None]
+
+
+class FaultPolicy:
+    """The fault policy of one run: start with fallbacks, spill after a failed call, finish bounded.
+
+    Args:
+        spec: what the run is started with (replaced by the offline spec of a fallback).
+        backend: the backend that starts it.
+        adopted: the run is a framework's (``wandb.run``): never finished here, and a failed call
+            spills to the journal without replacing it.
+        on_spill: called with the call journal once records start going there, and whether it
+            replaces the run (after a failed call, not for records kept at finish): the session
+            declares its step axes again, and writes to the journal from then on.
+
+    Attributes:
+        spill: the call journal the rest of the run goes to after a failed call, else None.
+        broken: the run whose call failed (finished at the end), else None.
+    """
+
+    def __init__(self, spec: RunSpec, backend: Backend, *, adopted: bool,
+                 on_spill: Callable[[CallJournal, bool], None]) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.adopted = adopted
+        self.spill: CallJournal | None = None
+        self.broken: BackendRun | None = None
+        self._on_spill = on_spill
+        self._faults: set[str] = set()
+
+    def fault(self, kind: str, message: str) -> None:
+        """Warn about *message* unless a fault of *kind* was already warned about for this run."""
+        if kind in self._faults:
+            return
+        self._faults.add(kind)
+        goes_on = "" if kind.startswith("finish") else "; the training goes on"
+        report(Problem("backend", f"instrument: {message.rstrip('.')}{goes_on}"))
+
+    def start(self) -> BackendRun | None:
+        """Start the run, falling back to offline, then to a call journal; None if all failed (warned)."""
+        try:
+            return self.backend.start(self.spec)
+        except Exception as error:  # never raise into user code
+            failure = f"starting run {self.spec.id} ({self.spec.mode}) failed ({describe(error)})"
+        if self.spec.mode in ("online", "run"):
+            offline = attrs.evolve(self.spec, mode="offline")
+            for spec in (offline, attrs.evolve(offline, id=new_run_id())):  # a fresh id if wandb holds the old one
+                try:
+                    run = self.backend.start(spec)
+                except Exception:  # the next fallback follows
+                    run = None
+                if run is None:
+                    continue
+                renamed = "" if run.id == self.spec.id else (
+                    f" under the new id {run.id} (wandb still held {self.spec.id})")
+                self.spec = spec
+                where = run.location()
+                self.fault("init", f"{failure}; the run was written offline{renamed} to {where} instead; "
+                           f"upload it later with `wandb sync {where}`")
+                return run
+        try:
+            journal = self._open_journal(reason=failure)
+        except OSError as error:
+            self.fault("init", f"{failure}, and its journal could not be created ({error}); the run's "
+                       "records are dropped")
+            return None
+        self.fault("init", f"{failure}; its records are kept in the journal {journal.folder}; write them "
+                   f"into an offline run with `python -m instrument replay {journal.folder}`")
+        return journal
+
+    def _open_journal(self, *, reason: str, partial: str | None = None) -> CallJournal:
+        folder = new_call_journal_folder(_env.journal_root(), self.spec.id)
+        return CallJournal(folder, self.spec, reason=reason, partial=partial)
+
+    def call(self, record: Record, run: BackendRun, write: Write) -> None:
+        """Write *record* to *run* (or to the call journal once the run spilled) with *write*.
+
+        Raises:
+            InstrumentationError: strict mode, for a problem with the user's values (not a fault).
+        """
+        if self.spill is not None:  # a call failed earlier: the rest of the run goes to its journal
+            run = self.spill
+        try:
+            write(record, run)
+        except InstrumentationError:
+            raise
+        except REJECTIONS as error:  # wandb rejected this value; the run itself is fine
+            kind = type(record).__name__
+            self.fault(f"rejected {kind}", f"writing a {kind} record to run {self.spec.id} failed "
+                       f"({describe(error)}); wandb rejected it, so it was dropped")
+        except Exception as error:  # a backend fault: never raise into user code
+            self._spill_from(record, run, error, write)
+
+    def _spill_from(self, record: Record, run: BackendRun, error: Exception, write: Write) -> None:
+        """Keep *record*, whose write to *run* raised *error*, and every later record in a journal."""
+        kind = type(record).__name__
+        failure = f"writing a {kind} record to run {self.spec.id} failed ({describe(error)})"
+        if isinstance(run, CallJournal):
+            self.fault("journal", f"{failure}; the record was dropped")
+            return
+        try:
+            journal = self._open_journal(reason=failure, partial=location(run))
+        except OSError as journal_error:
+            self.fault("journal", f"{failure}, and no journal could be created ({journal_error}); the "
+                       "record was dropped")
+            return
+        self.spill, self.broken = journal, run
+        self._on_spill(journal, True)
+        self.fault("spill", f"{failure}; the values written before are in {location(run)}, this record and "
+                   f"every later one of the run are kept in the journal {journal.folder}; once the run is "
+                   f"over, write them into an offline run with `python -m instrument replay {journal.folder}`")
+        self.call(record, journal, write)
+
+    def keep(self, records: list[Record], run: BackendRun | None, write: Write, *, timeout: float,
+             busy: bool) -> None:
+        """Write *records*, which a hung backend never took within *timeout* s, into the call journal.
+
+        *busy* says whether a backend call was still running when time ran out (its record may
+        be lost).
+        """
+        run = self.spill or run
+        failure = (f"the backend did not take {len(records)} record(s) of run {self.spec.id} within {timeout:g} s "
+                   f"({_env.INSTRUMENT_EXIT_TIMEOUT})")
+        if isinstance(run, CallJournal):
+            journal = run
+        else:
+            try:
+                journal = self._open_journal(reason=failure, partial=location(run) if run is not None else None)
+            except OSError as error:
+                self.fault("journal", f"{failure}, and no journal could be created ({error}); they were dropped")
+                return
+            self.spill = journal
+            self._on_spill(journal, False)
+            if run is not None:
+                self.broken = run
+        for record in records:
+            self.call(record, journal, write)
+        where = location(journal)
+        lost = "; the one being written when time ran out may be lost" if busy else ""
+        self.fault("finish_undelivered", f"{failure}; they are kept in the journal {where}{lost}; once the run is "
+                   f"over, write them into an offline run with `python -m instrument replay {where}`")
+
+    def finish(self, run: BackendRun, exit_code: int, reassert: dict[str, object], timeout: float) -> None:
+        """Re-assert *reassert* in the summary and finish *run* (and its journal) within *timeout* s.
+
+        An adopted run is left running. Past *timeout*, or if finishing fails, one warning says
+        where the data not yet synced is.
+        """
+        spill, broken, adopted = self.spill, self.broken, self.adopted
+
+        def close() -> None:
+            target = spill or run
+            if reassert:
+                target.update_summary(dict(reassert))
+            if spill is not None:
+                spill.finish(exit_code)
+            if not adopted:
+                (broken or run).finish(exit_code)
+
+        done, error = bounded(close, timeout, name=f"instrument-finish-{self.spec.id}")
+        if not done:
+            self.fault("finish_timeout", f"finishing run {self.spec.id} took more than {timeout:g} s "
+                       f"({_env.INSTRUMENT_EXIT_TIMEOUT}); instrument gave up waiting. {unsynced(run)}")
+        elif error is not None:
+            self.fault("finish", f"finishing run {self.spec.id} failed ({describe(error)}). {unsynced(spill or run)}")
+
+
+def describe(error: BaseException) -> str:
+    """Return ``Type: first line of the message`` (wandb's messages run over several lines)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def location(run: BackendRun) -> str:
+    """Return where *run*'s data lives, for a message (``"(unknown)"`` if the backend cannot say)."""
+    try:
+        return run.location()
+    except Exception:  # only for a message
+        return "(unknown)"
+
+
+def unsynced(run: BackendRun | None) -> str:
+    """Say where the data of *run* that may not be synced is, and the command that syncs it."""
+    if run is None:
+        return "The run never started."
+    where = location(run)
+    if isinstance(run, CallJournal):
+        return (f"Its data is in the journal {where}; write it into an offline run with "
+                f"`python -m instrument replay {where}`.")
+    if os.path.isdir(where):
+        return f"Its data is in {where}; upload what is missing with `wandb sync {where}`."
+    return f"Its data is in {where}."
+
+
+def bounded(function: Callable[[], None], timeout: float, name: str) -> tuple[bool, BaseException | None]:
+    """Run *function* in a daemon thread for at most *timeout* seconds.
+
+    Returns ``(done, error)``: whether it returned in time, and what it raised.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            function()
+        except BaseException as error:  # handed to the caller
+            errors.append(error)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no new threads (interpreter shutting down): run it here
+        target()
+        return True, errors[0] if errors else None
+    thread.join(timeout)
+    if thread.is_alive():
+        return False, None
+    return True, errors[0] if errors else None

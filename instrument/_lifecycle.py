@@ -1,0 +1,238 @@
+"""Process lifecycle: how the program ends (exit status), interpreter exit, SIGTERM and fork.
+
+What linkage asks of the process around its runs: record the exit status the program ends with,
+finish the runs at interpreter exit (after wandb registered its own teardown) and on SIGTERM,
+and make forked or multiprocessing children leave the parent's runs alone. Linkage passes the
+function that finishes its runs; this module imports only leaves.
+
+The exit status needs a hook on ``sys.exit``: ``atexit`` handlers run inside the interpreter's
+finalisation, after ``SystemExit`` was handled in C, and nothing in Python holds the status by
+then (``sys.excepthook`` sees uncaught exceptions but never ``SystemExit``). So
+:func:`watch_exit_code` wraps ``sys.exit`` and ``sys.excepthook`` once, and :func:`exit_code`
+says how the program is ending: 0, ``n`` for ``sys.exit(n)``, 1 for an uncaught exception, 130
+for Ctrl-C, 143 after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from instrument._problems import InstrumentationWarning, user_stacklevel
+
+#: What finishes every run of the process with an exit code (linkage's ``finish_state``).
+Finisher = Callable[[int], None]
+
+_exit_code: int | None = None
+_exit_code_watched = False
+_exit_hook_installed = False
+_forked = False
+_forked_warned = False
+
+
+def exit_code() -> int:
+    """Return the exit status the program is ending with, as far as it is known (0 otherwise)."""
+    return _exit_code or 0
+
+
+def exit_code_for(error: BaseException | None) -> int:
+    """Return the run exit code for how a block ended: 0, n for ``SystemExit(n)``, 130 for
+    Ctrl-C, 1 for any other exception."""
+    if error is None:
+        return 0
+    if isinstance(error, SystemExit):
+        code = error.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    return 1
+
+
+def watch_exit_code() -> None:
+    """Record how the program ends (an uncaught exception, ``sys.exit(n)``) for :func:`exit_code`; once.
+
+    Installed when the first run starts, or earlier, when the first run that starts in the
+    background (on its dispatcher thread) is created: the program may fail before it started.
+    """
+    global _exit_code_watched
+    if _exit_code_watched:
+        return
+    _exit_code_watched = True
+    previous_excepthook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        global _exit_code
+        _exit_code = 130 if isinstance(error, KeyboardInterrupt) else 1
+        previous_excepthook(kind, error, tb)
+
+    sys.excepthook = excepthook
+    original_exit = sys.exit
+
+    def exit_recording_status(code: Any = None) -> None:
+        global _exit_code
+        _exit_code = code if isinstance(code, int) else (0 if code is None else 1)
+        original_exit(code)
+
+    sys.exit = exit_recording_status  # type: ignore[assignment]
+
+
+def finish_at_exit(finish: Finisher) -> None:
+    """Call *finish* with :func:`exit_code` at interpreter exit (never in a forked child); once.
+
+    Called when the first run started: wandb registers its teardown at its first ``wandb.init``
+    and ``atexit`` runs the last-registered hook first, so this one runs before wandb tears down.
+    """
+    global _exit_hook_installed
+    if _exit_hook_installed:
+        return
+    _exit_hook_installed = True
+    watch_exit_code()
+
+    def at_exit() -> None:
+        if not _forked:
+            finish(exit_code())
+
+    atexit.register(at_exit)
+
+
+# Forked and multiprocessing children --------------------------------------------------------------
+def forked() -> bool:
+    """Return whether this process is a bare ``os.fork()`` child of one that imported instrument."""
+    return _forked
+
+
+def in_child() -> bool:
+    """Return whether this is a forked or multiprocessing child (a pool worker, a DataLoader
+    worker); then warn once that its decorated calls run as plain functions and log nothing."""
+    if _forked or _multiprocessing_child():
+        _warn_forked()
+        return True
+    return False
+
+
+def _warn_forked() -> None:
+    global _forked_warned
+    if not _forked_warned:
+        _forked_warned = True
+        warnings.warn(
+            "instrument: this is a forked or multiprocessing child process (a DataLoader worker, a "
+            "pool); decorated calls here run as plain functions and log nothing (the parent's run is "
+            "left alone)",
+            InstrumentationWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+
+def _multiprocessing_child() -> bool:
+    # A spawned or forkserver worker imports instrument afresh, so no fork hook marks it.
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
+
+
+def _after_fork_in_child() -> None:
+    global _forked, _forked_warned, _lock
+    _forked = True
+    _forked_warned = False
+    _lock = threading.RLock()
+    _terminators.clear()
+    _sigterm_finished.clear()
+    _sigterm_finishing.clear()
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the child owns no run of the parent
+    except (ValueError, OSError):  # not the main thread
+        pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# SIGTERM --------------------------------------------------------------------------------------------
+_lock = threading.RLock()
+_terminators: list[Finisher] = []
+_finish: Finisher | None = None
+_sigterm_finished = threading.Event()
+_sigterm_finishing = threading.Event()
+
+
+def finish_on_sigterm(finish: Finisher) -> None:
+    """Install the SIGTERM handler that calls *finish(143)*, if this is the main thread and
+    SIGTERM still has its default handler (a framework's own handler is left alone).
+
+    Called when a run this process owns is made (standalone, training, pipeline): SLURM and
+    Kubernetes send SIGTERM on preemption, and with the default handler the process dies at once,
+    so the run is never finished and the points wandb had not yet flushed to its file are lost.
+    """
+    global _finish
+    _finish = finish
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter (a subinterpreter), or no signals here
+        pass
+
+
+def close_on_sigterm(close: Finisher, finish: Finisher) -> None:
+    """Call *close(143)* if this process gets SIGTERM while it owns a pipeline run.
+
+    The handler (see :func:`finish_on_sigterm`) runs on a thread of its own: it closes every
+    registered owner, newest first, then calls *finish(143)* for this process's other runs (each
+    bounded by ``INSTRUMENT_EXIT_TIMEOUT``) while the main thread goes on; then the default
+    handler is restored and SIGTERM raised again, so the process ends as it would have without
+    instrument. A second SIGTERM meanwhile ends it at once.
+    """
+    with _lock:
+        _terminators.append(close)
+        finish_on_sigterm(finish)
+
+
+def forget_sigterm(close: Finisher, *, runs_left: bool) -> None:
+    """Undo :func:`close_on_sigterm`; restore the default handler once no owner is left and
+    *runs_left* says no other run of this process is unfinished."""
+    with _lock:
+        if close in _terminators:
+            _terminators.remove(close)
+        if _terminators or runs_left or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # The main thread may have been interrupted while holding a lock (wandb's console wrapper,
+    # a run's lock), so the runs are finished on a thread of their own while the main thread goes
+    # on; that thread then signals the main thread again, which dies of the default action.
+    if _sigterm_finished.is_set() or _sigterm_finishing.is_set():  # finished, or a second SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _sigterm_finishing.set()
+    threading.Thread(target=_finish_after_sigterm, name="instrument-sigterm", daemon=True).start()
+
+
+def _finish_after_sigterm() -> None:
+    global _exit_code
+    _exit_code = code = 128 + signal.SIGTERM
+    try:
+        for close in reversed(list(_terminators)):
+            with contextlib.suppress(Exception):  # dying anyway: finish what can be finished
+                close(code)
+        if _finish is not None:
+            _finish(code)
+    finally:
+        _sigterm_finished.set()
+        _sigterm_finishing.clear()
+        with contextlib.suppress(OSError, ValueError):  # the main thread ended: the interpreter is exiting
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)

@@ -1,0 +1,167 @@
+"""The pipeline: ``instrument.pipeline``, the orchestrator's decorator and context manager.
+
+``pipeline(...)`` checks its options at once and returns a :class:`Pipeline`; entering it (or
+calling a function it decorates) starts the pipeline's own run (:mod:`instrument._pipeline_run`,
+loaded then through :mod:`instrument._runtime`), which its subprocesses link to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+import attrs
+
+from instrument import _runtime
+from instrument._options import RunOptions
+from instrument._wrapping import Hooks, check_callable, wrap
+
+if TYPE_CHECKING:
+    from instrument._pipeline_run import PipelineRun
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@overload
+def pipeline(function: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def pipeline(
+    project: str | None = None,
+    *,
+    name: str | None = None,
+    group: str | None = None,
+    tags: tuple[str, ...] | list[str] = (),
+    config: Any = None,
+    mode: str | None = None,
+    entity: str | None = None,
+    redact_secrets: bool | None = None,
+) -> Pipeline: ...
+
+
+def pipeline(
+    project: Any = None,
+    *,
+    name: str | None = None,
+    group: str | None = None,
+    tags: tuple[str, ...] | list[str] = (),
+    config: Any = None,
+    mode: str | None = None,
+    entity: str | None = None,
+    redact_secrets: bool | None = None,
+) -> Any:
+    """Mark the orchestrator: it owns the pipeline run and links its subprocesses to it.
+
+    Usable as ``@pipeline(project="p")`` on the entry point and as ``with pipeline(project="p"):``.
+    On entry it starts the pipeline run (``job_type="pipeline"``, group defaulting to the run's
+    id), writes a context file (mode 0600, no secret) and exports ``WANDB_CONTEXT_FILE`` to
+    subprocesses. Stages and evals called in this process write into the pipeline run; a
+    training subprocess makes its own run in the group tagged ``parent:<id>``; an eval
+    subprocess's summary lands in the pipeline run (through a journal this run ingests). On exit
+    it drains the journals, records the children's run ids in summary ``pipeline/children`` and
+    finishes the run: exit code 0, 1 with the exception re-raised unchanged, n for
+    ``SystemExit(n)``, 130 for Ctrl-C. Entering it again (a hyperparameter loop) makes a new run.
+
+    Also usable bare (``@pipeline`` on a function): the project then comes from
+    ``instrument.configure`` or ``WANDB_PROJECT``. On a coroutine, generator or async generator
+    function the run spans the awaited body or the whole iteration, so stages called inside
+    write into it.
+
+    Args:
+        project, name, group, entity: strings, as ``wandb.init``'s arguments.
+        tags: a list or tuple of strings.
+        config: the run's config: a mapping, an attrs or dataclass instance, an OmegaConf config.
+        mode: ``online``, ``offline``, ``disabled`` (any case); default ``WANDB_MODE``, else
+            online with credentials, else offline.
+        redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
+            (see :func:`instrument.configure`); None (default) follows ``configure``, which
+            defaults to True.
+
+    Raises:
+        TypeError: an argument has the wrong type (the message names it and the type), or what
+            is decorated is not a function.
+        ValueError: *mode* is not a wandb mode.
+
+    Returns:
+        A :class:`Pipeline`: ``with`` it to get the running
+        :class:`~instrument._pipeline_run.PipelineRun`, or decorate a function with it. Used
+        bare, the decorated function.
+    """
+    if callable(project) and not isinstance(project, str):  # used bare: @pipeline above a def
+        given = (name, group, config, mode, entity, redact_secrets)
+        if any(option is not None for option in given) or tags not in ((), []):
+            raise TypeError("instrument.pipeline: project must be a string, got a function; to give "
+                            "options write @instrument.pipeline(project=..., ...) above the function")
+        return Pipeline(RunOptions())(project)
+    return Pipeline(RunOptions.checked(
+        "instrument.pipeline", project=project, name=name, group=group, tags=tags, config=config, mode=mode,
+        entity=entity, redact_secrets=redact_secrets,
+    ))
+
+
+class Pipeline:
+    """A pipeline's options, used as a context manager or a decorator (see :func:`pipeline`).
+
+    Attributes:
+        options: the checked :class:`~instrument._options.RunOptions` every run it starts gets.
+    """
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self._active: list[PipelineRun] = []
+
+    def start_run(self) -> PipelineRun:
+        # In a pool worker (forked or spawned) a pipeline is a plain block, like every decorated
+        # call there: its run is disabled, so nothing is written anywhere.
+        options = attrs.evolve(self.options, mode="disabled") if _runtime.in_child() else self.options
+        run = _runtime.pipeline_run(options)
+        run.export()
+        self._active.append(run)
+        return run
+
+    def finish_run(self, run: PipelineRun, error: BaseException | None) -> None:
+        """Finish *run*, one this pipeline started (exit code from *error*, see :func:`pipeline`)."""
+        self._active.remove(run)
+        run.close(error)
+
+    def __enter__(self) -> PipelineRun:
+        """Start a pipeline run and export ``WANDB_CONTEXT_FILE``; return the run."""
+        return self.start_run()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Finish the run entered last (exit code from *error*); the exception is not swallowed."""
+        self.finish_run(self._active[-1], error)
+
+    def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
+        """Run *function* inside this pipeline, a new pipeline run per call.
+
+        Every kind of callable keeps its run open while its body runs: a coroutine function's
+        run spans the awaited body, a generator's run spans its iteration (from the first item to
+        its end, or to ``close()``), and so does an async generator's.
+
+        Raises:
+            TypeError: *function* is not a function.
+        """
+        check_callable("pipeline", function)
+        decorated: Callable[P, R] = wrap(function, _PipelineHooks(self))
+        return decorated
+
+
+class _PipelineHooks(Hooks):
+    """The lifecycle of a function decorated with a pipeline: its run spans the body."""
+
+    returns = False
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def begin(self) -> PipelineRun:
+        """Start the pipeline run before the body first runs."""
+        return self.pipeline.start_run()
+
+    def end(self, state: PipelineRun, error: BaseException | None) -> None:
+        """Finish it when the body is over (exit code from *error*)."""
+        self.pipeline.finish_run(state, error)

@@ -1,0 +1,73 @@
+"""The lazy seam between the decorators and the layers below them (import cost).
+
+``import instrument`` loads only what decorating needs: the decorators, the run options and the
+problems. Linkage, sessions, dispatch, journals, backends and routing load on the first record
+(or the first pipeline), through the functions here. Each function imports its layer on its
+first call and replaces itself in this module by the real function, so later calls go straight
+there. The decorator modules call these as ``_runtime.name(...)``, never ``from ... import``.
+See docs/DESIGN.md, "Import cost".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from instrument._linkage import Sink
+    from instrument._options import RunOptions
+    from instrument._pipeline_run import PipelineRun
+    from instrument._routing import Role, Routed
+
+# Each function below imports lazily for import cost: the layers load on the first record.
+
+
+def disabled() -> bool:
+    """Return whether a record written now would go nowhere (``_linkage.disabled``)."""
+    _load()
+    return disabled()
+
+
+def resolve(role: str) -> Sink | None:
+    """Return where a record of *role* written now goes (``_linkage.resolve``)."""
+    _load()
+    return resolve(role)
+
+
+def in_child() -> bool:
+    """Return whether this is a forked or pool child (``_lifecycle.in_child``)."""
+    _load()
+    return in_child()
+
+
+def route(
+    value: Any, *, role: Role, prefix: str | None, function: str, step: int | None = None,
+    summary: Mapping[str, str] | None = None,
+) -> Routed:
+    """Route a returned value (``_routing.route``)."""
+    _load()
+    return route(value, role=role, prefix=prefix, function=function, step=step, summary=summary)
+
+
+def route_numbers(values: Any, prefix: str | None, step: int | None, summary: dict[str, str]) -> Routed | None:
+    """Route a stage's flat dict of plain numbers, fast (``_routing.route_numbers``)."""
+    _load()
+    return route_numbers(values, prefix, step, summary)
+
+
+def pipeline_run(options: RunOptions) -> PipelineRun:
+    """Start a pipeline's own run (``_pipeline_run.PipelineRun``)."""
+    _load()
+    return pipeline_run(options)
+
+
+def _load() -> None:
+    global disabled, resolve, in_child, route, route_numbers, pipeline_run
+    from instrument import _lifecycle, _linkage, _pipeline_run, _routing
+
+    disabled = _linkage.disabled
+    resolve = _linkage.resolve
+    in_child = _lifecycle.in_child
+    route = _routing.route
+    route_numbers = _routing.route_numbers
+    pipeline_run = _pipeline_run.PipelineRun

@@ -1,0 +1,285 @@
+"""The stage decorators: ``training_stage``, ``eval_summary``, ``run_config`` and ``log``.
+
+Thin: options are validated when a decorator is applied, the callable is wrapped once by
+:mod:`instrument._wrapping`, and each call hands what the function returned (or yielded) to one
+shared lifecycle (:class:`_Emitter`), which routes it and writes it where linkage says. The run
+is looked up at call time, never at decoration time; the layers below load on the first record
+(:mod:`instrument._runtime`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
+
+from instrument import _runtime
+from instrument._config import is_config_mapping, plain_config
+from instrument._kinds import as_step
+from instrument._problems import InstrumentationError, Origin, Problem, report
+from instrument._records import ConfigUpdate
+from instrument._wrapping import Hooks, check_callable, kind_of, qualname, wrap
+
+if TYPE_CHECKING:
+    from instrument._routing import Role
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class Decorator(Protocol):
+    """What ``training_stage(...)``, ``eval_summary(...)`` and ``run_config()`` return.
+
+    It keeps the decorated callable's exact type (its ``ParamSpec`` and return type), so type
+    checkers and IDEs see the original signature; ``classmethod`` and ``staticmethod`` objects
+    (the decorator written above ``@classmethod``) keep theirs too.
+    """
+
+    @overload
+    def __call__(self, function: classmethod[T, P, R], /) -> classmethod[T, P, R]: ...
+    @overload
+    def __call__(self, function: staticmethod[P, R], /) -> staticmethod[P, R]: ...
+    @overload
+    def __call__(self, function: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+_SUMMARY_OPS = frozenset({"min", "max", "mean", "last", "first", "none"})
+
+#: The stage whose call is running in this context (``instrument.log`` adds points to it).
+_current: contextvars.ContextVar[_Emitter | None] = contextvars.ContextVar("instrument_stage", default=None)
+
+
+class _Emitter(Hooks):
+    """The shared lifecycle of ``training_stage``, ``eval_summary`` and ``instrument.log``: route a
+    returned or yielded value and write it where linkage says, safely."""
+
+    __slots__ = ("full_summary", "function", "prefix", "role", "summary")
+
+    def __init__(self, role: Role, prefix: str | None, function: str, summary: Mapping[str, str]) -> None:
+        self.role = role
+        self.prefix = prefix
+        self.function = function
+        self.summary = dict(summary)
+        self.full_summary = {(f"{prefix}/{key}" if prefix else key): op for key, op in self.summary.items()}
+
+    def skip(self) -> bool:
+        """Whether the mode is ``disabled``: then a plain function is only called."""
+        return _runtime.disabled()
+
+    def resume(self, state: Any) -> Any:
+        """Make this stage the running one (``instrument.log`` adds points to it)."""
+        return _current.set(self)
+
+    def suspend(self, state: Any, token: Any) -> None:
+        """Leave the stage."""
+        _current.reset(token)
+
+    def value(self, state: Any, value: Any) -> None:
+        """Route and write what the function returned or yielded."""
+        self.emit(value)
+
+    def emit(self, value: Any, step: int | None = None) -> None:
+        """Route *value* and write it; problems warn (raise in strict mode), faults never raise.
+
+        Does nothing at all when the mode is ``disabled`` (resolved once per state).
+        """
+        if value is None or _runtime.disabled():
+            return
+        try:
+            sink = _runtime.resolve(self.role)
+            if sink is None:
+                return
+            routed = (_runtime.route_numbers(value, self.prefix, step, self.full_summary)
+                      if self.role == "series" else None) or _runtime.route(
+                value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
+            )
+            with Origin(self.function):
+                sink.write(routed.records, routed.problems)
+        except InstrumentationError:
+            raise
+        except Exception as error:  # instrumentation never breaks training
+            report(Problem("backend", f"instrument: {self.function}: logging failed "
+                           f"({type(error).__name__}: {error}); the function's value was returned"), once=True)
+
+
+def _check_name(decorator: str, argument: str, value: object) -> str:
+    if callable(value) and not isinstance(value, str):  # used bare: @training_stage above a def
+        raise TypeError(
+            f"instrument.{decorator} needs the {argument} as its argument: write "
+            f'@instrument.{decorator}("<{argument}>") above {qualname(value)!r}, not a bare '
+            f"@instrument.{decorator}"
+        )
+    if not isinstance(value, str) or not value or value.startswith("/") or value.endswith("/"):
+        raise ValueError(
+            f"instrument.{decorator}: {argument} must be a non-empty string without a leading or "
+            f"trailing '/', got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+
+def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Decorator:
+    """Decorate a training step: each call (or each yield) is one point of the stage's series.
+
+    A returned mapping ``{"loss": 0.1}`` becomes ``<name>/loss`` in history, on the stage's own
+    step axis ``<name>/step`` (0, 1, 2, ... unless ``instrument.log(..., step=k)`` or a ``step``
+    key says otherwise). Each key is declared once with ``define_metric(key,
+    step_metric="<name>/step")``, by exact name, never a glob, and ``step=`` is never passed to
+    ``run.log``: a second stage starting again at 0 loses nothing (W&B drops backward ``step=``).
+    ``None`` is no point; a bare number is ``<name>/value``; strings go to the summary. A
+    generator function yields one mapping per point and its items reach the caller unchanged.
+    ``instrument.log(mapping)`` inside the call adds separate points to the stage.
+
+    Args:
+        name: the stage name, the prefix of its keys (``"operator"``).
+        summary: per-metric summary aggregation, ``{"loss": "min"}``; one or several of ``min``,
+            ``max``, ``mean``, ``last``, ``first``, ``none`` joined with commas (wandb's
+            ``define_metric(summary=...)``; the summary value becomes ``{"min": v}``).
+
+    Raises:
+        ValueError: *name* is empty or not a string, or a summary op is not one wandb accepts.
+        TypeError: the decorator was used bare (``@training_stage`` without a name), *summary*
+            is not a mapping, or what is decorated is not a function.
+    """
+    _check_name("training_stage", "name", name)
+    if summary is not None and not isinstance(summary, Mapping):
+        raise TypeError(
+            f"instrument.training_stage({name!r}): summary must be a mapping of metric name to wandb "
+            f"summary op, such as {{'loss': 'min'}}, got {type(summary).__name__} {summary!r}"
+        )
+    ops = dict(summary or {})
+    for key, op in ops.items():
+        parts = op.split(",") if isinstance(op, str) else [op]
+        if not all(p in _SUMMARY_OPS for p in parts):
+            raise ValueError(
+                f"instrument.training_stage({name!r}): summary[{key!r}] = {op!r} is not a wandb summary "
+                f"op; use one or more of {sorted(_SUMMARY_OPS)} joined with ','"
+            )
+
+    def decorate(function: Any) -> Any:
+        check_callable(f"training_stage({name!r})", function)
+        return wrap(function, _Emitter("series", name, qualname(function), ops))
+
+    return cast("Decorator", decorate)
+
+
+@overload
+def eval_summary(function: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def eval_summary(function: str = ..., /, *, prefix: str = ...) -> Decorator: ...
+
+
+def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
+    """Decorate an evaluation: the returned mapping goes to ``run.summary`` as ``<prefix>/key``.
+
+    Never into history. Usable bare (``@eval_summary``) or called (``@eval_summary(prefix="x")``,
+    or ``@eval_summary("x")``). Inside a pipeline's subprocess the summary lands in the pipeline
+    run (through the journal). Tables and images go to the summary too; a ``Series`` marker is a
+    point on the axis ``<prefix>/step``; a ``Config`` marker is merged into
+    ``run.config[<prefix>]``.
+
+    Args:
+        function: the function, when used bare; or the prefix, when called with one argument.
+        prefix: put before every key (``"eval"``).
+
+    Raises:
+        ValueError: *prefix* is empty or not a string.
+        TypeError: what is decorated is not a function.
+    """
+    if isinstance(function, str):
+        function, prefix = None, function
+    _check_name("eval_summary", "prefix", prefix)
+
+    def decorate(function: Any) -> Any:
+        check_callable(f"eval_summary(prefix={prefix!r})", function)
+        return wrap(function, _Emitter("summary", prefix, qualname(function), {}))
+
+    return decorate(function) if function is not None else cast("Decorator", decorate)
+
+
+class _RunConfig(Hooks):
+    """The lifecycle of ``run_config``: write what the function returned to ``run.config``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def value(self, state: Any, value: Any) -> None:
+        """Write *value* to ``run.config`` at the top level; never raises a fault."""
+        if value is None or _runtime.disabled():
+            return
+        try:
+            if not is_config_mapping(value):
+                report(Problem("unroutable", f"instrument: {self.name}: run_config expects a mapping (dict, attrs "
+                               f"or dataclass instance, OmegaConf config), got {type(value).__module__}."
+                               f"{type(value).__qualname__}; nothing was written to the config", "config"))
+                return
+            sink = _runtime.resolve("summary")
+            if sink is not None:
+                with Origin(self.name):
+                    sink.write([ConfigUpdate(values=plain_config(value))])
+        except InstrumentationError:
+            raise
+        except Exception as error:  # instrumentation never breaks the program
+            report(Problem("backend", f"instrument: {self.name}: writing the config failed ({error})"), once=True)
+
+
+@overload
+def run_config(function: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def run_config() -> Decorator: ...
+
+
+def run_config(function: Any = None, /) -> Any:
+    """Decorate a function that returns the run's config: it goes to ``run.config``, nesting kept.
+
+    The returned mapping (a dict, an attrs or dataclass instance, an OmegaConf config if
+    OmegaConf is installed) is written at the top level of the config and returned unchanged.
+    Paths become strings, tuples lists. Works on plain functions and coroutine functions
+    (the awaited result is written), methods included; usable bare or called
+    (``@run_config()``). Anything but a mapping is reported, naming the function and the type.
+
+    Raises:
+        TypeError: when applied to a generator or async generator function (a config is one
+            value, not a stream), or to something that is not a function.
+    """
+
+    def decorate(function: Any) -> Any:
+        check_callable("run_config", function)
+        name = qualname(function)
+        kind = kind_of(function)
+        if kind in ("generator", "asyncgen"):
+            raise TypeError(f"instrument.run_config: {name} is a {kind} function; a config is one returned "
+                            "mapping, so decorate a plain or async function")
+        return wrap(function, _RunConfig(name))
+
+    return decorate(function) if function is not None else cast("Decorator", decorate)
+
+
+def log(values: Mapping[str, Any], step: int | None = None) -> None:
+    """Log *values* as one point of the running stage, or as a plain history row outside stages.
+
+    Inside a ``training_stage`` call the keys get the stage prefix and the point lands on the
+    stage's axis (*step* if given, else the next step). Outside any stage it behaves like
+    ``wandb.log(values)`` without a step: keys unprefixed.
+
+    Args:
+        values: a mapping of numbers (nested mappings flatten with ``/``).
+        step: the stage step of this point; a whole number (``10.0`` and numpy ints are accepted).
+
+    Raises:
+        InstrumentationError: in strict mode, for a step that is not a whole number.
+    """
+    emitter = _current.get() or _PLAIN
+    if step is not None:
+        exact = as_step(step)
+        if exact is None:
+            report(Problem("bad_step", f"instrument.log: step must be a whole number, got "
+                           f"{type(step).__name__} {step!r}", "step", "the next automatic step was used"))
+        step = exact
+    emitter.emit(values, step=step)
+
+
+_PLAIN = _Emitter("series", None, "instrument.log", {})
+
+

@@ -1,0 +1,83 @@
+"""Shared test helpers: an isolated wandb environment, a runner for scripts in subprocesses, and
+waiting for a state to be reached. Tests import them from here; fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Variables a test must not inherit from the machine: a real key, a parent's wandb-core, a
+#: pipeline context of an outer process.
+SCRUB = ("WANDB_API_KEY", "WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_CONTEXT_FILE",
+          "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "INSTRUMENT_STRICT")
+
+
+def wandb_env(root: Path, **extra: str) -> dict[str, str]:
+    """Return an environment for a subprocess that writes wandb runs offline under *root*."""
+    env = {k: v for k, v in os.environ.items() if k not in SCRUB}
+    env.update(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DIR=str(root),
+        WANDB_CACHE_DIR=str(root / ".cache"),
+        WANDB_DATA_DIR=str(root / ".data"),
+        WANDB_CONFIG_DIR=str(root / ".config"),
+        WANDB_DISABLE_GIT="true",
+        WANDB_ERROR_REPORTING="false",
+        HOME=str(root / ".home"),
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    env.update(extra)
+    return env
+
+
+def run_script(
+    root: Path,
+    code: str,
+    *,
+    name: str = "script.py",
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Write *code* (dedented) to ``root/name`` and run it with Python in *root*.
+
+    Raises:
+        AssertionError: *check* is set and the script exited non-zero (stdout and stderr shown).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    script = root / name
+    script.write_text(textwrap.dedent(code))
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=root,
+        env=dict(env) if env is not None else wandb_env(root),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{name} exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+    return result
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until *condition()* holds (a state to reach, not a timing to assert).
+
+    Raises:
+        AssertionError: the condition did not hold within *timeout* seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition was not reached within the timeout")
+        time.sleep(0.005)
