@@ -233,7 +233,7 @@ def compare(name: str, kinds: tuple[str, ...], repeats: int, root: Path, extra: 
     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     for i in range(repeats):
         for kind in kinds if i % 2 == 0 else tuple(reversed(kinds)):
-            where = root / f"{name}-{kind}-{i}"
+            where = root / "-".join((name, *(a.lstrip("-") for a in extra), kind, str(i)))
             figures = run_child(f"{name}:{kind}", where, extra, env_extra)
             if rows:
                 figures["rows"] = history_rows(where)

@@ -69,13 +69,13 @@ class HistoryWriter:
     """
 
     def __init__(self, run: Any, interface: Any) -> None:
-        from wandb.proto import wandb_server_pb2
+        import importlib
 
         self._run = run
         self._client = interface._client
         self._asyncer = interface._asyncer
         self._stream_id: str = interface._stream_id
-        self._request = wandb_server_pb2.ServerRequest
+        self._request: Any = importlib.import_module("wandb.proto.wandb_server_pb2").ServerRequest
         self._chunks: list[bytes] = []
         self._bytes = 0
         self.pending: list[dict[str, Any]] = []  # rows encoded and not sent yet
