@@ -299,7 +299,7 @@ def machine() -> str:
         from importlib import metadata
 
         wandb_version = metadata.version("wandb")
-    except Exception:  # noqa: BLE001
+    except Exception:
         wandb_version = "?"
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({model or 'unknown CPU'}), "
             f"Python {platform.python_version()}, wandb {wandb_version}")
@@ -377,7 +377,8 @@ def main() -> None:
                           f"{base['p90_ms']:.2f} ms)", f"{ii['median_ms']:.2f} / {ii['p90_ms']:.2f} ms",
                           f"{ir['median_ms']:.2f} / {ir['p90_ms']:.2f} ms", None, "", "")
                 table.add(f"  same: training thread's wait (wall - its CPU) per step (no logging "
-                          f"{base['wait_ms']:.2f} ms)", f"{ii['wait_ms']:.2f} ms", f"{ir['wait_ms']:.2f} ms", None, "", "")
+                          f"{base['wait_ms']:.2f} ms)", f"{ii['wait_ms']:.2f} ms", f"{ir['wait_ms']:.2f} ms",
+                          None, "", "")
         if "exit" in only:
             m = compare("points", ("instrument", "raw"), repeats, root, ["--points", "10000"])
             ii, ir = m["instrument"], m["raw"]

@@ -25,6 +25,11 @@ WANDB_MODE = "WANDB_MODE"
 #: wandb's API key; its presence (or a ``~/.netrc`` entry for a W&B host) means "online".
 WANDB_API_KEY = "WANDB_API_KEY"
 
+#: wandb's switch for its error reports and usage telemetry (``true`` by default). instrument
+#: sets it to ``false`` while an offline run starts, unless it is set: see
+#: ``_backends.wandb.silence_telemetry``.
+WANDB_ERROR_REPORTING = "WANDB_ERROR_REPORTING"
+
 #: wandb's root folder for runs (``<WANDB_DIR>/wandb/...``); default: the working directory.
 WANDB_DIR = "WANDB_DIR"
 

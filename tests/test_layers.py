@@ -19,10 +19,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 #: Every module of the package, by layer (names relative to ``instrument``).
 LAYERS: dict[str, frozenset[str]] = {
     "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_redact",
-                       "_options", "_context_file", "_wrapping"}),
+                       "_options", "_context_file", "_wrapping", "_transaction_log"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_backends", "_backends.base", "_backends.disabled", "_backends.recording",
-                           "_backends.wandb", "_backends.call_journal"}),
+                           "_backends.wandb", "_backends.wandb_fast", "_backends.wandb_core",
+                           "_backends.call_journal"}),
     "dispatch": frozenset({"_dispatch"}),
     "session": frozenset({"_session", "_fault_policy"}),
     "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
@@ -50,7 +51,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 LAZY_SEAM = {"_runtime": frozenset({"routing", "linkage"})}
 
 #: The only modules that import wandb (each lazily, inside a function).
-WANDB_IMPORTERS = frozenset({"_backends.wandb", "runfile"})
+WANDB_IMPORTERS = frozenset({"_backends.wandb", "_backends.wandb_fast", "_backends.wandb_core", "runfile"})
 
 
 def module_name(path: Path) -> str:

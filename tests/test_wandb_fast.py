@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from instrument._backends.wandb_fast import HistoryWriter, is_plain_row, value_json
+from instrument._transaction_log import split_records
 from instrument.runfile import find_run_files
-from tests.conftest import run_script
+from tests.helpers import run_script
 
 #: Rows with every kind of plain value the fast route takes, including the JSON special cases.
 ROWS_CODE = """
@@ -70,7 +71,7 @@ def _records(path: Path) -> list[tuple[str, Any]]:
     from instrument import runfile
 
     pb = runfile._proto()
-    raw, _ = runfile._split_records(path.read_bytes(), path)
+    raw, _ = split_records(path.read_bytes(), path)
     out: list[tuple[str, Any]] = []
     for data in raw:
         record = pb.Record()

@@ -180,7 +180,10 @@ class WandbBackend:
             finish_timeout=_env.exit_timeout(),  # wandb gives up uploading at the end after this
             silent=True,
         )
-        with _wandb_mode_env(spec.mode):
+        offline = spec.mode not in _ONLINE_MODES
+        if offline:
+            silence_telemetry()
+        with _wandb_mode_env(spec.mode), _no_error_reporting(offline):
             run = wandb.init(
                 id=spec.id,
                 project=spec.project,
@@ -214,7 +217,50 @@ class WandbBackend:
         run = getattr(wandb, "run", None) if wandb is not None else None
         if run is None or run.id in _OURS:
             return None
+        if getattr(run.settings, "mode", "online") not in _ONLINE_MODES:
+            silence_telemetry()
         return WandbRun(run, owned=False)
+
+
+#: wandb's modes that talk to a server; in every other mode instrument keeps wandb off the network.
+_ONLINE_MODES = frozenset({"online", "run", "shared"})
+
+
+def silence_telemetry() -> None:
+    """Keep wandb's own usage telemetry off the network for the rest of the process.
+
+    wandb 0.31 measures its ``run.log`` encoding with OpenTelemetry and, at exit, exports the
+    measurements to the W&B server, even for an offline run whose mode was given to
+    ``wandb.init`` (only its process-wide settings, such as ``WANDB_MODE``, stop it): a DNS
+    query and a connection attempt from a run that promises no network. This turns the
+    telemetry off (it is wandb's, not the run's data) and marks a telemetry exporter that already
+    exists as having no server to send to, so nothing is sent at exit. Any doubt (another wandb
+    version): nothing is changed.
+    """
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+
+        opentelemetry_proxy.disable()
+        proxy = getattr(opentelemetry_proxy, "_singleton_telemetry_proxy", None)
+        if proxy is not None and hasattr(proxy, "_server_supports_proxy"):
+            proxy._server_supports_proxy = False  # noqa: SLF001 - no public switch: exporters then drop, never probe
+    except Exception:  # noqa: S110 - telemetry is wandb's own business; the run goes on
+        pass
+
+
+@contextlib.contextmanager
+def _no_error_reporting(offline: bool) -> Iterator[None]:
+    """While an offline run starts, tell wandb ``WANDB_ERROR_REPORTING=false`` unless the user
+    set it: the wandb-core process that the first run starts then reports no errors over the
+    network either (it reads the variable once, when it is started)."""
+    if not offline or _env.WANDB_ERROR_REPORTING in os.environ:
+        yield
+        return
+    os.environ[_env.WANDB_ERROR_REPORTING] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(_env.WANDB_ERROR_REPORTING, None)
 
 
 @contextlib.contextmanager

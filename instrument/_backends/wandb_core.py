@@ -21,8 +21,9 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
+
+from instrument._transaction_log import read_tail
 
 #: A backend call as the call journal stores it: the method name and its keyword arguments.
 Call = tuple[str, dict[str, Any]]
@@ -66,7 +67,7 @@ def teardown(exit_code: int, timeout: float) -> int | None:
     def target() -> None:
         try:
             wandb.teardown(exit_code)
-        except BaseException:  # noqa: BLE001, S110 - a killed wandb-core makes wandb raise (or sys.exit)
+        except BaseException:  # noqa: S110 - a killed wandb-core makes wandb raise (or sys.exit)
             pass
         finally:
             done.set()
@@ -190,13 +191,34 @@ def same_row(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
 
 
 def file_rows(sync_file: str | os.PathLike[str], max_bytes: int) -> list[dict[str, Any]]:
-    """Return the history rows in the last *max_bytes* of a ``.wandb`` file (all if smaller).
+    """Return the history rows in the last *max_bytes* of a ``.wandb`` file, oldest first.
 
-    A file that cannot be read gives no rows (then every kept call is kept).
+    Keys are wandb's flat keys; values are decoded from their JSON. A file that cannot be read
+    gives no rows (then every kept call is kept).
     """
-    from instrument import runfile
+    import importlib
+    import json
+
+    record_type: Any = importlib.import_module("wandb.proto.wandb_internal_pb2").Record
 
     try:
-        return runfile.history_tail(Path(sync_file), max_bytes)
+        payloads = read_tail(sync_file, max_bytes)
     except (OSError, ValueError):
         return []
+    rows: list[dict[str, Any]] = []
+    for payload in payloads:
+        record = record_type()
+        try:
+            record.ParseFromString(payload)
+        except Exception:  # noqa: S112 - a record that does not parse is not a row
+            continue
+        if record.WhichOneof("record_type") == "history":
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                key = "/".join(item.nested_key) if item.nested_key else item.key
+                try:
+                    row[key] = json.loads(item.value_json) if item.value_json else None
+                except ValueError:
+                    row[key] = item.value_json
+            rows.append(row)
+    return rows

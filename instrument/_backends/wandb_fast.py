@@ -104,7 +104,7 @@ class HistoryWriter:
             ):
                 return None
             return cls(run, interface)
-        except Exception:  # noqa: BLE001 - any doubt: run.log
+        except Exception:  # any doubt: run.log
             return None
 
     def add(self, row: dict[str, Any]) -> bool:
