@@ -75,6 +75,10 @@ class Target(Protocol):
     def keep_at_exit(self) -> None:
         """The drain at interpreter exit ran out of time: close the dispatcher and keep its records."""
 
+    def batch_written(self) -> None:
+        """The records delivered since the last call are all there is for now: hand over anything
+        the backend holds back (called after each batch, on the thread or the calling thread)."""
+
 
 class Dispatcher:
     """One run's queue and the thread that writes it to the backend.
@@ -157,6 +161,7 @@ class Dispatcher:
         if self._inline:
             for record in records:
                 self.target.deliver(record)
+            self.target.batch_written()
             return
         start = 0
         for index, record in enumerate(records):
@@ -166,6 +171,7 @@ class Dispatcher:
                 start = index + 1
                 if self.drain(self.stall_timeout):
                     self.target.deliver(record)
+                    self.target.batch_written()
                 else:
                     self._queue([record])
         if start < len(records):
@@ -384,6 +390,12 @@ class Dispatcher:
                     if oldest is not None and (self._oldest is None or oldest < self._oldest):
                         self._oldest = oldest
                 break
+        try:
+            self.target.batch_written()
+        except Exception as error:  # the thread must outlive a failing hand-over
+            report(Problem("backend", f"instrument: run {self.name}: handing records to the backend failed "
+                           f"({type(error).__name__}: {error})"), once=True)
+        self._progress = self._clock()
         with self._cond:
             self._busy = False
             self._batch = []

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import attrs
 
 from instrument import _env
-from instrument._backends.base import Backend, BackendRun, RunSpec, new_run_id
+from instrument._backends.base import Backend, BackendRun, BufferedRun, Call, RunSpec, new_run_id
 from instrument._backends.call_journal import CallJournal, new_call_journal_folder
 from instrument._problems import InstrumentationError, Problem, report
 from instrument._records import Record
@@ -125,9 +125,23 @@ class FaultPolicy:
         except Exception as error:  # a backend fault: never raise into user code
             self._spill_from(record, run, error, write)
 
-    def _spill_from(self, record: Record, run: BackendRun, error: Exception, write: Write) -> None:
-        """Keep *record*, whose write to *run* raised *error*, and every later record in a journal."""
-        kind = type(record).__name__
+    def send(self, run: BackendRun) -> None:
+        """Hand over what *run* holds back (a :class:`BufferedRun`), unless the run spilled already.
+
+        If that fails, the rows it held and every later record of the run go to a call journal,
+        as after any failed call.
+        """
+        if self.spill is not None or not isinstance(run, BufferedRun):
+            return
+        try:
+            run.send_pending()
+        except Exception as error:  # a backend fault: never raise into user code
+            self._spill_from(None, run, error, None)
+
+    def _spill_from(self, record: Record | None, run: BackendRun, error: Exception, write: Write | None) -> None:
+        """Keep *record*, whose write to *run* raised *error*, and every later record in a journal;
+        first the calls *run* held back and never handed over (a :class:`BufferedRun`)."""
+        kind = type(record).__name__ if record is not None else "history"
         failure = f"writing a {kind} record to run {self.spec.id} failed ({describe(error)})"
         if isinstance(run, CallJournal):
             self.fault("journal", f"{failure}; the record was dropped")
@@ -143,7 +157,19 @@ class FaultPolicy:
         self.fault("spill", f"{failure}; the values written before are in {location(run)}, this record and "
                    f"every later one of the run are kept in the journal {journal.folder}; once the run is "
                    f"over, write them into an offline run with `python -m instrument replay {journal.folder}`")
-        self.call(record, journal, write)
+        if isinstance(run, BufferedRun):
+            self.write_calls(run.unsent(), journal)
+        if record is not None and write is not None:
+            self.call(record, journal, write)
+
+    def write_calls(self, calls: list[Call], journal: CallJournal) -> None:
+        """Write backend *calls* (a method name and its arguments each) into *journal*, in order."""
+        for method, args in calls:
+            try:
+                getattr(journal, method)(**args)
+            except Exception as error:  # one call that cannot be kept must not lose the others
+                self.fault("journal", f"a {method} call of run {self.spec.id} could not be kept in the journal "
+                           f"{journal.folder} ({describe(error)}); it was dropped")
 
     def keep(self, records: list[Record], run: BackendRun | None, write: Write, *, timeout: float,
              busy: bool) -> None:

@@ -342,6 +342,12 @@ class Session:
         """The drain at exit timed out: close the queue and keep its records in the call journal."""
         self._settle(0.0, waited=_env.exit_timeout(self._environ))
 
+    def batch_written(self) -> None:
+        """Hand over what the run holds back for a batch (the wandb backend's fast route)."""
+        run = self._run
+        if run is not None:
+            self._policy.send(run)
+
     def deliver(self, record: Record) -> None:
         """Write one prepared record to the run, starting the run on the first one."""
         run = self._run

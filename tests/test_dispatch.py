@@ -57,6 +57,9 @@ class Delivering:
     def keep_at_exit(self) -> None:
         """Nothing to keep."""
 
+    def batch_written(self) -> None:
+        """Nothing is held back."""
+
 
 # The dispatcher on its own -----------------------------------------------------------------------
 def test_records_are_handed_to_the_backend_in_queue_order() -> None:

@@ -12,12 +12,15 @@ import glob
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from instrument import _env
-from instrument._backends.base import BackendRun, RunSpec
+from instrument._backends.base import BackendRun, Call, RunSpec
+from instrument._backends.wandb_core import Retained, approx_bytes, file_rows
+from instrument._backends.wandb_fast import HistoryWriter
 from instrument._media import is_image_batch, pictures
 from instrument._values import Histogram, Image, Table
 
@@ -69,19 +72,44 @@ def _files_of(source: Path, shown: str) -> list[Path]:
     return matches
 
 
+#: Seconds a call to a run is kept after the newest one, for a wandb-core that stops answering:
+#: several flush intervals of its transaction log (what it took since its last flush is lost).
+RETAIN_SECONDS = 5 * FLUSH_INTERVAL_SECONDS
+
+
 class WandbRun:
-    """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol."""
+    """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol.
+
+    A run this library started is also a :class:`~instrument._backends.base.BufferedRun`: rows of
+    plain numbers take the fast route into wandb-core (:mod:`instrument._backends.wandb_fast`),
+    handed over together by :meth:`send_pending`, and the calls of the last
+    :data:`RETAIN_SECONDS` are kept (at most a quarter of ``INSTRUMENT_QUEUE_BYTES``) to find
+    what a wandb-core that had to be stopped never wrote (:meth:`unwritten`).
+    """
 
     def __init__(self, run: Any, *, owned: bool) -> None:
         self.run = run
         self.id: str = run.id
         self.owned = owned
         self._at_end: dict[Path, Path] = {}  # copy in the files folder -> its source ("end" policy)
+        self._fast = HistoryWriter.attach(run) if owned and _env.fast_route() else None
+        self._retained = Retained(RETAIN_SECONDS, _env.queue_bytes() // 4) if owned else None
+        self._unsent: list[Call] = []
 
     def log(self, row: dict[str, Any]) -> None:
+        fast = self._fast
+        if fast is not None and fast.add(row):
+            self._keep("log", {"row": row}, 64 + 100 * len(row))
+            if fast.full:
+                self.send_pending()
+            return
+        self._keep("log", {"row": row}, None)
+        self.send_pending()
         self.run.log(to_wandb(row))
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
+        self._keep("define_metric", {"name": name, "step_metric": step_metric, "summary": summary}, 200)
+        self.send_pending()
         kwargs: dict[str, Any] = {}
         if step_metric:
             kwargs["step_metric"] = step_metric
@@ -90,10 +118,66 @@ class WandbRun:
         self.run.define_metric(name, **kwargs)
 
     def update_summary(self, values: dict[str, Any]) -> None:
+        self._keep("update_summary", {"values": values}, None)
+        self.send_pending()
         self.run.summary.update(to_wandb(values))
 
     def update_config(self, values: dict[str, Any]) -> None:
+        self._keep("update_config", {"values": values}, None)
+        self.send_pending()
         self.run.config.update(values, allow_val_change=True)
+
+    def _keep(self, method: str, args: dict[str, Any], size: int | None) -> None:
+        """Keep the call for :meth:`unwritten` (owned runs only)."""
+        if self._retained is not None:
+            self._retained.add(time.monotonic(), method, args, approx_bytes(args) if size is None else size)
+
+    def send_pending(self) -> None:
+        """Hand the rows the fast route holds to wandb-core (see :class:`BufferedRun`).
+
+        Raises:
+            Exception: what wandb's connection raises; the rows are then in :meth:`unsent`.
+        """
+        fast = self._fast
+        if fast is None or not fast.pending:
+            return
+        try:
+            fast.send()
+        except Exception:
+            self._unsent = [("log", {"row": row}) for row in fast.pending]
+            fast.pending = []
+            self._fast = None  # a broken connection: run.log raises for what comes next
+            raise
+
+    def unsent(self) -> list[Call]:
+        """Return, once, the rows a failed :meth:`send_pending` never handed to wandb-core."""
+        calls, self._unsent = self._unsent, []
+        return calls
+
+    def unwritten(self) -> list[Call]:
+        """Return, once, what a stopped wandb-core never wrote to the run's ``.wandb`` file.
+
+        Compares the calls kept (the last :data:`RETAIN_SECONDS`) with the end of the file
+        (:meth:`Retained.unwritten`), then adds the rows never handed over. Call it only once
+        wandb-core is gone: a live one may still write.
+        """
+        calls: list[Call] = []
+        if self._retained is not None:
+            retained, self._retained = self._retained, None
+            sync_file = getattr(self.run.settings, "sync_file", None)
+            rows = file_rows(sync_file, max(4 * 1024 * 1024, 4 * retained.bytes)) if sync_file else []
+            calls = retained.unwritten(rows)
+        fast = self._fast
+        pending = [("log", {"row": row}) for row in fast.pending] if fast is not None else []
+        if fast is not None:
+            fast.pending = []
+        known = {id(args["row"]) for method, args in calls if method == "log"}
+        return calls + [call for call in self.unsent() + pending if id(call[1]["row"]) not in known]
+
+    @property
+    def rows_dropped_from_memory(self) -> int:
+        """Rows let go from the kept calls to stay within their bytes while still recent."""
+        return self._retained.dropped_rows if self._retained is not None else 0
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
         """Save the file (every file of a folder, every match of a glob) at *path* under
@@ -109,6 +193,7 @@ class WandbRun:
         Raises:
             FileNotFoundError: nothing matches *path*.
         """
+        self.send_pending()
         source = Path(path)
         base = Path(base_path) if base_path else source.parent
         files_root = Path(self.run.settings.files_dir)
@@ -128,6 +213,7 @@ class WandbRun:
         folder at once; offline, ``log_artifact`` works and ``wait()`` would raise)."""
         import wandb
 
+        self.send_pending()
         artifact = wandb.Artifact(name=name, type=type)
         if Path(path).is_dir():
             artifact.add_dir(path)
@@ -136,9 +222,11 @@ class WandbRun:
         self.run.log_artifact(artifact, aliases=list(aliases) or None)
 
     def alert(self, title: str, text: str, level: str) -> None:
+        self.send_pending()
         self.run.alert(title=title, text=text, level=level)
 
     def finish(self, exit_code: int) -> None:
+        self.send_pending()
         for target, source in self._at_end.items():
             if source.is_file():  # the final contents; a source deleted meanwhile keeps the first copy
                 _copy(source, target)

@@ -23,10 +23,8 @@ import sys
 import threading
 from typing import Any
 
+from instrument._backends.base import Call
 from instrument._transaction_log import read_tail
-
-#: A backend call as the call journal stores it: the method name and its keyword arguments.
-Call = tuple[str, dict[str, Any]]
 
 
 def service_process() -> Any | None:
@@ -124,7 +122,7 @@ class Retained:
         self.seconds = seconds
         self.max_bytes = max_bytes
         self._calls: collections.deque[tuple[float, int, str, dict[str, Any]]] = collections.deque()
-        self._bytes = 0
+        self.bytes = 0
         self.dropped_rows = 0  # rows let go because of max_bytes while younger than *seconds*
         self._declared: dict[str, dict[str, Any]] = {}  # key -> define_metric arguments
 
@@ -134,11 +132,11 @@ class Retained:
             self._declared[args["name"]] = args
         calls = self._calls
         calls.append((now, size, method, args))
-        self._bytes += size
+        self.bytes += size
         horizon = now - self.seconds
-        while calls and (calls[0][0] < horizon or (self._bytes > self.max_bytes and len(calls) > 1)):
+        while calls and (calls[0][0] < horizon or (self.bytes > self.max_bytes and len(calls) > 1)):
             when, dropped, kind, _ = calls.popleft()
-            self._bytes -= dropped
+            self.bytes -= dropped
             if when >= horizon and kind == "log":
                 self.dropped_rows += 1
 
