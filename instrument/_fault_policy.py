@@ -21,10 +21,10 @@ from collections.abc import Callable
 import attrs
 
 from instrument import _env
-from instrument._backends.base import Backend, BackendRun, BufferedRun, Call, RunSpec, new_run_id
+from instrument._backends.base import Backend, BackendRun, BufferedRun, Call, RunSpec, Stopped, new_run_id
 from instrument._backends.call_journal import CallJournal, new_call_journal_folder
 from instrument._problems import InstrumentationError, Problem, report
-from instrument._records import Record
+from instrument._records import Point, Record
 
 #: What a backend raises when it rejects one call for its value (a bad file policy, a file that
 #: does not exist, an image shape wandb cannot convert, an unknown alert level): that record is
@@ -200,11 +200,65 @@ class FaultPolicy:
         self.fault("finish_undelivered", f"{failure}; they are kept in the journal {where}{lost}; once the run is "
                    f"over, write them into an offline run with `python -m instrument replay {where}`")
 
-    def finish(self, run: BackendRun, exit_code: int, reassert: dict[str, object], timeout: float) -> None:
+    def keep_lost(self, calls: list[Call], records: list[Record], run: BackendRun | None, write: Write, *,
+                  stopped: Stopped, memory_dropped: int = 0) -> None:
+        """At interpreter exit, after the backend stopped answering and was stopped: keep what it lost.
+
+        Writes *calls* (what the backend took and never wrote durably) and then *records* (what
+        it never took) into the run's call journal, finishes the journal with the program's exit
+        status, and says once, accurately, what happened and where everything is.
+
+        Args:
+            calls: backend calls, in order (:meth:`BufferedRun.unwritten`).
+            records: prepared records the backend never took, in order.
+            run: the run they were for (its folder holds what the backend did write).
+            write: the session's backend calls for one record.
+            stopped: what stopping the backend did.
+            memory_dropped: rows handed to the backend in its last seconds that were not kept in
+                memory (over their bytes bound): they may be missing.
+        """
+        stop = (f"at exit, the backend of run {self.spec.id} did not answer for {stopped.waited:g} s "
+                f"({_env.INSTRUMENT_EXIT_TIMEOUT})")
+        if stopped.killed is not None:
+            stop += f", so instrument stopped wandb-core (pid {stopped.killed}, SIGKILL) to let the process exit"
+        where = location(run) if run is not None and not isinstance(run, CallJournal) else None
+        written = f"what wandb wrote is in {where}" if where and os.path.isdir(where) else "wandb wrote nothing"
+        dropped = (f"; {memory_dropped} row(s) handed to wandb in its last seconds were more than instrument keeps "
+                   f"in memory ({_env.INSTRUMENT_QUEUE_BYTES}) and may be missing") if memory_dropped else ""
+        if not calls and not records:
+            upload = f"; upload it with `wandb sync {where}`" if where and os.path.isdir(where) else ""
+            self.fault("finish_timeout", f"{stop}; {written}, nothing is missing from it{dropped}{upload}")
+            return
+        journal = self.spill
+        if journal is None:
+            try:
+                journal = self._open_journal(reason=stop, partial=where)
+            except OSError as error:
+                self.fault("finish_timeout", f"{stop}; {written}; {len(calls) + len(records)} call(s) it never wrote "
+                           f"could not be kept: no journal could be created ({error}){dropped}")
+                return
+            self.spill = journal
+            self._on_spill(journal, False)
+            if run is not None and not isinstance(run, CallJournal):
+                self.broken = run
+        self.write_calls(calls, journal)
+        for record in records:
+            self.call(record, journal, write)
+        journal.finish(stopped.exit_code)
+        rows = sum(method == "log" for method, _ in calls) + sum(isinstance(r, Point) for r in records)
+        others = len(calls) + len(records) - rows
+        what = f"{rows} history row(s)" + (f" and {others} other record(s)" if others else "")
+        self.fault("finish_timeout", f"{stop}; {written}; the {what} it never wrote are kept in the journal "
+                   f"{journal.folder} (none of the rows already in the run folder); write them into the run with "
+                   f"`python -m instrument replay {journal.folder}`{dropped}")
+
+    def finish(self, run: BackendRun, exit_code: int, reassert: dict[str, object], timeout: float, *,
+               on_timeout: Callable[[], bool] | None = None) -> None:
         """Re-assert *reassert* in the summary and finish *run* (and its journal) within *timeout* s.
 
-        An adopted run is left running. Past *timeout*, or if finishing fails, one warning says
-        where the data not yet synced is.
+        An adopted run is left running. Past *timeout*, *on_timeout* is called (at interpreter
+        exit the session stops the backend and keeps what it lost); unless it returns True, and
+        whenever finishing fails, one warning says where the data not yet synced is.
         """
         spill, broken, adopted = self.spill, self.broken, self.adopted
 
@@ -218,6 +272,8 @@ class FaultPolicy:
                 (broken or run).finish(exit_code)
 
         done, error = bounded(close, timeout, name=f"instrument-finish-{self.spec.id}")
+        if not done and on_timeout is not None and on_timeout():
+            return
         if not done:
             self.fault("finish_timeout", f"finishing run {self.spec.id} took more than {timeout:g} s "
                        f"({_env.INSTRUMENT_EXIT_TIMEOUT}); instrument gave up waiting. {unsynced(run)}")

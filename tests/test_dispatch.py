@@ -559,7 +559,7 @@ def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(w
             step(i)
         instrument.flush(timeout=0.5)
     """, env=wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="3"))
-    (message,) = [m for m in re.findall(r"InstrumentationWarning: (.*)", result.stderr) if "did not take" in m]
+    (message,) = [m for m in re.findall(r"InstrumentationWarning: (.*)", result.stderr) if "never wrote" in m]
     folder = Path(message.split("python -m instrument replay ", 1)[1].split("`", 1)[0])
     _, calls, _ = read_call_journal(folder)
     kept = [args["row"]["op/i"] for method, args in calls if method == "log"]

@@ -103,6 +103,22 @@ class BufferedRun(Protocol):
         answered, took but never wrote to the run's file (plus those never handed over), in order."""
 
 
+@attrs.frozen
+class Stopped:
+    """What stopping the backend at interpreter exit did, once it stopped answering.
+
+    Attributes:
+        killed: the pid of the backend's process killed because it did not end in time (wandb-core),
+            or None when it ended by itself.
+        exit_code: the exit status the program ends with (the journal of a lost run records it).
+        waited: the seconds the backend was given to answer (``INSTRUMENT_EXIT_TIMEOUT``).
+    """
+
+    killed: int | None
+    exit_code: int
+    waited: float
+
+
 class Backend(Protocol):
     """Starts runs; the session holds the run it returns.
 

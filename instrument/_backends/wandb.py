@@ -19,9 +19,10 @@ from typing import Any
 
 from instrument import _env
 from instrument._backends.base import BackendRun, Call, RunSpec
-from instrument._backends.wandb_core import Retained, approx_bytes, file_rows
+from instrument._backends.wandb_core import Retained, file_rows
 from instrument._backends.wandb_fast import HistoryWriter
 from instrument._media import is_image_batch, pictures
+from instrument._records import approx_bytes
 from instrument._values import Histogram, Image, Table
 
 #: Seconds between flushes of wandb's transaction log. wandb's default is 15 s, so a SIGKILLed

@@ -86,28 +86,6 @@ def teardown(exit_code: int, timeout: float) -> int | None:
     return pid
 
 
-def approx_bytes(value: Any) -> int:
-    """Return a rough estimate of the memory *value* holds, in bytes (a row, a call's arguments).
-
-    Plain numbers count as a dict entry with a boxed value (about 100 bytes with the key);
-    strings by their length, arrays by their buffer; dicts and lists by their items.
-    """
-    kind = value.__class__
-    if kind is float or kind is int or kind is bool or value is None:
-        return 32
-    if kind is str or kind is bytes:
-        return 56 + len(value)
-    if kind is dict:
-        return 64 + sum(70 + len(key) + approx_bytes(item) if key.__class__ is str else 100 + approx_bytes(item)
-                        for key, item in value.items())
-    if kind is list or kind is tuple:
-        return 56 + sum(8 + approx_bytes(item) for item in value)
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return 112 + nbytes
-    return 256
-
-
 class Retained:
     """The calls made to one run in the last *seconds*, at most *max_bytes* of them.
 
