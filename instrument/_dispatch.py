@@ -152,6 +152,7 @@ class Dispatcher:
         self._batch: list[Record] = []  # the records the thread took from the queue
         self._current = 0  # the index in _batch of the record being written
         self._abandoned = False  # close() timed out: the thread must not write the batch's rest
+        self.in_flight: Record | None = None  # after close() timed out: the record whose delivery never returned
 
     # Writers (calling threads) -------------------------------------------------------------------
     def ensure_thread(self) -> None:
@@ -308,6 +309,7 @@ class Dispatcher:
             left: list[Record] = []
             if self._busy:
                 self._abandoned = True
+                self.in_flight = self._batch[self._current]
                 left.extend(self._batch[self._current + 1:])
                 del self._batch[self._current + 1:]
             left.extend(self._items)

@@ -61,6 +61,7 @@ class FaultPolicy:
         self.broken: BackendRun | None = None
         self._on_spill = on_spill
         self._faults: set[str] = set()
+        self.stopped = False  # the backend was stopped at exit and what it lost is kept
 
     def fault(self, kind: str, message: str) -> None:
         """Warn about *message* unless a fault of *kind* was already warned about for this run."""
@@ -71,10 +72,16 @@ class FaultPolicy:
         report(Problem("backend", f"instrument: {message.rstrip('.')}{goes_on}"))
 
     def start(self) -> BackendRun | None:
-        """Start the run, falling back to offline, then to a call journal; None if all failed (warned)."""
+        """Start the run, falling back to offline, then to a call journal; None if all failed (warned).
+
+        None without a word when the backend was stopped at exit meanwhile (:meth:`keep_lost`
+        kept the records already).
+        """
         try:
             return self.backend.start(self.spec)
         except Exception as error:  # never raise into user code
+            if self.stopped:
+                return None
             failure = f"starting run {self.spec.id} ({self.spec.mode}) failed ({describe(error)})"
         if self.spec.mode in ("online", "run"):
             offline = attrs.evolve(self.spec, mode="offline")
@@ -217,10 +224,11 @@ class FaultPolicy:
             memory_dropped: rows handed to the backend in its last seconds that were not kept in
                 memory (over their bytes bound): they may be missing.
         """
-        stop = (f"at exit, the backend of run {self.spec.id} did not answer for {stopped.waited:g} s "
+        self.stopped = True
+        stop = (f"run {self.spec.id}: wandb did not answer for {stopped.waited:g} s at exit "
                 f"({_env.INSTRUMENT_EXIT_TIMEOUT})")
         if stopped.killed is not None:
-            stop += f", so instrument stopped wandb-core (pid {stopped.killed}, SIGKILL) to let the process exit"
+            stop += f", so instrument stopped wandb-core (pid {stopped.killed}) with SIGKILL to let the process exit"
         where = location(run) if run is not None and not isinstance(run, CallJournal) else None
         written = f"what wandb wrote is in {where}" if where and os.path.isdir(where) else "wandb wrote nothing"
         dropped = (f"; {memory_dropped} row(s) handed to wandb in its last seconds were more than instrument keeps "
@@ -246,10 +254,11 @@ class FaultPolicy:
             self.call(record, journal, write)
         journal.finish(stopped.exit_code)
         rows = sum(method == "log" for method, _ in calls) + sum(isinstance(r, Point) for r in records)
-        others = len(calls) + len(records) - rows
+        others = sum(method not in ("log", "define_metric") for method, _ in calls) + len(records) - rows
         what = f"{rows} history row(s)" + (f" and {others} other record(s)" if others else "")
+        none_twice = " (none of those already in the run folder)" if where and os.path.isdir(where) else ""
         self.fault("finish_timeout", f"{stop}; {written}; the {what} it never wrote are kept in the journal "
-                   f"{journal.folder} (none of the rows already in the run folder); write them into the run with "
+                   f"{journal.folder}{none_twice}; write them into the run with "
                    f"`python -m instrument replay {journal.folder}`{dropped}")
 
     def finish(self, run: BackendRun, exit_code: int, reassert: dict[str, object], timeout: float, *,

@@ -237,6 +237,8 @@ class Session:
             self._write_lock.release()
         answered, left = self._dispatcher.close(timeout, progress=True)
         silence = timeout if waited is None else waited
+        if self._run is None and self._dispatcher.in_flight is not None:
+            left.insert(0, self._dispatcher.in_flight)  # starting the run hung: it never reached the backend
         if left:
             if self._stop_backend is not None and _dispatch.exit_deadline is not None and self._run is not None:
                 self._held_at_exit = (left, silence)  # the run is finished first, then they are kept
@@ -257,8 +259,12 @@ class Session:
         """At interpreter exit, once the backend stopped answering: stop it, then keep in the call
         journal what it took and never wrote and the records *left* it never took; the run is then
         finished. Returns False, doing nothing, when the interpreter is not exiting."""
-        stopped = self._stop_backend() if self._stop_backend is not None else None
+        if self._stop_backend is None:
+            return False
+        self._policy.stopped = True  # starting the run fails from here on because of this: no warning
+        stopped = self._stop_backend()
         if stopped is None:
+            self._policy.stopped = False
             return False
         held, self._held_at_exit = self._held_at_exit, None
         if held is not None:
