@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import eventually, wandb_env
 
 from instrument._backends.base import Call
 from instrument._backends.wandb_core import Retained, same_row
 from instrument.runfile import read_runs
-from tests.helpers import eventually, wandb_env
 
 #: The script: two stage points made durable (wandb flushes its file every second), two more
 #: handed to wandb, then it waits for the test to freeze wandb-core and ends. With FREEZE_FIRST

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script
 
 from instrument._backends.wandb_fast import HistoryWriter, is_plain_row, value_json
 from instrument._transaction_log import split_records
 from instrument.runfile import find_run_files
-from tests.helpers import run_script
 
 #: Rows with every kind of plain value the fast route takes, including the JSON special cases.
 ROWS_CODE = """

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import wandb_env
 
 from instrument.runfile import read_runs
-from tests.helpers import wandb_env
 
 pytestmark = pytest.mark.integration
 
