@@ -15,6 +15,8 @@ Rows (the table of issue 15):
 * ``import``: ``import instrument`` plus decorating three functions, against ``import wandb``.
 * ``points``: N points of 10 keys (1k, 10k, 100k, 1M; quick: 1k, 10k): process wall time, and
   the training loop's own time per point.
+* ``route``: what the fast route into wandb-core gains: 100,000 points (quick: 10,000) with it
+  and with ``INSTRUMENT_FAST_ROUTE=0`` (every row through ``run.log`` on the writer thread).
 * ``keys``: 3,000 rows of K keys (1, 10, 100, 1,000; quick: 300 rows of 1 and 1,000 keys) with
   ``INSTRUMENT_EXIT_TIMEOUT=5``: process wall, the Python process's peak RSS, and the rows found
   in the ``.wandb`` file.
@@ -116,6 +118,9 @@ def _raw_loop(points: int, names: list[str], stages: int = 1,
 
 def child_points(kind: str, args: argparse.Namespace) -> dict[str, float]:
     names = _keys(args.keys)
+    if kind == "run_log":  # instrument with every row through run.log: what the fast route gains
+        os.environ["INSTRUMENT_FAST_ROUTE"] = "0"
+        kind = "instrument"
     if kind == "instrument":
         loop, _, _ = _instrument_loop(args.points, names, args.stages)
     else:
@@ -309,7 +314,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a subset, one process each: about two minutes")
     parser.add_argument("--repeats", type=int, help="fresh processes per kind (default 3; quick: 1)")
-    parser.add_argument("--only", help="comma-separated rows: import,points,keys,stages,step,exit")
+    parser.add_argument("--only", help="comma-separated rows: import,points,route,keys,stages,step,exit")
     parser.add_argument("--blas-threads", default="1", help="BLAS threads of the step row ('' for the default; "
                         "default 1: a 2-thread BLAS on 2 cores turns any other work into long waits)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -322,7 +327,7 @@ def main() -> None:
         child_main(args)
         return
     repeats = args.repeats or (1 if args.quick else 3)
-    only = set(args.only.split(",")) if args.only else {"import", "points", "keys", "stages", "step", "exit"}
+    only = set(args.only.split(",")) if args.only else {"import", "points", "route", "keys", "stages", "step", "exit"}
     table = Table()
     started = time.time()
     loads = [loadavg()]
@@ -341,6 +346,13 @@ def main() -> None:
                           f"{ir['wall_s']:.2f} s", ii["wall_s"] / ir["wall_s"], "<= 1.0", _load(ii, ir))
                 table.add("  same: training-loop time per point", f"{ii['loop_us']:.1f} us", f"{ir['loop_us']:.1f} us",
                           ii["loop_us"] / ir["loop_us"], "", "")
+        if "route" in only:
+            points = 10_000 if args.quick else 100_000
+            m = compare("points", ("instrument", "run_log"), repeats, root, ["--points", str(points)])
+            ii, il = m["instrument"], m["run_log"]
+            table.add(f"{points:,} points of 10 keys, fast route vs `INSTRUMENT_FAST_ROUTE=0`: process wall",
+                      f"{ii['wall_s']:.2f} s", f"{il['wall_s']:.2f} s (run.log)", ii["wall_s"] / il["wall_s"], "",
+                      _load(ii, il))
         if "keys" in only:
             rows = 300 if args.quick else 3_000
             for keys in (1, 1_000) if args.quick else (1, 10, 100, 1_000):
