@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -229,16 +228,17 @@ def finish_state(exit_code: int) -> None:
 
 
 def flush_state(timeout: float | None = None) -> bool:
-    """Write what every run of the current state holds or queued; True if done within *timeout* s.
+    """Write what every run of the current state holds or queued; True if all of it was taken.
 
-    *timeout* defaults to ``INSTRUMENT_EXIT_TIMEOUT``.
+    Each run's wait gives up once its backend took nothing for *timeout* seconds (default
+    ``INSTRUMENT_EXIT_TIMEOUT``); it goes on while the backend keeps taking records.
     """
-    deadline = time.monotonic() + (_env.exit_timeout() if timeout is None else timeout)
+    timeout = _env.exit_timeout() if timeout is None else timeout
     with _lock:
         sessions = [s for s in (*_state.sessions, _state.adopted) if s is not None and not s.finished]
     done = True
     for session in sessions:
-        done = session.flush(max(0.0, deadline - time.monotonic())) and done
+        done = session.flush(timeout) and done
     return done
 
 

@@ -1,4 +1,5 @@
-"""Offline and disabled runs make no network connection attempt: every process traced with strace."""
+"""Offline means no network (promise 10): offline and disabled runs make no connection attempt, every
+process traced with strace."""
 
 from __future__ import annotations
 
