@@ -265,9 +265,10 @@ class FaultPolicy:
                on_timeout: Callable[[], bool] | None = None) -> None:
         """Re-assert *reassert* in the summary and finish *run* (and its journal) within *timeout* s.
 
-        An adopted run is left running. Past *timeout*, *on_timeout* is called (at interpreter
-        exit the session stops the backend and keeps what it lost); unless it returns True, and
-        whenever finishing fails, one warning says where the data not yet synced is.
+        An adopted run is left running (its backend run only writes what waits for its owner's
+        rows). Past *timeout*, *on_timeout* is called (at interpreter exit the session stops the
+        backend and keeps what it lost); unless it returns True, and whenever finishing fails, one
+        warning says where the data not yet synced is.
         """
         spill, broken, adopted = self.spill, self.broken, self.adopted
 
@@ -277,8 +278,8 @@ class FaultPolicy:
                 target.update_summary(dict(reassert))
             if spill is not None:
                 spill.finish(exit_code)
-            if not adopted:
-                (broken or run).finish(exit_code)
+            if not adopted or broken is None:  # an adopted run's finish never finishes it: it writes the
+                (broken or run).finish(exit_code)  # points waiting for its owner's rows
 
         done, error = bounded(close, timeout, name=f"instrument-finish-{self.spec.id}")
         if not done and on_timeout is not None and on_timeout():

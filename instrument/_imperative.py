@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from instrument import _linkage
+from instrument._backends import wandb_sharing
 from instrument._config import plain_config
 from instrument._context_file import ContextFile
 from instrument._env import WANDB_CONTEXT_FILE
@@ -27,6 +28,16 @@ from instrument._routing import Role, route, route_numbers
 from instrument._values import Alert, Artifact, File, Image, Table
 
 Resolver = Callable[[Role], "_linkage.Sink | None"]
+
+
+class _Started(Protocol):
+    """A run a stage's points go to (a session): its id, whether it started, its library run."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def started(self) -> bool: ...
+    def native(self) -> Any: ...
 
 
 class WandBContext:
@@ -42,10 +53,49 @@ class WandBContext:
         self._resolve = resolver
         self.owner = owner
 
+    def _session(self) -> _Started | None:
+        """The run a stage's point written now would go to; None when it would go nowhere."""
+        if self._off():
+            return None
+        try:
+            sink = self._resolve("series")
+        except InstrumentationError:
+            raise
+        except Exception:  # a bad context file is reported by resolve itself
+            return None
+        return sink if hasattr(sink, "native") else None  # type: ignore[return-value]
+
     @property
     def run_id(self) -> str | None:
-        """The id of the run this context owns (an orchestrator's), else None."""
-        return self.owner.id if self.owner is not None else None
+        """The id of the run a stage's point written now goes to, known before the run starts:
+        a pipeline's run in its body, this process's training run in a pipeline's subprocess, a
+        run other code started that is ``wandb.run``, else this process's standalone run. None
+        when the mode is disabled.
+        """
+        session = self._session()
+        return session.id if session is not None else None
+
+    @property
+    def url(self) -> str | None:
+        """That run's W&B page once it started online; None offline, disabled or not started yet."""
+        session = self._session()
+        native = session.native() if session is not None and session.started else None
+        url = getattr(native, "url", None)
+        return url if isinstance(url, str) and url else None
+
+    @property
+    def run(self) -> Any:
+        """That run's ``wandb.Run`` (as Lightning's ``logger.experiment``), started now if it has
+        not started yet, and waited for. It is ``wandb.run`` (unless a run other code started
+        was ``wandb.run`` first), so ``instrument.current().run`` followed by ``wandb.log(...)``
+        works anywhere, even as the first line of a decorated function. With mode disabled: a
+        wandb run that keeps nothing (``wandb.init(mode="disabled")``, imports wandb); None
+        under the test recorder.
+        """
+        if self._off():
+            return wandb_sharing.disabled_run()  # imports wandb: only when asked
+        session = self._session()
+        return session.native() if session is not None else None
 
     def _off(self) -> bool:
         """Whether this context writes nowhere for sure (mode disabled): skip all work."""

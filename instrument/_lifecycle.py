@@ -7,10 +7,10 @@ function that finishes its runs; this module imports only leaves.
 
 The exit status needs a hook on ``sys.exit``: ``atexit`` handlers run inside the interpreter's
 finalisation, after ``SystemExit`` was handled in C, and nothing in Python holds the status by
-then (``sys.excepthook`` sees uncaught exceptions but never ``SystemExit``). So
-:func:`watch_exit_code` wraps ``sys.exit`` and ``sys.excepthook`` once, and :func:`exit_code`
-says how the program is ending: 0, ``n`` for ``sys.exit(n)``, 1 for an uncaught exception, 130
-for Ctrl-C, 143 after SIGTERM.
+then. An uncaught exception is different: Python keeps it in ``sys.last_value`` before the exit
+hooks run. So :func:`watch_exit_code` wraps ``sys.exit`` once, and :func:`exit_code` says how the
+program is ending: 0, ``n`` for ``sys.exit(n)``, 1 for an uncaught exception, 130 for Ctrl-C,
+143 after SIGTERM; in an interactive session only ``sys.exit`` counts.
 """
 
 from __future__ import annotations
@@ -38,8 +38,26 @@ _forked_warned = False
 
 
 def exit_code() -> int:
-    """Return the exit status the program is ending with, as far as it is known (0 otherwise)."""
-    return _exit_code or 0
+    """Return the interpreter's exit status as far as it is known at exit.
+
+    ``sys.exit(n)`` that ends the interpreter: n; SIGTERM: 143; an uncaught exception (Python
+    keeps it in ``sys.last_value`` before the exit hooks run): 1, 130 for Ctrl-C; else 0. In an
+    interactive session (``python -i``, ``PYTHONINSPECT``, the REPL) an exception at the prompt
+    does not end the interpreter, so there only ``sys.exit`` counts.
+    """
+    if _exit_code is not None:
+        return _exit_code
+    if _interactive():
+        return 0
+    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if error is None:
+        return 0
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
+
+
+def _interactive() -> bool:
+    """Whether the interpreter shows (or goes on to) an interactive prompt."""
+    return hasattr(sys, "ps1") or bool(sys.flags.interactive or sys.flags.inspect or os.environ.get("PYTHONINSPECT"))
 
 
 def exit_code_for(error: BaseException | None) -> int:
@@ -56,28 +74,25 @@ def exit_code_for(error: BaseException | None) -> int:
 
 
 def watch_exit_code() -> None:
-    """Record how the program ends (an uncaught exception, ``sys.exit(n)``) for :func:`exit_code`; once.
+    """Record the code of a ``sys.exit(n)`` that ends the interpreter, for :func:`exit_code`; once.
 
     Installed when the first run starts, or earlier, when the first run that starts in the
-    background (on its dispatcher thread) is created: the program may fail before it started.
+    background (on its dispatcher thread) is created: the program may end before it started.
+    ``sys.excepthook`` is left alone (an uncaught exception is read at exit): wandb's own hook
+    prints the traceback and then calls any other hook it finds, which printed it a second time.
+    Under ``python -i`` a ``sys.exit`` in the script only leads to the prompt, so it counts only
+    once the prompt is there.
     """
     global _exit_code_watched
     if _exit_code_watched:
         return
     _exit_code_watched = True
-    previous_excepthook = sys.excepthook
-
-    def excepthook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
-        global _exit_code
-        _exit_code = 130 if isinstance(error, KeyboardInterrupt) else 1
-        previous_excepthook(kind, error, tb)
-
-    sys.excepthook = excepthook
     original_exit = sys.exit
 
     def exit_recording_status(code: Any = None) -> None:
         global _exit_code
-        _exit_code = code if isinstance(code, int) else (0 if code is None else 1)
+        if not _interactive() or hasattr(sys, "ps1"):
+            _exit_code = code if isinstance(code, int) else (0 if code is None else 1)
         original_exit(code)
 
     sys.exit = exit_recording_status  # type: ignore[assignment]

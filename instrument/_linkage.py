@@ -235,7 +235,7 @@ def flush_state(timeout: float | None = None) -> bool:
     """
     timeout = _env.exit_timeout() if timeout is None else timeout
     with _lock:
-        sessions = [s for s in (*_state.sessions, _state.adopted) if s is not None and not s.finished]
+        sessions = [s for s in dict.fromkeys((*_state.sessions, _state.adopted)) if s is not None and not s.finished]
     done = True
     for session in sessions:
         done = session.flush(timeout) and done
@@ -260,7 +260,13 @@ def disabled() -> bool:
     answer = _state.disabled
     if answer is None:
         answer = _state.disabled = _compute_disabled()
-    return answer and (sys.modules.get("wandb") is None or getattr(sys.modules["wandb"], "run", None) is None)
+    return answer and not _active_wandb_run()
+
+
+def _active_wandb_run() -> bool:
+    """Whether a ``wandb.run`` that keeps data is active; never imports wandb to find out."""
+    run = getattr(sys.modules.get("wandb"), "run", None)
+    return run is not None and not getattr(run, "disabled", False)
 
 
 def _compute_disabled() -> bool:
@@ -343,13 +349,16 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
     if _lifecycle.in_child():
         return None
     with _lock:
-        if _state.pipelines:
-            return _state.pipelines[-1]
+        pipeline = next((p for p in reversed(_state.pipelines) if not p.finished), None)
+        if pipeline is not None:  # a pipeline whose run other code finished is passed over
+            return pipeline
         try:
             context = _context_file(environ)
         except ContextFileError as error:
             report(Problem("config", f"instrument: {error}; writing to a standalone run instead"), once=True)
             context = None
+        if context is not None and any(p.id == context.run_id for p in _state.pipelines):
+            context = None  # this process's own pipeline, whose run other code finished
         if context is not None:
             return training_session(context, environ) if role == "series" else journal_sink(context)
         if _state.backend is None and "wandb" in sys.modules:
@@ -360,13 +369,15 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
 
 
 def _adopt() -> Session | None:
-    if getattr(sys.modules.get("wandb"), "run", None) is None:  # the common case, without an import
+    if not _active_wandb_run():  # the common case, without an import; a disabled wandb.run keeps nothing
         return None
     run: BackendRun | None = WandbBackend().adopt()
     if run is None:
         return None
-    if _state.adopted is None or _state.adopted.id != run.id:
+    if _state.adopted is None or _state.adopted.id != run.id or _state.adopted.finished:
         _state.adopted = Session(RunSpec(id=run.id), WandbBackend(), run=run)
+        _state.sessions.append(_state.adopted)  # at exit: write the points still waiting for its owner's rows
+        _on_start(_state.adopted)
     return _state.adopted
 
 

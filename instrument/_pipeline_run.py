@@ -87,10 +87,16 @@ class PipelineRun:
         while not self._stop.wait(1.0):
             self.ingest()
 
+    def _target(self) -> _linkage.Sink:
+        """The pipeline's run; once other code finished it, where a process with no run writes."""
+        if self.session.finished_by is None:
+            return self.session
+        return _linkage.resolve("summary") or self.session
+
     def ingest(self) -> bool:
         """Write what the subprocesses journaled so far into the run; return whether it all went."""
         try:
-            self.children.extend(ingest(self.session, self.reader, self.child_locations))
+            self.children.extend(ingest(self._target(), self.reader, self.child_locations))
         except Exception as error:  # never raise into the orchestrator
             report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
                    once=True)
@@ -125,7 +131,9 @@ class PipelineRun:
             report(Problem("backend", f"instrument: the journal {path} ends with an incomplete record (its "
                            "writer died while writing it); everything before it was kept"))
         try:
-            self.session.write([children_summary(self.children)])
+            target = self._target()
+            if target is self.session or self.children:  # no run is started only to say there were none
+                target.write([children_summary(self.children)])
         except Exception as failure:  # never raise into the orchestrator
             report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({failure})"))
         self.session.finish(exit_code if exit_code is not None else _lifecycle.exit_code_for(error), timeout)

@@ -21,11 +21,14 @@ from instrument import _env
 
 Kind = Literal[
     "unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend", "redacted",
+    "shared",
 ]
 
 #: Kinds that are about the user's data, a chosen rule or a failing backend rather than about bad
-#: input: never raised, even in strict mode (a secret is redacted, a backend fault is absorbed).
-_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted"})
+#: input: never raised, even in strict mode (a secret is redacted, a backend fault is absorbed, a
+#: rule of a run shared with other code is applied: the owner's config value kept, points waiting
+#: for the owner's rows, a run finished by other code).
+_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted", "shared"})
 
 
 class InstrumentationWarning(UserWarning):
@@ -134,12 +137,16 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _internal(filename: str) -> bool:
-    """Return whether code in *filename* is instrument's own (or wrapt's, which wraps the calls)."""
+    """Return whether code in *filename* is instrument's own, wrapt's (which wraps the calls) or
+    wandb's (which calls instrument back when other code finishes a run or logs into it)."""
     if filename.startswith(_PACKAGE):
         return True
-    wrapt = sys.modules.get("wrapt")
-    folder = os.path.dirname(getattr(wrapt, "__file__", None) or "") if wrapt is not None else ""
-    return bool(folder) and filename.startswith(folder + os.sep)
+    for name in ("wrapt", "wandb"):
+        module = sys.modules.get(name)
+        folder = os.path.dirname(getattr(module, "__file__", None) or "") if module is not None else ""
+        if folder and filename.startswith(folder + os.sep):
+            return True
+    return False
 
 
 def user_stacklevel() -> int:

@@ -124,7 +124,9 @@ class Session:
         self._config: dict[str, Any] = {}
         self._gave_up = False  # starting failed everywhere, even the journal: records are dropped
         self.finished = False
+        self.finished_by: str | None = None  # the code that finished the run, when other code did
         self.exit_code: int | None = None
+        self._start_over: Callable[[], None] | None = None  # ends the backend's wait for our start
         # Write path: prepared on the calling thread under _write_lock, delivered by _dispatcher.
         self.synchronous = bool(synchronous or run is not None or getattr(backend, "synchronous", False))
         self._held: dict[str, _Held] = {}
@@ -141,6 +143,8 @@ class Session:
             synchronous=self.synchronous,
             clock=clock,
         )
+        if run is not None:
+            _watch(run, self)
 
     @property
     def spec(self) -> RunSpec:
@@ -152,6 +156,11 @@ class Session:
         """The run id (known before the run starts: instrument chooses it)."""
         return self._run.id if self._run is not None else self.spec.id
 
+    @property
+    def started(self) -> bool:
+        """Whether the run was started (or adopted)."""
+        return self._run is not None
+
     def start(self) -> BackendRun | None:
         """Start the run now if it is not started yet; return it (None if it cannot be kept).
 
@@ -160,12 +169,42 @@ class Session:
         """
         with self._lock:
             if self._run is None and not self.finished and not self._gave_up:
-                self._run = self._policy.start()
+                try:
+                    self._run = self._policy.start()
+                finally:
+                    if self._start_over is not None:
+                        self._start_over()
                 if self._run is None:
                     self._gave_up = True
-                elif self._on_start is not None:
-                    self._on_start(self)
+                else:
+                    _watch(self._run, self)
+                    if self._on_start is not None:
+                        self._on_start(self)
             return self._run
+
+    def native(self) -> Any:
+        """Start the run if it has not started yet, wait for it, and return the library's own run
+        object (a ``wandb.Run``); None where there is none (recorded, kept in a call journal)."""
+        run = self.start()
+        return getattr(run, "native", None) if run is not None else None
+
+    def finished_elsewhere(self, call: str | None) -> None:
+        """Note that other code finished this run: what is written from now on goes elsewhere (linkage).
+
+        The backend calls this while that finish runs, after this session wrote everything it had
+        queued into the run (:meth:`flush`). *call* names the code that finished a run instrument
+        started (one warning); None for a run other code started (its owner finished it).
+        """
+        with self._write_lock:
+            if self.finished:
+                return
+            self.finished, self.finished_by, self._closing = True, call, True
+        self._dispatcher.close(1.0)
+        if call is not None:
+            report(Problem("shared", f"instrument: run {self.id} was finished by {call}; everything instrument had "
+                           "queued for it was written into it first; what instrument writes from now on goes where it "
+                           "would with no run (a new run, started on the next record, or a run that other code "
+                           "started since)"))
 
     def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
         """Report *problems*, write *records* to the run in order, then report what writing found.
@@ -195,6 +234,9 @@ class Session:
                 self._prepare(record, out, found)
             if self.synchronous and self._held:
                 self._release_idle_locked(out)  # no thread checks them
+            if self._run is None and self._start_over is None and not self.synchronous and (out or self._held):
+                expect = getattr(self.backend, "expect", None)  # other code's wandb.init waits for this start
+                self._start_over = expect(self.spec) if expect is not None else _nothing
             if out:
                 dispatcher.put(out)
             elif self._held:
@@ -488,3 +530,14 @@ class Session:
         if self._run is None or isinstance(self._run, CallJournal) or self._policy.spill is not None:
             return None
         return self._run
+
+
+def _nothing() -> None:
+    pass
+
+
+def _watch(run: BackendRun, session: Session) -> None:
+    """Let *run* tell *session* when other code takes it over or finishes it (when it can tell)."""
+    watch = getattr(run, "watch", None)
+    if watch is not None:
+        watch(session.flush, session.finished_elsewhere)

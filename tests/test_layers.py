@@ -22,8 +22,8 @@ LAYERS: dict[str, frozenset[str]] = {
                        "_options", "_context_file", "_wrapping", "_transaction_log"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_backends", "_backends.base", "_backends.disabled", "_backends.recording",
-                           "_backends.wandb", "_backends.wandb_fast", "_backends.wandb_core",
-                           "_backends.call_journal"}),
+                           "_backends.wandb", "_backends.wandb_sharing", "_backends.wandb_fast",
+                           "_backends.wandb_core", "_backends.call_journal"}),
     "dispatch": frozenset({"_dispatch"}),
     "session": frozenset({"_session", "_fault_policy"}),
     "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
@@ -50,8 +50,11 @@ ALLOWED: dict[str, frozenset[str]] = {
 #: The one lazy seam (import cost): what it may import inside its functions, beyond ALLOWED.
 LAZY_SEAM = {"_runtime": frozenset({"routing", "linkage"})}
 
-#: The only modules that import wandb (each lazily, inside a function).
-WANDB_IMPORTERS = frozenset({"_backends.wandb", "_backends.wandb_fast", "_backends.wandb_core", "runfile"})
+#: The only modules that import wandb (each lazily, inside a function): the wandb backend (with the
+#: parts of it that share runs with other code, take the fast route into wandb-core and bound its
+#: teardown) and the run-file reader.
+WANDB_IMPORTERS = frozenset({"_backends.wandb", "_backends.wandb_sharing", "_backends.wandb_fast",
+                             "_backends.wandb_core", "runfile"})
 
 
 def module_name(path: Path) -> str:

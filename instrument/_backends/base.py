@@ -47,7 +47,14 @@ class RunSpec:
 
 
 class BackendRun(Protocol):
-    """One started run. Every method takes plain data; none returns anything useful."""
+    """One started run. Every method takes plain data; none returns anything useful.
+
+    Two optional members, which the session looks for (the wandb backend has them): ``native``,
+    the library's own run object (what ``instrument.current().run`` returns; None if absent),
+    and ``watch(settle, finished)``, through which the run tells the session what other code
+    in the process does to it: ``settle(timeout)`` before that code takes the run over (the
+    session writes what it queued), ``finished(call)`` once that code finished the run.
+    """
 
     id: str
 
@@ -121,6 +128,10 @@ class Stopped:
 
 class Backend(Protocol):
     """Starts runs; the session holds the run it returns.
+
+    Optional: ``expect(spec)``, called when a run will be started on a dispatcher thread (its
+    first record was queued); it returns what the session calls once that start is over (the
+    wandb backend makes other code's ``wandb.init`` wait for the start meanwhile).
 
     A backend whose class sets ``synchronous = True`` (the recording and disabled ones) is
     written on the calling thread, in call order; any other gets a dispatcher thread per run.

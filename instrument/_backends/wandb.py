@@ -8,16 +8,18 @@ in docs/wandb-behaviour.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from instrument import _env
+from instrument._backends import wandb_sharing
 from instrument._backends.base import BackendRun, Call, RunSpec
 from instrument._backends.wandb_core import Retained, file_rows
 from instrument._backends.wandb_fast import HistoryWriter
@@ -32,6 +34,10 @@ FLUSH_INTERVAL_SECONDS = 1.0
 #: Run ids started by this library in this process, so an active ``wandb.run`` of ours is never
 #: mistaken for a framework's run.
 _OURS: set[str] = set()
+
+#: The runs other code started that instrument writes into, by id: one per run, so the points
+#: waiting for that run's owner to write rows are kept across sessions.
+_GUESTS: dict[str, WandbRun] = {}
 
 
 def to_wandb(value: Any) -> Any:
@@ -84,10 +90,15 @@ RETAIN_SECONDS = 5 * FLUSH_INTERVAL_SECONDS
 class WandbRun:
     """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol.
 
-    A run this library started is also a :class:`~instrument._backends.base.BufferedRun`: rows of
-    plain numbers take the fast route into wandb-core (:mod:`instrument._backends.wandb_fast`),
-    handed over together by :meth:`send_pending`, and the calls of the last
-    :data:`RETAIN_SECONDS` are kept (at most a quarter of ``INSTRUMENT_QUEUE_BYTES``) to find
+    *owned*: instrument started it (else it is a guest in a run other code started: it never
+    finishes it, never moves its step and keeps its owner's config values; see
+    :mod:`instrument._backends.wandb_sharing`).
+
+    A run instrument started is also a :class:`~instrument._backends.base.BufferedRun`: while its
+    rows are its own (no other code logged into it with ``step=``), rows of plain numbers take
+    the fast route into wandb-core (:mod:`instrument._backends.wandb_fast`), handed over together
+    by :meth:`send_pending` (and before any other call, ours or other code's), and the calls of the
+    last :data:`RETAIN_SECONDS` are kept (at most a quarter of ``INSTRUMENT_QUEUE_BYTES``) to find
     what a wandb-core that had to be stopped never wrote (:meth:`unwritten`).
     """
 
@@ -95,21 +106,38 @@ class WandbRun:
         self.run = run
         self.id: str = run.id
         self.owned = owned
+        self.shared = wandb_sharing.SharedRun(run, owned=owned)
         self._at_end: dict[Path, Path] = {}  # copy in the files folder -> its source ("end" policy)
         self._fast = HistoryWriter.attach(run) if owned and _env.fast_route() else None
         self._retained = Retained(RETAIN_SECONDS, _env.queue_bytes() // 4) if owned else None
         self._unsent: list[Call] = []
+        if self._fast is not None:
+            self.shared.before_others = self._send_before_others
+
+    @property
+    def native(self) -> Any:
+        """The ``wandb.Run``."""
+        return self.run
+
+    def watch(self, settle: Callable[[float], object], finished: Callable[[str | None], None]) -> None:
+        self.shared.settle = settle
+        self.shared.finished_elsewhere = finished
 
     def log(self, row: dict[str, Any]) -> None:
-        fast = self._fast
-        if fast is not None and fast.add(row):
-            self._keep("log", {"row": row}, 64 + 100 * len(row))
-            if fast.full:
-                self.send_pending()
-            return
+        """Append one history row: committed in instrument's run, shared with the owner's rows
+        in a run whose step belongs to other code (:class:`~instrument._backends.wandb_sharing.Rows`)."""
+        fast, rows = self._fast, self.shared.rows
+        if fast is not None:
+            with rows.lock:
+                if rows.own_rows and fast.add(row):
+                    rows.committed += 1
+                    self._keep("log", {"row": row}, 64 + 100 * len(row))
+                    if fast.full:
+                        self.send_pending()
+                    return
         self._keep("log", {"row": row}, None)
         self.send_pending()
-        self.run.log(row if _PLAIN_VALUES.issuperset(map(type, row.values())) else to_wandb(row))
+        rows.write(row if _PLAIN_VALUES.issuperset(map(type, row.values())) else to_wandb(row))
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
         self._keep("define_metric", {"name": name, "step_metric": step_metric, "summary": summary}, 200)
@@ -124,12 +152,19 @@ class WandbRun:
     def update_summary(self, values: dict[str, Any]) -> None:
         self._keep("update_summary", {"values": values}, None)
         self.send_pending()
+        self.shared.before_summary(values)
         self.run.summary.update(to_wandb(values))
+        self.shared.wrote_summary(values)
 
     def update_config(self, values: dict[str, Any]) -> None:
+        """Write *values* into ``run.config``; in a run other code started, a key whose value that
+        code set keeps its value (one warning per key, naming both values)."""
         self._keep("update_config", {"values": values}, None)
         self.send_pending()
-        self.run.config.update(values, allow_val_change=True)
+        if not self.owned:
+            values = self.shared.config_to_write(values)
+        if values:
+            self.run.config.update(values, allow_val_change=True)
 
     def _keep(self, method: str, args: dict[str, Any], size: int | None) -> None:
         """Keep the call for :meth:`unwritten` (owned runs only)."""
@@ -145,13 +180,20 @@ class WandbRun:
         fast = self._fast
         if fast is None or not fast.pending:
             return
-        try:
-            fast.send()
-        except Exception:
-            self._unsent = [("log", {"row": row}) for row in fast.pending]
-            fast.pending = []
-            self._fast = None  # a broken connection: run.log raises for what comes next
-            raise
+        with self.shared.rows.lock:  # serialised with other code's log calls
+            try:
+                fast.send()
+            except Exception:
+                self._unsent += [("log", {"row": row}) for row in fast.pending]
+                fast.pending = []
+                self._fast = None  # a broken connection: run.log raises for what comes next
+                raise
+
+    def _send_before_others(self) -> None:
+        """Other code is about to log into this run: our rows go first (their failure waits for
+        the next call of ours, which the fault policy sees)."""
+        with contextlib.suppress(Exception):  # never raise into other code's log call: see unsent()
+            self.send_pending()
 
     def unsent(self) -> list[Call]:
         """Return, once, the rows a failed :meth:`send_pending` never handed to wandb-core."""
@@ -230,12 +272,16 @@ class WandbRun:
         self.run.alert(title=title, text=text, level=level)
 
     def finish(self, exit_code: int) -> None:
+        """Finish instrument's run with *exit_code*; in a guest run only write the points still
+        waiting for the owner's rows (the owner finishes its run)."""
         self.send_pending()
         for target, source in self._at_end.items():
             if source.is_file():  # the final contents; a source deleted meanwhile keeps the first copy
                 _copy(source, target)
+        self.shared.close()
         if self.owned:
-            self.run.finish(exit_code=exit_code)
+            with self.shared.finishing():
+                self.run.finish(exit_code=exit_code)
 
     def location(self) -> str:
         return str(getattr(self.run.settings, "sync_dir", "") or self.run.dir)
@@ -256,7 +302,9 @@ class WandbBackend:
 
     def start(self, spec: RunSpec) -> BackendRun:
         """Start a run with ``wandb.init`` (``reinit="create_new"``, so a second pipeline in one
-        process is a second run; wandb's default returns the previous run and drops the new id).
+        process is a second run; wandb's default returns the previous run and drops the new id),
+        and make it ``wandb.run`` unless a run other code started is (native wandb calls then
+        land in it; :func:`~instrument._backends.wandb_sharing.make_global`).
 
         The transaction log is flushed every second (a SIGKILLed process loses about a second of
         points, not wandb's default 15 s) and wandb's ``finish_timeout`` is
@@ -272,11 +320,12 @@ class WandbBackend:
             finish_timeout=_env.exit_timeout(),  # wandb gives up uploading at the end after this
             silent=True,
         )
+        init = wandb_sharing.original_init()  # wandb's own, not the guard that waits for this very run
         offline = spec.mode not in _ONLINE_MODES
         if offline:
             silence_telemetry()
         with _wandb_mode_env(spec.mode), _no_error_reporting(offline):
-            run = wandb.init(
+            run = init(
                 id=spec.id,
                 project=spec.project,
                 entity=spec.entity,
@@ -285,12 +334,14 @@ class WandbBackend:
                 job_type=spec.job_type,
                 tags=list(spec.tags) or None,
                 config=dict(spec.config) or None,
-                mode=spec.mode,  # type: ignore[arg-type]
+                mode=spec.mode,
                 reinit="create_new",
-                resume=spec.resume,  # type: ignore[arg-type]
+                resume=spec.resume,
                 settings=settings,
             )
         _OURS.add(run.id)
+        started = WandbRun(run, owned=True)
+        wandb_sharing.make_global(started.shared)
         if spec.announce:
             where = run.settings.sync_dir
             print(
@@ -298,7 +349,14 @@ class WandbBackend:
                 f"{where}; upload it with `wandb sync {where}`",
                 file=sys.stderr,
             )
-        return WandbRun(run, owned=True)
+        return started
+
+    def expect(self, spec: RunSpec) -> Callable[[], None]:
+        """Note that *spec* is being started on a dispatcher thread: a ``wandb.init`` that other
+        code calls meanwhile waits for it and gets it, instead of starting a second run. Return
+        what ends the wait (the session calls it once the start is over)."""
+        wandb_sharing.expect(spec.id)
+        return functools.partial(wandb_sharing.started, spec.id)
 
     def adopt(self) -> BackendRun | None:
         """Return the active ``wandb.run`` that someone else started (a framework), or None.
@@ -307,11 +365,14 @@ class WandbBackend:
         """
         wandb = sys.modules.get("wandb")
         run = getattr(wandb, "run", None) if wandb is not None else None
-        if run is None or run.id in _OURS:
+        if run is None or run.id in _OURS or getattr(run, "disabled", False):
             return None
         if getattr(run.settings, "mode", "online") not in _ONLINE_MODES:
             silence_telemetry()
-        return WandbRun(run, owned=False)
+        guest = _GUESTS.get(run.id)
+        if guest is None or guest.run is not run:
+            guest = _GUESTS[run.id] = WandbRun(run, owned=False)
+        return guest
 
 
 #: wandb's modes that talk to a server; in every other mode instrument keeps wandb off the network.
