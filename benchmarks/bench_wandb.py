@@ -24,8 +24,10 @@ Rows (the table of issue 15):
   (raw wandb: ``define_metric`` per key and a ``<stage>/step`` value, as instrument writes it).
 * ``step``: a 460x460 float64 matmul step plus one 10-key point, against the same loop without
   logging; idle, and loaded by two spinning processes; one BLAS thread unless ``--blas-threads``
-  says otherwise. Besides the slowdown it reports the convoy effect directly: the training
-  thread's wall time minus its own CPU time, the time it waited for the GIL or a core.
+  says otherwise. The steady state: instrument's loop starts once its run started (five points
+  and a flush before it), as raw wandb's starts after ``wandb.init``. Besides the slowdown it
+  reports the convoy effect directly: the training thread's wall time minus its own CPU time,
+  the time it waited for the GIL or a core.
 * ``exit``: 10,000 points; the time from the loop's end to the process's end, and total wall.
 
 Timings belong here, never in the test suite.
@@ -73,7 +75,9 @@ def child_import(kind: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def _instrument_loop(points: int, names: list[str], stages: int = 1,
-                     step: Callable[[], None] | None = None) -> tuple[float, list[float], float]:
+                     step: Callable[[], None] | None = None, warm: int = 0) -> tuple[float, list[float], float]:
+    """Call *points* decorated stage functions; with *warm*, first that many calls and a flush
+    (the run started, the queue written) so that the loop measures the steady state."""
     import instrument
 
     functions = []
@@ -84,6 +88,10 @@ def _instrument_loop(points: int, names: list[str], stages: int = 1,
             return _row(i, names)
 
         functions.append(instrument.training_stage(f"s{s}")(train))
+    if warm:
+        for i in range(warm):
+            functions[i % stages](i)
+        instrument.flush()
     times: list[float] = []
     cpu, start = time.thread_time(), time.perf_counter()
     for i in range(points):
@@ -154,8 +162,8 @@ def child_step(kind: str, args: argparse.Namespace) -> dict[str, float]:
             step()
             times.append(time.perf_counter() - before)
         loop, cpu = time.perf_counter() - start, time.thread_time() - cpu
-    elif kind == "instrument":
-        loop, times, cpu = _instrument_loop(args.points, names, 1, step)
+    elif kind == "instrument":  # the steady state: the run started (as raw's wandb.init before its loop)
+        loop, times, cpu = _instrument_loop(args.points, names, 1, step, warm=5)
     else:
         loop, times, cpu, run = _raw_loop(args.points, names, 1, step)
         run.finish()
