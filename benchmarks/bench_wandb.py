@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -48,6 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
+
+from bench_dispatch import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -297,25 +298,6 @@ class Spinners:
         for process in self.processes:
             process.kill()
             process.wait()
-
-
-def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        from importlib import metadata
-
-        wandb_version = metadata.version("wandb")
-    except Exception:
-        wandb_version = "?"
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({model or 'unknown CPU'}), "
-            f"Python {platform.python_version()}, wandb {wandb_version}")
 
 
 def main() -> None:
