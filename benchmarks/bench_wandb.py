@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
-from bench_dispatch import machine
+from bench_dispatch import child_env, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,19 +201,8 @@ def loadavg() -> float:
 
 def run_child(child: str, root: Path, extra: list[str], env_extra: dict[str, str] | None = None) -> dict[str, float]:
     """Run one child in a fresh process; return its figures plus wall, peak RSS and the load."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "INSTRUMENT_"))}
     root.mkdir(parents=True, exist_ok=True)
-    env.update(
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        WANDB_DIR=str(root),
-        WANDB_CACHE_DIR=str(root / ".cache"),
-        WANDB_DATA_DIR=str(root / ".data"),
-        WANDB_CONFIG_DIR=str(root / ".config"),
-        WANDB_DISABLE_GIT="true",
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
-    )
-    env.update(env_extra or {})
+    env = child_env(root) | (env_extra or {})
     out = root / "figures.json"
     command = [sys.executable, __file__, "--child", child, "--out", str(out), *extra]
     load = loadavg()

@@ -189,11 +189,15 @@ def _finish_at_exit(exit_code: int) -> None:
     global _exiting
     _exiting = True
     finish_state(exit_code)
-    stop_wandb_at_exit()
+    stopped = stop_wandb_at_exit()
     with _lock:
         sessions = list(_state.sessions)
     for session in sessions:
         session.keep_held_at_exit()
+    if stopped is not None and stopped.killed is not None and not any(s.lost_at_exit for s in sessions):
+        report(Problem("backend", f"instrument: wandb-core (pid {stopped.killed}) did not end within what was left "
+                       f"of {_env.INSTRUMENT_EXIT_TIMEOUT} ({stopped.waited:g} s) after every run was finished; it "
+                       "was stopped with SIGKILL so that the process could exit (the runs were written in full)"))
 
 
 def stop_wandb_at_exit() -> Stopped | None:

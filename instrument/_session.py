@@ -132,6 +132,7 @@ class Session:
         self._held: dict[str, _Held] = {}
         self._closing = False
         self._held_at_exit: tuple[list[Record], float] | None = None  # left by the drain at exit, with its silence
+        self.lost_at_exit = False  # the backend was stopped at exit and what it lost was kept (and said)
         self._write_lock: Any = self._lock if self.synchronous else threading.Lock()
         self._dispatcher = Dispatcher(
             self,
@@ -314,6 +315,7 @@ class Session:
         run = self._run
         calls: list[Call] = run.unwritten() if isinstance(run, BufferedRun) else []
         dropped = getattr(run, "rows_dropped_from_memory", 0)
+        self.lost_at_exit = True
         self._policy.keep_lost(calls, left, run, self._write_record, stopped=stopped,
                                memory_dropped=dropped if isinstance(dropped, int) else 0)
         self.finished = True
