@@ -21,13 +21,15 @@ from instrument._backends.wandb_core import Retained, same_row
 from instrument.runfile import read_runs
 
 #: The script: two stage points made durable (wandb flushes its file every second), two more
-#: handed to wandb, then it waits for the test to freeze wandb-core and ends. With FREEZE_FIRST
-#: the test freezes wandb-core before the first record, so that starting the run hangs.
+#: handed to wandb, then it waits for the test to freeze wandb-core and ends. With WHEN
+#: "before-the-run" the test freezes wandb-core before the first record, so that starting the
+#: run hangs; with "after-finish" once the run was finished, so that only wandb's teardown hangs.
 SCRIPT = """
 import os, pathlib, time
 import instrument
 
-FREEZE_FIRST = {freeze_first}
+WHEN = {when!r}
+FREEZE_FIRST = WHEN == "before-the-run"
 
 @instrument.training_stage("train")
 def step(i):
@@ -50,6 +52,8 @@ if not FREEZE_FIRST:
     for i in range(2, 4):
         step(i)
     instrument.flush()
+    if WHEN == "after-finish":
+        instrument.finish()
     wait_for_the_freeze()
 """
 
@@ -88,12 +92,12 @@ def _frozen_core_cleanup(process: subprocess.Popen[bytes], found: list[int]) -> 
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finding wandb-core's pid reads /proc (Linux)")
-@pytest.mark.parametrize("freeze_first", [False, True], ids=["frozen-after-logging", "frozen-before-the-run"])
-def test_a_frozen_wandb_core_lets_the_process_exit_and_loses_nothing(wandb_root: Path, freeze_first: bool) -> None:
+@pytest.mark.parametrize("when", ["after-logging", "before-the-run", "after-finish"])
+def test_a_frozen_wandb_core_lets_the_process_exit_and_loses_nothing(wandb_root: Path, when: str) -> None:
     """The script exits with status 0, the warning says wandb-core was killed and where the rows are,
     and the run folder plus the replayed journal hold every row exactly once."""
     wandb_root.mkdir(exist_ok=True)
-    (wandb_root / "script.py").write_text(textwrap.dedent(SCRIPT.format(freeze_first=freeze_first)))
+    (wandb_root / "script.py").write_text(textwrap.dedent(SCRIPT.format(when=when)))
     env = wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="5")
     found: list[int] = []
     with open(wandb_root / "out.txt", "wb") as out:  # wandb-core inherits it: never a pipe
@@ -108,6 +112,12 @@ def test_a_frozen_wandb_core_lets_the_process_exit_and_loses_nothing(wandb_root:
             returncode = process.wait(timeout=120)  # about the exit timeout plus a second or two
     output = (wandb_root / "out.txt").read_text()
     assert 0 == returncode, output
+    if when == "after-finish":  # the run was written in full: only the kill is said
+        (message,) = [m for m in re.findall(r"InstrumentationWarning: (.*)", output) if "SIGKILL" in m]
+        assert f"wandb-core (pid {core})" in message
+        (run,) = read_runs(wandb_root / "wandb")
+        assert [(i, 1.0 / (i + 1)) for i in range(4)] == run.series("train/loss")
+        return
     (message,) = [m for m in re.findall(r"InstrumentationWarning: (.*)", output) if "never wrote" in m]
     assert f"stopped wandb-core (pid {core}) with SIGKILL" in message
     assert "INSTRUMENT_EXIT_TIMEOUT" in message
@@ -116,7 +126,7 @@ def test_a_frozen_wandb_core_lets_the_process_exit_and_loses_nothing(wandb_root:
                               env=wandb_env(wandb_root), capture_output=True, text=True, timeout=120)
     assert 0 == replayed.returncode, replayed.stderr
     rows = sorted(point for run in read_runs(wandb_root / "wandb") for point in run.series("train/loss"))
-    expected = [(i, 1.0 / (i + 1)) for i in range(2 if freeze_first else 4)]
+    expected = [(i, 1.0 / (i + 1)) for i in range(2 if when == "before-the-run" else 4)]
     assert expected == rows
 
 
