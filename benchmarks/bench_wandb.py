@@ -222,12 +222,16 @@ def run_child(child: str, root: Path, extra: list[str], env_extra: dict[str, str
 
 
 def history_rows(root: Path) -> float:
-    """Return the history rows in the one ``.wandb`` file under *root* (NaN if none)."""
-    sys.path.insert(0, str(ROOT))
-    from instrument import runfile
+    """Return the history rows in the ``.wandb`` files under *root* (NaN if none).
 
-    files = runfile.find_run_files(root / "wandb")
-    return float(sum(len(runfile.read_run_file(path).history) for path in files)) if files else float("nan")
+    Read in a subprocess: a child's peak RSS (``ru_maxrss``) starts from its parent's at the fork,
+    so the parent must stay small.
+    """
+    code = ("import sys; from instrument import runfile; files = runfile.find_run_files(sys.argv[1]); "
+            "print(sum(len(runfile.read_run_file(p).history) for p in files) if files else 'nan')")
+    result = subprocess.run([sys.executable, "-c", code, str(root / "wandb")], env=child_env(root),
+                            capture_output=True, text=True, timeout=900, check=True)
+    return float(result.stdout.strip())
 
 
 def compare(name: str, kinds: tuple[str, ...], repeats: int, root: Path, extra: list[str],
