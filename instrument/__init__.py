@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from instrument._gates import Baseline, Gate, GateError, Regression
 from instrument._pipeline import pipeline
 from instrument._problems import InstrumentationError, InstrumentationWarning
 from instrument._stages import eval_summary, log, run_config, training_stage
@@ -17,6 +18,7 @@ from instrument._stages import eval_summary, log, run_config, training_stage
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
+    from instrument import baselines as baselines
     from instrument import runfile as runfile
     from instrument import testing as testing
     from instrument._context_file import ContextFile, ContextFileError
@@ -40,6 +42,7 @@ _LAZY = {
     **dict.fromkeys(("ContextFileError", "ContextFile"), "instrument._context_file"),
     **dict.fromkeys(("WandBContext", "configure", "create_wandb_context", "current", "finish", "flush",
                      "load_wandb_context_from_env", "save_wandb_context"), "instrument._imperative"),
+    "baselines": "instrument.baselines",
     "runfile": "instrument.runfile",
     "testing": "instrument.testing",
 }
@@ -63,18 +66,23 @@ def __dir__() -> list[str]:
 __all__ = [
     "Alert",
     "Artifact",
+    "Baseline",
     "Config",
     "ContextFile",
     "ContextFileError",
     "File",
+    "Gate",
+    "GateError",
     "Histogram",
     "Image",
     "InstrumentationError",
     "InstrumentationWarning",
+    "Regression",
     "Series",
     "Summary",
     "Table",
     "WandBContext",
+    "baselines",
     "configure",
     "create_wandb_context",
     "current",

@@ -2,58 +2,45 @@
 
 What W&B does with config is the rule here: ``config.update`` replaces a nested dict whole (so
 instrument merges first), NaN anywhere in the config (nested, in a list) is stored as null, and
-a value of another type is stored as its ``str()``. Pure; imports only the leaves
-:mod:`instrument._kinds` and :mod:`instrument._problems`.
+a value of another type is stored as its ``str()`` (instrument says so). Settings objects are
+:mod:`instrument._settings`'. Pure; imports only leaves.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
-from instrument._kinds import as_number, module_of
 from instrument._problems import Problem
+from instrument._settings import Note, is_settings, plain
 
 
 def is_config_mapping(value: object) -> bool:
-    """Return whether *value* can be a run config: a mapping, an attrs or dataclass instance, an
-    OmegaConf config (recognised by its module, omegaconf is not imported)."""
-    if isinstance(value, Mapping) or attrs.has(type(value)) or module_of(value) == "omegaconf":
-        return True
-    return hasattr(value, "__dataclass_fields__") and not isinstance(value, type)
+    """Return whether *value* can be a run config: a mapping or a settings object (a dataclass,
+    attrs or pydantic instance, an ``argparse.Namespace``, an OmegaConf config, ...; see
+    :mod:`instrument._settings`)."""
+    return is_settings(value)
 
 
-def plain_config(value: Any) -> Any:
-    """Return *value* as plain config data: nesting kept, paths as strings, tuples as lists.
+#: What the config accepts, for messages.
+CONFIG_KINDS = ("a mapping or a settings object (a dataclass, attrs or pydantic instance, an argparse.Namespace, "
+                "an OmegaConf config)")
 
-    Accepts mappings, attrs and dataclass instances, OmegaConf configs (recognised, and
-    ``omegaconf`` imported only when one was passed), sequences and scalars; numpy and 0-d
-    tensor scalars become plain numbers. Other leaves are kept as they are (wandb stores them
-    as their ``str()``).
+
+def plain_config(value: Any, problems: list[Problem] | None = None) -> Any:
+    """Return *value* as plain config data: nesting kept, JSON-safe (:func:`instrument._settings.plain`).
+
+    Settings objects become dicts, paths strings, tuples and sets lists, enums their value,
+    numpy and tensor values numbers and lists. A leaf that is no config value is stored as its
+    ``str()``: a problem saying so (advisory, once per key) is appended to *problems*.
     """
-    if module_of(value) == "omegaconf":
-        from omegaconf import OmegaConf  # only when one was passed, so it is installed
-
-        value = OmegaConf.to_container(value, resolve=True)
-    if attrs.has(type(value)):
-        value = attrs.asdict(value, recurse=False)
-    elif hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): plain_config(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [plain_config(v) for v in value]
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    number = as_number(value)
-    if number is not None:
-        return number
-    return value
+    notes: list[Note] = []
+    converted = plain(value, notes)
+    if problems is not None:
+        problems.extend(Problem("converted", f"instrument: config key {note.key!r}: {note.message}",
+                                f"config:{note.key}") for note in notes)
+    return converted
 
 
 def nan_keys(values: Any, path: str = "") -> list[str]:

@@ -33,6 +33,25 @@ WANDB_ERROR_REPORTING = "WANDB_ERROR_REPORTING"
 #: wandb's root folder for runs (``<WANDB_DIR>/wandb/...``); default: the working directory.
 WANDB_DIR = "WANDB_DIR"
 
+#: wandb's server address (default: wandb's own). ``instrument sync`` uploads there, through
+#: ``wandb sync``, and records it with each attempt.
+WANDB_BASE_URL = "WANDB_BASE_URL"
+
+#: wandb's bounds on retrying a GraphQL request, a file-stream request and a file upload (wandb
+#: reads ``WANDB__<NAME>`` as its setting ``x_<name>``). Unbounded, an unreachable file stream is
+#: retried for days; ``instrument sync`` sets each to 3 for ``wandb sync`` unless set here.
+WANDB_GRAPHQL_RETRY_MAX = "WANDB__GRAPHQL_RETRY_MAX"
+WANDB_FILE_STREAM_RETRY_MAX = "WANDB__FILE_STREAM_RETRY_MAX"
+WANDB_FILE_TRANSFER_RETRY_MAX = "WANDB__FILE_TRANSFER_RETRY_MAX"
+
+#: Seconds one of wandb's GraphQL requests may take (its setting ``x_graphql_timeout_seconds``);
+#: ``instrument sync`` sets 30 for ``wandb sync`` unless set here.
+WANDB_HTTP_TIMEOUT = "WANDB_HTTP_TIMEOUT"
+
+#: ``true`` silences wandb's console output; ``instrument sync`` removes it for ``wandb sync``,
+#: whose printed errors are how it learns that an upload failed.
+WANDB_SILENT = "WANDB_SILENT"
+
 #: ``1``/``true`` turns instrumentation problems (unroutable values, key collisions, bad steps)
 #: from warnings into exceptions. Default off; the pytest fixture turns it on.
 INSTRUMENT_STRICT = "INSTRUMENT_STRICT"
@@ -197,7 +216,7 @@ def resolve_mode(explicit: str | None, environ: Mapping[str, str] = os.environ) 
 def unknown_mode_message(value: str) -> str:
     """Return the message for a ``WANDB_MODE`` *value* that is not a wandb mode."""
     return (f"instrument: {WANDB_MODE}={value!r} is not a wandb mode (expected one of {_accepted()}); runs are "
-            "written offline instead, to be uploaded with `wandb sync`")
+            "written offline instead, to be uploaded with `instrument sync`")
 
 
 def wandb_mode(environ: Mapping[str, str] = os.environ) -> str | None:

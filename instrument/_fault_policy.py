@@ -21,10 +21,19 @@ from collections.abc import Callable
 import attrs
 
 from instrument import _env
-from instrument._backends.base import Backend, BackendRun, BufferedRun, Call, RunSpec, Stopped, new_run_id
+from instrument._backends.base import (
+    Backend,
+    BackendRun,
+    BufferedRun,
+    Call,
+    RunSpec,
+    Stopped,
+    ValuesDropped,
+    new_run_id,
+)
 from instrument._backends.call_journal import CallJournal, new_call_journal_folder
 from instrument._problems import InstrumentationError, Problem, report
-from instrument._records import Point, Record
+from instrument._records import Point, Record, SummaryUpdate
 
 #: What a backend raises when it rejects one call for its value (a bad file policy, a file that
 #: does not exist, an image shape wandb cannot convert, an unknown alert level): that record is
@@ -97,7 +106,7 @@ class FaultPolicy:
                 self.spec = spec
                 where = run.location()
                 self.fault("init", f"{failure}; the run was written offline{renamed} to {where} instead; "
-                           f"upload it later with `wandb sync {where}`")
+                           f"upload it later with `instrument sync {where}`")
                 return run
         try:
             journal = self._open_journal(reason=failure)
@@ -125,6 +134,8 @@ class FaultPolicy:
             write(record, run)
         except InstrumentationError:
             raise
+        except ValuesDropped as error:  # the record landed without the values wandb could not write
+            dropped(record, error)
         except REJECTIONS as error:  # wandb rejected this value; the run itself is fine
             kind = type(record).__name__
             self.fault(f"rejected {kind}", f"writing a {kind} record to run {self.spec.id} failed "
@@ -291,6 +302,19 @@ class FaultPolicy:
             self.fault("finish", f"finishing run {self.spec.id} failed ({describe(error)}). {unsynced(spill or run)}")
 
 
+def dropped(record: Record, error: ValuesDropped) -> None:
+    """Report each value a backend could not write, naming the function the record came from.
+
+    Raises:
+        InstrumentationError: in strict mode, for the first value (as routing raises for one it drops).
+    """
+    function = record.function if isinstance(record, Point | SummaryUpdate) and record.function else ""
+    for key, kind, reason in error.dropped:
+        where = f"instrument: {function}: " if function else "instrument: "
+        report(Problem("unroutable", f"{where}key {key!r}: wandb could not write a {kind} ({reason})", key,
+                       "it was dropped"))
+
+
 def describe(error: BaseException) -> str:
     """Return ``Type: first line of the message`` (wandb's messages run over several lines)."""
     text = str(error).strip().splitlines()
@@ -314,7 +338,7 @@ def unsynced(run: BackendRun | None) -> str:
         return (f"Its data is in the journal {where}; write it into an offline run with "
                 f"`python -m instrument replay {where}`.")
     if os.path.isdir(where):
-        return f"Its data is in {where}; upload what is missing with `wandb sync {where}`."
+        return f"Its data is in {where}; upload what is missing with `instrument sync {where}`."
     return f"Its data is in {where}."
 
 

@@ -154,9 +154,12 @@ class WandBContext:
         self._route(metrics, "summary", prefix or None, "WandBContext.log_eval_summary")
 
     def update_config(self, config: Any) -> None:
-        """Merge *config* (a mapping, attrs or dataclass instance) into ``run.config`` at the top
-        level, nesting kept; a changed value keeps the last one, with a warning naming the key."""
-        self._write("summary", [ConfigUpdate(values=plain_config(config))], function="WandBContext.update_config")
+        """Merge *config* (a mapping or settings object: a dataclass, attrs or pydantic instance, an
+        ``argparse.Namespace``, an OmegaConf config) into ``run.config`` at the top level, nesting
+        kept; a changed value keeps the last one, with a warning naming the key."""
+        problems: list[Problem] = []
+        values = plain_config(config, problems)
+        self._write("summary", [ConfigUpdate(values=values)], problems, function="WandBContext.update_config")
 
     def _refuse(self, function: str, key: str, message: str) -> None:
         """Report a bad argument of a method (an error in strict mode); nothing is logged."""

@@ -23,10 +23,20 @@ from typing import Any, Protocol
 
 import attrs
 
-from instrument._kinds import is_pil_image, is_wandb_value
-from instrument._problems import InstrumentationError, InstrumentationWarning, Problem, report, user_stacklevel
+from instrument._foreign import Encoder as StateEncoder
+from instrument._foreign import ForeignError, PlotlyFigure, decode, is_wandb_object
+from instrument._kinds import is_pil_image, is_plotly_figure, type_name
+from instrument._problems import (
+    ONCE_PER_KEY,
+    InstrumentationError,
+    InstrumentationWarning,
+    Problem,
+    report,
+    user_stacklevel,
+)
 from instrument._records import (
     ConfigUpdate,
+    DeclareChart,
     LogArtifact,
     Point,
     Record,
@@ -38,7 +48,7 @@ from instrument._redact import redact_config
 from instrument._values import Histogram, Image, Table
 
 _RECORDS: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (Point, SummaryUpdate, ConfigUpdate, SaveFile, LogArtifact, SendAlert)
+    cls.__name__: cls for cls in (Point, SummaryUpdate, ConfigUpdate, SaveFile, LogArtifact, SendAlert, DeclareChart)
 }
 
 #: The key that marks an encoded media value inside a journal line.
@@ -50,11 +60,19 @@ class JournalError(ValueError):
 
 
 class Encoder:
-    """Turns the media of one record into JSON, copying their pixels and files into *files*."""
+    """Turns the media of one record into JSON, copying their pixels and files into *files*.
 
-    def __init__(self, files: Path, counter: Iterator[int]) -> None:
+    instrument's own media cross as their data; wandb's own objects (``wandb.Html``, a
+    ``wandb.Table`` of images, a chart's table, ...) as their state
+    (:mod:`instrument._foreign`), so the owner writes exactly what ``run.log`` writes for them
+    in-process; a plotly figure as its JSON. *function* names the decorated function in the
+    warning about a value that cannot cross.
+    """
+
+    def __init__(self, files: Path, counter: Iterator[int], function: str = "") -> None:
         self.files = files
         self.counter = counter
+        self.function = function
 
     def name(self, suffix: str) -> str:
         return f"media-{next(self.counter)}{suffix}"
@@ -64,10 +82,16 @@ class Encoder:
             return {_MEDIA: "table", "columns": list(value.columns),
                     "rows": [[self.value(key, cell) for cell in row] for row in value.rows]}
         if isinstance(value, Histogram):
-            return {_MEDIA: "histogram", "values": list(value.values), "num_bins": value.num_bins}
+            return {_MEDIA: "histogram", "values": list(value.values), "num_bins": value.num_bins,
+                    "counts": None if value.counts is None else list(value.counts),
+                    "bins": None if value.bins is None else list(value.bins)}
         if isinstance(value, Image):
             return {_MEDIA: "image", "file": self.image_file(value.data), "caption": value.caption}
-        if is_wandb_value(value):
+        if isinstance(value, PlotlyFigure):
+            return {_MEDIA: "plotly", "json": value.json}
+        if is_plotly_figure(value):
+            return {_MEDIA: "plotly", "json": value.to_json()}
+        if is_wandb_object(value):
             return self.wandb_value(key, value)
         if isinstance(value, dict):
             return {k: self.value(k, v) for k, v in value.items()}
@@ -90,31 +114,40 @@ class Encoder:
         return name
 
     def wandb_value(self, key: str, value: Any) -> Any:
-        kind = type(value).__name__
-        if kind == "Table" and hasattr(value, "columns") and hasattr(value, "data"):
-            return self.value(key, Table(value.columns, value.data))
-        path = getattr(value, "_path", None)
-        if kind == "Image" and isinstance(path, str) and os.path.isfile(path):
-            return self.value(key, Image(path, caption=getattr(value, "_caption", None)))
-        report(Problem("unroutable", f"instrument: key {key!r}: a wandb.{kind} cannot cross from this "
-                       "subprocess to the pipeline run; use instrument.Table, instrument.Image or "
-                       "instrument.Histogram", key, "it was dropped"))
-        return _DROP
+        try:
+            return {_MEDIA: "wandb", "state": StateEncoder(self.files, self.counter).encode(value)}
+        except (ForeignError, OSError) as error:
+            function = f"{self.function}: " if self.function else ""
+            report(Problem("unroutable", f"instrument: {function}key {key!r}: a {type_name(value)} cannot be "
+                           f"written to the journal ({error})", key, "it was dropped"))
+            return _DROP
 
 
 _DROP: Any = object()
 
 
 def without_dropped(values: dict[str, Any]) -> dict[str, Any]:
+    """Return *values* without the ones an :class:`Encoder` could not carry."""
     return {k: v for k, v in values.items() if v is not _DROP}
 
 
 def decode_value(value: Any, files: Path) -> Any:
+    """Return an encoded value (from :class:`Encoder`, read back from JSON) decoded, its files in *files*.
+
+    wandb's objects come back as :class:`~instrument._foreign.ForeignValue` (the wandb backend
+    rebuilds them), plotly figures as :class:`~instrument._foreign.PlotlyFigure`.
+
+    Raises:
+        JournalError: a file named lies outside *files*.
+        ValueError: an encoded value is malformed.
+    """
     if isinstance(value, dict):
         media = value.get(_MEDIA)
         if media == "table":
             return Table(value["columns"], [[decode_value(c, files) for c in row] for row in value["rows"]])
         if media == "histogram":
+            if value.get("counts") is not None:
+                return Histogram(counts=value["counts"], bins=value["bins"])
             return Histogram(value["values"], num_bins=value.get("num_bins", 64))
         if media == "image":
             path = inside(files, value["file"])
@@ -123,6 +156,10 @@ def decode_value(value: Any, files: Path) -> Any:
 
                 return Image(np.load(path, allow_pickle=False), caption=value.get("caption"))
             return Image(str(path), caption=value.get("caption"))
+        if media == "plotly":
+            return PlotlyFigure(str(value["json"]))
+        if media == "wandb":
+            return decode(value["state"], files, inside)
         return {k: decode_value(v, files) for k, v in value.items()}
     if isinstance(value, list):
         return [decode_value(v, files) for v in value]
@@ -200,10 +237,14 @@ class JournalWriter:
             line["policy"] = "now" if record.policy == "live" else record.policy
         elif isinstance(record, LogArtifact):
             folder = self.files / f"artifact-{next(self._counter)}"
-            line["path"] = self._copy(Path(record.path), folder / Path(record.path).name)
+            if record.native is not None:
+                line["path"] = str(native_artifact_files(record.native, folder))
+            else:
+                line["path"] = self._copy(Path(record.path), folder / Path(record.path).name)
             line["aliases"] = list(record.aliases)
+            line.pop("native")
         elif isinstance(record, Point | SummaryUpdate):
-            encoder = Encoder(self.files, self._counter)
+            encoder = Encoder(self.files, self._counter, record.function)
             line["values"] = without_dropped({k: encoder.value(k, v) for k, v in record.values.items()})
         return line
 
@@ -222,6 +263,29 @@ class JournalWriter:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def native_artifact_files(artifact: Any, folder: Path) -> Path:
+    """Copy the files of a ``wandb.Artifact`` into *folder* under their names in the artifact.
+
+    wandb staged a copy of each file when it was added; the owner logs the folder as an artifact
+    of the same name, type, metadata and description. A reference to a remote object (``s3://``)
+    has no file to carry: it is left out with a warning naming the artifact and the reference.
+
+    Returns:
+        *folder*, created.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, entry in artifact.manifest.entries.items():
+        if entry.local_path and os.path.isfile(entry.local_path):
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(entry.local_path, target)
+        else:
+            report(Problem("unroutable", f"instrument: artifact {artifact.name!r}: its entry {name!r} "
+                           f"({entry.ref or 'no local file'}) cannot cross from this subprocess to the pipeline run",
+                           f"artifact:{artifact.name}", "it was left out"))
+    return folder
 
 
 class JournalReader:
@@ -281,6 +345,7 @@ class JournalReader:
             inside(self.folder, line["path"])
             if cls is LogArtifact:
                 line["aliases"] = tuple(line.get("aliases", ()))
+                line.pop("native", None)
         return cls(**line)  # type: ignore[no-any-return]
 
     def remove(self) -> None:
@@ -319,7 +384,7 @@ class JournalSink:
         A record that cannot be written is reported (once per kind), never raised.
         """
         for problem in problems:
-            report(problem, once=problem.kind == "non_finite")
+            report(problem, once=problem.kind in ONCE_PER_KEY)
         for record in records:
             line = record
             if isinstance(record, ConfigUpdate) and self.redact_secrets:

@@ -50,6 +50,27 @@ def is_wandb_value(value: object) -> bool:
     return module_of(value) == "wandb" and any(cls.__name__ == "WBValue" for cls in type(value).__mro__)
 
 
+def is_custom_chart(value: object) -> bool:
+    """Return whether *value* is a chart of ``wandb.plot`` (``wandb.plot.line(...)``, a ``CustomChart``)."""
+    return (module_of(value) == "wandb" and type(value).__name__ == "CustomChart" and hasattr(value, "table")
+            and hasattr(value, "spec"))
+
+
+def is_wandb_artifact(value: object) -> bool:
+    """Return whether *value* is a ``wandb.Artifact``."""
+    return module_of(value) == "wandb" and type(value).__name__ == "Artifact" and hasattr(value, "manifest")
+
+
+def is_matplotlib_figure(value: object) -> bool:
+    """Return whether *value* is a matplotlib figure (duck typing, matplotlib is not imported)."""
+    return module_of(value) == "matplotlib" and hasattr(value, "savefig") and hasattr(value, "canvas")
+
+
+def is_plotly_figure(value: object) -> bool:
+    """Return whether *value* is a plotly figure (duck typing, plotly is not imported)."""
+    return module_of(value) == "plotly" and hasattr(value, "to_plotly_json") and hasattr(value, "to_json")
+
+
 def is_pil_image(value: object) -> bool:
     """Return whether *value* is a PIL image (duck typing, PIL is not imported)."""
     return module_of(value) == "PIL" and hasattr(value, "size") and hasattr(value, "mode") and hasattr(value, "copy")
@@ -61,11 +82,17 @@ def is_dataframe(value: object) -> bool:
 
 
 def tensor_to_numpy(value: Any) -> Any:
-    """Return the numpy array of a tensor (detached and moved to the CPU first when it can be)."""
+    """Return the numpy array of a tensor (detached and moved to the CPU first when it can be).
+
+    numpy has no bfloat16: a bfloat16 tensor becomes float32 first (every bfloat16 value is
+    exact in float32).
+    """
     for step in ("detach", "cpu"):
         method = getattr(value, step, None)
         if callable(method):
             value = method()
+    if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+        value = value.float()
     return value.numpy() if hasattr(value, "numpy") else value
 
 

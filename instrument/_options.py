@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from instrument._config import is_config_mapping, plain_config
+from instrument._config import CONFIG_KINDS, is_config_mapping, plain_config
 from instrument._env import check_mode
 from instrument._kinds import shown
 
@@ -36,8 +36,7 @@ def _as_config(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if not is_config_mapping(value):
-        raise TypeError("config must be a mapping (a dict, an attrs or dataclass instance, an OmegaConf config), "
-                        f"got {shown(value)}")
+        raise TypeError(f"config must be {CONFIG_KINDS}, got {shown(value)}")
     converted: dict[str, Any] = plain_config(value)
     return converted
 

@@ -7,6 +7,7 @@ loaded then through :mod:`instrument._runtime`), which its subprocesses link to.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -37,6 +38,7 @@ def pipeline(
     mode: str | None = None,
     entity: str | None = None,
     redact_secrets: bool | None = None,
+    gate_exit: bool = False,
 ) -> Pipeline: ...
 
 
@@ -50,6 +52,7 @@ def pipeline(
     mode: str | None = None,
     entity: str | None = None,
     redact_secrets: bool | None = None,
+    gate_exit: bool = False,
 ) -> Any:
     """Mark the orchestrator: it owns the pipeline run and links its subprocesses to it.
 
@@ -77,6 +80,10 @@ def pipeline(
         redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
             (see :func:`instrument.configure`); None (default) follows ``configure``, which
             defaults to True.
+        gate_exit: when the body ended normally but a ``fail`` gate of an eval failed in this
+            pipeline (its subprocesses' evals included), finish the run with exit code 1 and
+            raise ``SystemExit(1)``, with one line on stderr naming the failed suites
+            (docs/gates.md). Without it, gates never change an exit code.
 
     Raises:
         TypeError: an argument has the wrong type (the message names it and the type), or what
@@ -90,14 +97,17 @@ def pipeline(
     """
     if callable(project) and not isinstance(project, str):  # used bare: @pipeline above a def
         given = (name, group, config, mode, entity, redact_secrets)
-        if any(option is not None for option in given) or tags not in ((), []):
+        if any(option is not None for option in given) or tags not in ((), []) or gate_exit:
             raise TypeError("instrument.pipeline: project must be a string, got a function; to give "
                             "options write @instrument.pipeline(project=..., ...) above the function")
         return Pipeline(RunOptions())(project)
+    if not isinstance(gate_exit, bool):
+        raise TypeError(f"instrument.pipeline: gate_exit must be True or False, got {type(gate_exit).__name__} "
+                        f"{gate_exit!r}")
     return Pipeline(RunOptions.checked(
         "instrument.pipeline", project=project, name=name, group=group, tags=tags, config=config, mode=mode,
         entity=entity, redact_secrets=redact_secrets,
-    ))
+    ), gate_exit=gate_exit)
 
 
 class Pipeline:
@@ -105,10 +115,12 @@ class Pipeline:
 
     Attributes:
         options: the checked :class:`~instrument._options.RunOptions` every run it starts gets.
+        gate_exit: exit with status 1 when a ``fail`` gate failed in a run (see :func:`pipeline`).
     """
 
-    def __init__(self, options: RunOptions) -> None:
+    def __init__(self, options: RunOptions, *, gate_exit: bool = False) -> None:
         self.options = options
+        self.gate_exit = gate_exit
         self._active: list[PipelineRun] = []
 
     def start_run(self) -> PipelineRun:
@@ -121,9 +133,18 @@ class Pipeline:
         return run
 
     def finish_run(self, run: PipelineRun, error: BaseException | None) -> None:
-        """Finish *run*, one this pipeline started (exit code from *error*, see :func:`pipeline`)."""
+        """Finish *run*, one this pipeline started (exit code from *error*, see :func:`pipeline`).
+
+        Raises:
+            SystemExit: with ``gate_exit``, status 1 when the body ended normally and a ``fail``
+                gate failed in the run (after the run was finished with exit code 1).
+        """
         self._active.remove(run)
-        run.close(error)
+        run.close(error, gate_exit=self.gate_exit)
+        if run.failed_gates and error is None:
+            print(f"instrument: pipeline run {run.id}: the gates of {', '.join(map(repr, run.failed_gates))} failed; "
+                  "exiting with status 1 (gate_exit=True)", file=sys.stderr)
+            raise SystemExit(1)
 
     def __enter__(self) -> PipelineRun:
         """Start a pipeline run and export ``WANDB_CONTEXT_FILE``; return the run."""

@@ -2,7 +2,7 @@
 
 It writes the context file its subprocesses find through ``WANDB_CONTEXT_FILE``, ingests the
 record journals they write while it runs, drains them at the end, lists the children's runs in
-summary ``pipeline/children`` and prints the ``wandb sync`` command for an offline pipeline.
+summary ``pipeline/children`` and prints the ``instrument sync`` command for an offline pipeline.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader, children_summary, ingest
 from instrument._options import RunOptions
 from instrument._problems import Problem, report
+from instrument._verdicts import failed_suites
 
 
 class PipelineRun:
@@ -39,6 +40,8 @@ class PipelineRun:
         context: the context file's contents; context_file: its path (what
             ``WANDB_CONTEXT_FILE`` names in the subprocesses).
         children: the run ids of the children's runs ingested so far.
+        failed_gates: after :meth:`close` with ``gate_exit``, the prefixes of the suites of gates
+            that failed in the run (empty otherwise).
     """
 
     def __init__(self, options: RunOptions) -> None:
@@ -61,6 +64,7 @@ class PipelineRun:
         self.context_file = self.context.save(self.folder / "context.json")
         self.reader = JournalReader(journal)
         self.children: list[str] = []
+        self.failed_gates: list[str] = []
         self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
         self._previous: str | None = None
         self._exported = False
@@ -106,11 +110,14 @@ class PipelineRun:
     def _terminate(self, exit_code: int) -> None:
         self.close(exit_code=exit_code)
 
-    def close(self, error: BaseException | None = None, exit_code: int | None = None) -> None:
+    def close(self, error: BaseException | None = None, exit_code: int | None = None, *,
+              gate_exit: bool = False) -> None:
         """Drain the journals, record the children and finish the run; once.
 
         The exit code is *exit_code* if given, else derived from *error*: 0, n for
-        ``SystemExit(n)``, 130 for Ctrl-C, 1 for any other exception.
+        ``SystemExit(n)``, 130 for Ctrl-C, 1 for any other exception. With *gate_exit*, an exit
+        code of 0 becomes 1 when a suite of gates failed in the run, evals of subprocesses
+        included (their journals are drained first); :attr:`failed_gates` names those suites.
         """
         with self._close_lock:  # the main thread and a SIGTERM's finisher may both close it
             if self._closed:
@@ -136,7 +143,11 @@ class PipelineRun:
                 target.write([children_summary(self.children)])
         except Exception as failure:  # never raise into the orchestrator
             report(Problem("backend", f"instrument: recording the children of run {self.id} failed ({failure})"))
-        self.session.finish(exit_code if exit_code is not None else _lifecycle.exit_code_for(error), timeout)
+        code = exit_code if exit_code is not None else _lifecycle.exit_code_for(error)
+        if gate_exit and code == 0:
+            self.failed_gates = failed_suites(self.session.owned_summary())
+            code = 1 if self.failed_gates else 0
+        self.session.finish(code, timeout)
         self._print_sync_command()
         if drained:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -146,7 +157,7 @@ class PipelineRun:
                            f"`python -m instrument replay {self.folder}`"))
 
     def _print_sync_command(self) -> None:
-        """Print, for an offline pipeline, one line with the ``wandb sync`` command for its run
+        """Print, for an offline pipeline, one line with the ``instrument sync`` command for its run
         and every child's run (each child's run has a folder of its own; wandb's own hint is
         silenced and would only name one run)."""
         if self.session.spec.mode not in ("offline", "dryrun"):
@@ -165,7 +176,7 @@ class PipelineRun:
         runs = (f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count
                 else f"run {self.id} was")
         print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "
-              f"`wandb sync {shown}`", file=sys.stderr)
+              f"`instrument sync {shown}`", file=sys.stderr)
 
 
 def _short(path: str) -> str:

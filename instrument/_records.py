@@ -24,6 +24,7 @@ class Point:
     axis: str | None = None
     step: int | None = None
     summary: dict[str, str] = attrs.field(factory=dict)  # full key -> define_metric summary op
+    function: str = attrs.field(default="", eq=False)  # the decorated function, named in messages
 
 
 @attrs.frozen(slots=True)
@@ -32,6 +33,7 @@ class SummaryUpdate:
 
     values: dict[str, Any]
     owned: bool = True  # an eval's value: re-asserted at finish if a series overwrote it
+    function: str = attrs.field(default="", eq=False)  # the decorated function, named in messages
 
 
 @attrs.frozen(slots=True)
@@ -53,12 +55,27 @@ class SaveFile:
 
 @attrs.frozen(slots=True)
 class LogArtifact:
-    """Log a file or folder as an artifact (``run.log_artifact``)."""
+    """Log a file or folder as an artifact (``run.log_artifact``), with its version's *metadata*
+    and *description*; or, with *native*, a ``wandb.Artifact`` the user built, as it is (*path*
+    is then ``""`` and the other fields repeat the artifact's own)."""
 
     path: str
     type: str = "model"
     name: str | None = None
     aliases: tuple[str, ...] = ()
+    metadata: dict[str, Any] | None = None
+    description: str | None = None
+    native: Any = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen(slots=True)
+class DeclareChart:
+    """Declare the custom chart *key* (a ``wandb.plot`` chart): *spec* is its panel configuration,
+    which wandb keeps in the run's config under ``_wandb.visualize.<key>``; the chart's table is
+    logged beside it under ``<key>_table``."""
+
+    key: str
+    spec: dict[str, Any]
 
 
 @attrs.frozen(slots=True)
@@ -70,7 +87,7 @@ class SendAlert:
     level: str = "WARN"
 
 
-Record = Point | SummaryUpdate | ConfigUpdate | SaveFile | LogArtifact | SendAlert
+Record = Point | SummaryUpdate | ConfigUpdate | SaveFile | LogArtifact | SendAlert | DeclareChart
 
 
 def approx_bytes(value: Any) -> int:

@@ -53,11 +53,11 @@ class Replayed:
     removed: bool
 
     def report(self) -> str:
-        """Return the lines the CLI prints: where the run went and the ``wandb sync`` commands."""
+        """Return the lines the CLI prints: where the run went and the ``instrument sync`` commands."""
         lines = [f"instrument: replayed {self.count} journal lines into run {self.run_id} at {self.location}",
-                 f"upload it with: wandb sync {self.location}"]
+                 f"upload it with: instrument sync {self.location}"]
         if self.partial and os.path.isdir(self.partial):
-            lines.append(f"the part written before the failure is in {self.partial}: wandb sync {self.partial}")
+            lines.append(f"the part written before the failure is in {self.partial}: instrument sync {self.partial}")
         if not self.removed:
             lines.append("the journal was kept")
         return "\n".join(lines)

@@ -11,16 +11,21 @@ Rules:
 * role ``series`` (``training_stage``): numbers become one history point on the stage's axis;
   role ``summary`` (``eval_summary``): numbers become summary keys.
 * strings go to the summary (W&B does not chart strings), from either role.
-* nested mappings flatten with ``/``; every key gets the decorator's prefix, markers included.
+* nested mappings flatten with ``/``; every key gets the decorator's prefix, markers included;
+  a non-string key becomes its text (``{0: 0.9}`` is ``.../0``), and two keys that become one
+  are reported naming both.
 * markers override the role: ``Summary``, ``Series``, ``Config`` (deep-merged under the prefix,
   whatever mapping key holds it),
   ``Alert``, ``File``/``pathlib.Path`` (a saved file), ``Artifact``.
-* media (``Table``, a pandas DataFrame, ``Image``, a PIL image, ``Histogram``, any W&B data type
-  such as ``wandb.Table``/``wandb.Image``) follow the role: history on a stage's axis, summary
-  from an eval.
+* media (``Table``, a pandas DataFrame, ``Image``, a PIL image, a matplotlib or plotly figure,
+  ``Histogram``, any W&B data type such as ``wandb.Table``/``wandb.Image``, a ``wandb.plot``
+  chart) follow the role: history on a stage's axis, summary from an eval. A chart becomes its
+  table under ``<key>_table`` and a :class:`~instrument._records.DeclareChart`, as ``run.log``
+  stores it; a media key too long for wandb's file or artifact name is shortened, said once.
 * an unmarked uint8 array HxW or HxWx1/3/4 is an image, a 1-D array or tensor of more than one
   element a histogram, an array of one element a number; any other array is not guessed.
 * anything else is a problem naming the function, the key and the type; the rest still lands.
+  Failure is per value: a value whose conversion raises is dropped alone, with the reason.
 """
 
 from __future__ import annotations
@@ -34,13 +39,18 @@ from typing import Any, Literal
 import attrs
 
 from instrument._config import plain_config
+from instrument._keys import key_text, media_key
 from instrument._kinds import (
     as_number,
     as_step,
     is_array,
+    is_custom_chart,
     is_dataframe,
+    is_matplotlib_figure,
     is_pil_image,
+    is_plotly_figure,
     is_tensor,
+    is_wandb_artifact,
     is_wandb_value,
     module_of,
     tensor_to_numpy,
@@ -48,15 +58,20 @@ from instrument._kinds import (
 )
 from instrument._media import (
     IMAGE_CHANNELS,
+    IMAGES_PER_KEY,
+    LINE_MAX_BYTES,
+    TABLE_MAX_ROWS,
     artifact_name,
     dataframe_table,
     histogram_values,
     image_data,
     is_image_batch,
+    within_bins,
 )
 from instrument._problems import Kind, Problem
 from instrument._records import (
     ConfigUpdate,
+    DeclareChart,
     LogArtifact,
     Point,
     Record,
@@ -92,25 +107,33 @@ def join(prefix: str | None, key: str) -> str:
 
 
 def flatten(
-    mapping: Mapping[Any, Any], prefix: str | None, function: str, problems: list[Problem]
-) -> Iterator[tuple[str, Any]]:
-    """Yield ``(key, leaf)`` for a nested mapping, keys joined with ``/`` under *prefix*.
+    mapping: Mapping[Any, Any], prefix: str | None, function: str, problems: list[Problem],
+    path: tuple[Any, ...] = (),
+) -> Iterator[tuple[str, Any, tuple[Any, ...]]]:
+    """Yield ``(key, leaf, path)`` for a nested mapping, keys joined with ``/`` under *prefix*;
+    *path* is the original keys leading to the leaf (for messages).
 
-    A key that is not a string or is empty is reported in *problems* and its value skipped.
+    A key that is not a string becomes its text (:func:`instrument._keys.key_text`: ``0`` is
+    ``"0"``); a key that is None or empty is reported in *problems* and its value skipped.
     Markers and media are leaves; plain nested mappings (and OmegaConf ones) recurse.
     """
     for key, value in mapping.items():
-        if not isinstance(key, str) or not key:
+        text = key_text(key)
+        if text is None:
             problems.append(
                 _problem("bad_key", function, join(prefix, repr(key)),
-                         f"keys must be non-empty strings, got {type(key).__name__} {key!r}", "value dropped")
+                         f"keys must be non-empty, got {type(key).__name__} {key!r}", "its value was dropped")
             )
             continue
-        full = join(prefix, key)
+        full = join(prefix, text)
         if _is_plain_mapping(value):
-            yield from flatten(value, full, function, problems)
+            yield from flatten(value, full, function, problems, (*path, key))
         else:
-            yield full, value
+            yield full, value, (*path, key)
+
+
+def _shown_path(path: tuple[Any, ...]) -> str:
+    return " / ".join(repr(key) for key in path) if path else "the value"
 
 
 def _is_plain_mapping(value: object) -> bool:
@@ -132,16 +155,20 @@ class _Builder:
         self.summary: dict[str, Any] = {}
         self.other: list[Record] = []
         self.problems: list[Problem] = []
-        self.keys: set[str] = set()
+        self.keys: dict[str, tuple[Any, ...]] = {}  # claimed key -> the original keys it came from
+        self.path: tuple[Any, ...] = ()  # the original keys of the leaf being added
 
     def problem(self, kind: Kind, key: str, detail: str, outcome: str = "") -> None:
         self.problems.append(_problem(kind, self.function, key, detail, outcome))
 
     def claim(self, key: str) -> bool:
         if key in self.keys:
-            self.problem("collision", key, "two values flatten to the same key", "the later one was dropped")
+            first, second = _shown_path(self.keys[key]), _shown_path(self.path)
+            detail = ("two values flatten to the same key" if first == second else
+                      f"the keys {first} and {second} both become this key")
+            self.problem("collision", key, detail, "the later one was dropped")
             return False
-        self.keys.add(key)
+        self.keys[key] = self.path
         return True
 
     def place(self, key: str, value: Any, role: Role) -> None:
@@ -152,14 +179,28 @@ class _Builder:
         else:
             self.summary[key] = value
 
+    def place_media(self, key: str, value: Any, role: Role, *, table: bool = False) -> None:
+        """Place a value wandb stores as a file named after its key (or, a table, an artifact)."""
+        short = media_key(key, table=table)
+        if short != key:
+            self.problem("converted", key, f"the key is too long for wandb's {'artifact' if table else 'file'} name; "
+                         f"the value was stored under key {short!r}")
+        self.place(short, value, role)
+
     def add(self, key: str, value: Any, role: Role | None = None) -> None:
-        """Route one leaf *value* under the final *key*."""
-        role = role or self.role
+        """Route one leaf *value* under the final *key*; a conversion that fails drops it alone."""
+        try:
+            self._add(key, value, role or self.role)
+        except Exception as error:  # one value that cannot be converted costs only itself
+            self.problem("unroutable", key, f"converting a {type_name(value)} failed "
+                         f"({type(error).__name__}: {_first_line(error)})", "it was dropped")
+
+    def _add(self, key: str, value: Any, role: Role) -> None:
         number = as_number(value)
         if number is not None:
             self.place(key, number, role)
         elif isinstance(value, str):
-            self.place(key, value, "summary")
+            self.add_text(key, value)
         elif value is None:
             return  # no value: like returning None, nothing is written
         elif isinstance(value, Summary):
@@ -176,41 +217,61 @@ class _Builder:
             self.add_file(key, File(value))
         elif isinstance(value, Artifact):
             self.add_artifact(value)
+        elif is_wandb_artifact(value):
+            self.other.append(LogArtifact(path="", type=value.type, name=value.name, metadata=dict(value.metadata),
+                                          description=value.description, native=value))
         elif isinstance(value, Table):
             self.add_table(key, value, role)
         elif is_dataframe(value):
             self.add_table(key, dataframe_table(value), role)
         elif isinstance(value, Image):
             self.add_image(key, value, role)
-        elif is_pil_image(value):
+        elif is_pil_image(value) or is_matplotlib_figure(value):
             self.add_image(key, Image(value), role)
         elif isinstance(value, Histogram):
             self.add_histogram(key, value, role)
+        elif is_custom_chart(value):
+            self.add_chart(key, value, role)
         elif is_wandb_value(value):
-            self.place(key, value, role)
+            self.place_media(key, value, role, table=type(value).__name__ == "Table")
+        elif is_plotly_figure(value):
+            self.place_media(key, value, role)  # wandb stores it as an interactive plotly chart
         elif is_array(value) or is_tensor(value):
             self.add_array(key, tensor_to_numpy(value) if is_tensor(value) else value, role)
         elif module_of(value) == "pandas" and hasattr(value, "to_numpy"):
             self.add_array(key, value.to_numpy(), role)  # a pandas Series: like a 1-D array
         elif isinstance(value, list | tuple | set | frozenset):
-            self.problem("unroutable", key,
-                         f"a {type(value).__name__} of {len(value)} values is not guessed: wrap it in "
-                         "instrument.Histogram(values) for a distribution, or instrument.Table(columns, rows) "
-                         "for rows", "it was dropped")
+            hint = ("it looks like a (counts, bin_edges) pair: wrap it in instrument.Histogram(pair) for a "
+                    "histogram with exactly those bins" if _looks_like_pair(value) else
+                    "wrap it in instrument.Histogram(values) for a distribution, or instrument.Table(columns, "
+                    "rows) for rows")
+            self.problem("unroutable", key, f"a {type(value).__name__} of {len(value)} values is not guessed: {hint}",
+                         "it was dropped")
         else:
             self.problem("unroutable", key,
                          f"a value of type {type_name(value)} fits no rule (numbers, strings, mappings, "
                          "arrays, media, markers)", "it was dropped")
 
+    def add_text(self, key: str, value: str) -> None:
+        size = len(value) if len(value) * 4 <= LINE_MAX_BYTES else len(value.encode("utf-8", "replace"))
+        if size > LINE_MAX_BYTES:
+            self.problem("limit", key, f"a string of {size} bytes is more than the {LINE_MAX_BYTES} bytes wandb "
+                         "uploads in one summary or history line (it would skip the whole line)", "it was dropped")
+            return
+        self.place(key, value, "summary")
+
     def add_mapping(self, mapping: Mapping[Any, Any], prefix: str | None, role: Role) -> None:
-        for key, leaf in flatten(mapping, prefix, self.function, self.problems):
+        outer = self.path
+        for key, leaf, path in flatten(mapping, prefix, self.function, self.problems):
+            self.path = (*outer, *path)
             self.add(key, leaf, role)
+        self.path = outer
 
     def add_config(self, value: Config) -> None:
         # Under the prefix only: the mapping key holding the marker is not a config level, so
         # {"nrmse": 0.1, "config": Config({"samples": 8})} from eval_small is
         # config["eval_small"]["samples"].
-        self.other.append(ConfigUpdate(values=plain_config(value.values), prefix=self.prefix))
+        self.other.append(ConfigUpdate(values=plain_config(value.values, self.problems), prefix=self.prefix))
 
     def add_file(self, key: str, value: File) -> None:
         source = os.path.abspath(value.path)
@@ -228,22 +289,42 @@ class _Builder:
     def add_artifact(self, value: Artifact) -> None:
         path = os.path.abspath(value.path)
         name = value.name or artifact_name(path)
-        self.other.append(LogArtifact(path=path, type=value.type, name=name, aliases=value.aliases))
+        self.other.append(LogArtifact(path=path, type=value.type, name=name, aliases=value.aliases,
+                                      metadata=value.metadata, description=value.description))
 
     def add_image(self, key: str, value: Image, role: Role) -> None:
-        data, note = image_data(value.data)
+        data, note, notice = image_data(value.data)
         if data is None:
             self.problem("unroutable", key, note, "it was dropped")
             return
+        if notice:
+            self.problem("non_finite", key, f"image: {notice}")
         if note:
-            self.problem("non_finite", key, f"image: {note}")
-        self.place(key, Image(data, caption=value.caption), role)
+            self.problem("converted", key, f"image: {note}")
+        if is_image_batch(data) and len(data) > IMAGES_PER_KEY:
+            self.problem("limit", key, f"a batch of {len(data)} images is more than the {IMAGES_PER_KEY} wandb keeps "
+                         "under one key", f"the {len(data) - IMAGES_PER_KEY} after the first {IMAGES_PER_KEY} "
+                         "were dropped")
+            data = data[:IMAGES_PER_KEY]
+        self.place_media(key, Image(data, caption=value.caption), role)
 
     def add_histogram(self, key: str, value: Histogram, role: Role) -> None:
-        finite = tuple(v for v in value.values if math.isfinite(v))
-        if len(finite) != len(value.values):
-            self.problem("non_finite", key, f"histogram: {_non_finite_count(len(value.values) - len(finite))} left out")
-        self.place(key, Histogram(finite, num_bins=value.num_bins), role)
+        if value.counts is None:
+            finite = tuple(v for v in value.values if math.isfinite(v))
+            if len(finite) != len(value.values):
+                self.problem("non_finite", key,
+                             f"histogram: {_non_finite_count(len(value.values) - len(finite))} left out")
+            value = Histogram(finite, num_bins=value.num_bins)
+        fitted, note = within_bins(value)
+        if note:
+            self.problem("converted", key, f"histogram: {note}")
+        self.place(key, fitted, role)
+
+    def add_chart(self, key: str, chart: Any, role: Role) -> None:
+        """A ``wandb.plot`` chart: its table under ``<key>_table``, its panel in the config (as ``run.log``)."""
+        chart.set_key(key)
+        self.place_media(chart.spec.table_key, chart.table, role, table=True)
+        self.other.append(DeclareChart(key=key, spec=chart.spec.config_value))
 
     def add_table(self, key: str, table: Table, role: Role) -> None:
         converted: dict[str, str] = {}
@@ -258,9 +339,13 @@ class _Builder:
                 cells.append(value)
             rows.append(cells)
         for column, kind in converted.items():
-            self.problem("unroutable", key, f"table column {column!r} holds values of type {kind}",
+            self.problem("converted", key, f"table column {column!r} holds values of type {kind}",
                          "they were stored as str()")
-        self.place(key, Table(table.columns, rows), role)
+        if len(rows) > TABLE_MAX_ROWS:
+            self.problem("limit", key, f"a table of {len(rows)} rows is more than the {TABLE_MAX_ROWS} rows wandb "
+                         "keeps of a table (10000 in the run's media file)",
+                         f"the {len(rows) - TABLE_MAX_ROWS} rows after the first {TABLE_MAX_ROWS} were dropped")
+        self.place_media(key, Table(table.columns, rows), role, table=True)
 
     def cell(self, key: str, cell: Any) -> Any:
         number = as_number(cell)
@@ -268,9 +353,9 @@ class _Builder:
             return number
         if cell is None or isinstance(cell, str) or is_wandb_value(cell):
             return cell
-        if isinstance(cell, Image) or is_pil_image(cell):
+        if isinstance(cell, Image) or is_pil_image(cell) or is_matplotlib_figure(cell):
             image = cell if isinstance(cell, Image) else Image(cell)
-            data, note = image_data(image.data)
+            data, note, _ = image_data(image.data)
             if data is None or is_image_batch(data):
                 self.problem("unroutable", key, f"table cell image: {note or 'a batch is not one cell'}",
                              "the cell was left empty")
@@ -299,13 +384,24 @@ class _Builder:
     def records(self, axis: str | None, step: int | None, summary: dict[str, str]) -> tuple[Record, ...]:
         out: list[Record] = []
         if self.point:
-            out.append(Point(values=self.point, axis=axis, step=step, summary=summary))
+            out.append(Point(values=self.point, axis=axis, step=step, summary=summary, function=self.function))
         if self.eval_point:
-            out.append(Point(values=self.eval_point, axis=self.prefix, step=None))
+            out.append(Point(values=self.eval_point, axis=self.prefix, step=None, function=self.function))
         if self.summary:
-            out.append(SummaryUpdate(values=self.summary, owned=self.role == "summary"))
+            out.append(SummaryUpdate(values=self.summary, owned=self.role == "summary", function=self.function))
         out.extend(self.other)
         return tuple(out)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _looks_like_pair(value: Any) -> bool:
+    return (isinstance(value, tuple | list) and len(value) == 2
+            and all(hasattr(part, "__len__") and not isinstance(part, str) for part in value)
+            and len(value[1]) == len(value[0]) + 1)
 
 
 _NOT_A_CELL: Any = object()

@@ -10,14 +10,17 @@ See docs/DESIGN.md, "Import cost".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from instrument._gates import Suite
     from instrument._linkage import Sink
     from instrument._options import RunOptions
     from instrument._pipeline_run import PipelineRun
+    from instrument._records import Record
     from instrument._routing import Role, Routed
+    from instrument._verdicts import SuiteVerdict
 
 # Each function below imports lazily for import cost: the layers load on the first record.
 
@@ -61,8 +64,22 @@ def pipeline_run(options: RunOptions) -> PipelineRun:
     return pipeline_run(options)
 
 
+def run_gates(suite: Suite, records: Sequence[Record], function: str) -> SuiteVerdict | None:
+    """Run an eval's gates on the records its call wrote, in the run eval values go to now
+    (``_gating.run_gates``); None in a forked child, where nothing is written."""
+    _load()
+    return run_gates(suite, records, function)
+
+
+def _run_gates(suite: Suite, records: Sequence[Record], function: str) -> SuiteVerdict | None:
+    from instrument import _gating, _linkage
+
+    sink = _linkage.resolve("summary")
+    return None if sink is None else _gating.run_gates(suite, records, _linkage.gated_run(sink), function)
+
+
 def _load() -> None:
-    global disabled, resolve, in_child, route, route_numbers, pipeline_run
+    global disabled, resolve, in_child, route, route_numbers, pipeline_run, run_gates
     from instrument import _lifecycle, _linkage, _pipeline_run, _routing
 
     disabled = _linkage.disabled
@@ -71,3 +88,4 @@ def _load() -> None:
     route = _routing.route
     route_numbers = _routing.route_numbers
     pipeline_run = _pipeline_run.PipelineRun
+    run_gates = _run_gates

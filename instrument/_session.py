@@ -31,10 +31,12 @@ from instrument._backends.call_journal import CallJournal
 from instrument._config import deep_merge, nan_config_problems
 from instrument._dispatch import Clock, Dispatcher
 from instrument._fault_policy import FaultPolicy, unsynced
+from instrument._keys import metric_name
 from instrument._media import artifact_name
-from instrument._problems import Problem, report
+from instrument._problems import ONCE_PER_KEY, Problem, report
 from instrument._records import (
     ConfigUpdate,
+    DeclareChart,
     LogArtifact,
     Point,
     Record,
@@ -56,17 +58,19 @@ Found = list[tuple[Problem, bool]]  # problems found while writing, reported aft
 class _Held:
     """A stage's row at an explicit step, still open for more metrics of the same step."""
 
-    __slots__ = ("axis", "step", "summary", "touched", "values")
+    __slots__ = ("axis", "function", "step", "summary", "touched", "values")
 
-    def __init__(self, values: dict[str, Any], axis: str, step: int, summary: dict[str, str], now: float) -> None:
+    def __init__(self, values: dict[str, Any], axis: str, step: int, summary: dict[str, str], now: float, *,
+                 function: str = "") -> None:
         self.values = values
         self.axis = axis
         self.step = step
         self.summary = summary
         self.touched = now
+        self.function = function
 
     def point(self) -> Point:
-        return Point(values=self.values, axis=self.axis, step=self.step, summary=self.summary)
+        return Point(values=self.values, axis=self.axis, step=self.step, summary=self.summary, function=self.function)
 
 
 class Session:
@@ -157,6 +161,17 @@ class Session:
         """The run id (known before the run starts: instrument chooses it)."""
         return self._run.id if self._run is not None else self.spec.id
 
+    def owned_summary(self) -> dict[str, Any]:
+        """Return a copy of the summary values evals wrote to this run so far, by full key
+        (their own and those journaled by subprocesses and ingested)."""
+        with self._write_lock:
+            return dict(self._owned_summary)
+
+    def config(self) -> dict[str, Any]:
+        """Return a deep copy of the run config as merged so far (what this process wrote)."""
+        with self._write_lock:
+            return copy.deepcopy(self._config)
+
     @property
     def started(self) -> bool:
         """Whether the run was started (or adopted)."""
@@ -221,7 +236,7 @@ class Session:
             InstrumentationError: strict mode is on and a problem is not advisory.
         """
         for problem in problems:
-            report(problem, once=problem.kind == "non_finite")
+            report(problem, once=problem.kind in ONCE_PER_KEY)
         if not records:
             return
         found: Found = []
@@ -363,8 +378,14 @@ class Session:
             if owned and key in owned:
                 self._overwritten.add(key)  # wandb's summary now holds the series value
                 self._collision(key, found)
-        self._series_keys.update(values)
         axis = point.axis
+        if axis is not None and not self._series_keys.issuperset(values):
+            for key in values:
+                if key not in self._series_keys and metric_name(key) is None:
+                    found.append((Problem("converted", f"instrument: key {key!r} holds a '*', which wandb's "
+                                          f"define_metric reads as a pattern; it is not declared on the {axis}/step "
+                                          "axis, so its chart uses wandb's own step", key), True))
+        self._series_keys.update(values)
         if axis is None:
             out.append(point)
             return
@@ -389,9 +410,10 @@ class Session:
             del self._held[axis]
             out.append(held.point())
         if explicit:
-            self._held[axis] = _Held(dict(values), axis, step, dict(point.summary), self._clock())
+            self._held[axis] = _Held(dict(values), axis, step, dict(point.summary), self._clock(),
+                                     function=point.function)
         else:
-            out.append(Point(values, axis, step, point.summary))
+            out.append(Point(values, axis, step, point.summary, point.function))
 
     def _release_idle_locked(self, out: list[Record]) -> None:
         """Move held rows idle for :data:`COALESCE_IDLE_SECONDS` into *out* (write lock held)."""
@@ -466,9 +488,15 @@ class Session:
         elif isinstance(record, SaveFile):
             run.save(record.path, record.base_path, record.policy)
         elif isinstance(record, LogArtifact):
-            run.log_artifact(record.path, record.type, record.name or artifact_name(record.path), record.aliases)
+            if record.native is not None:
+                run.log_wandb_artifact(record.native, record.aliases)
+            else:
+                run.log_artifact(record.path, record.type, record.name or artifact_name(record.path), record.aliases,
+                                 metadata=record.metadata, description=record.description)
         elif isinstance(record, SendAlert):
             run.alert(record.title, record.text, record.level)
+        elif isinstance(record, DeclareChart):
+            run.declare_chart(record.key, record.spec)
 
     def _collision(self, key: str, found: list[tuple[Problem, bool]]) -> None:
         """Note that *key* is both an eval's summary key and a series key; warn once per key."""

@@ -14,13 +14,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from instrument import _runtime
-from instrument._config import is_config_mapping, plain_config
+from instrument._config import CONFIG_KINDS, is_config_mapping, plain_config
+from instrument._gates import Baseline, Gate, GateError, OnFail, Regression, Suite, declare
 from instrument._kinds import as_step
 from instrument._problems import InstrumentationError, Origin, Problem, report
 from instrument._records import ConfigUpdate
 from instrument._wrapping import Hooks, check_callable, kind_of, qualname, wrap
 
 if TYPE_CHECKING:
+    from instrument._records import Record
     from instrument._routing import Role
 
 P = ParamSpec("P")
@@ -79,17 +81,18 @@ class _Emitter(Hooks):
         """Route and write what the function returned or yielded."""
         self.emit(value)
 
-    def emit(self, value: Any, step: int | None = None) -> None:
-        """Route *value* and write it; problems warn (raise in strict mode), faults never raise.
+    def emit(self, value: Any, step: int | None = None) -> tuple[Record, ...]:
+        """Route *value* and write it; return the records written. Problems warn (raise in strict
+        mode), faults never raise.
 
         Does nothing at all when the mode is ``disabled`` (resolved once per state).
         """
         if value is None or _runtime.disabled():
-            return
+            return ()
         try:
             sink = _runtime.resolve(self.role)
             if sink is None:
-                return
+                return ()
             routed = (_runtime.route_numbers(value, self.prefix, step, self.full_summary)
                       if self.role == "series" else None) or _runtime.route(
                 value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
@@ -101,6 +104,42 @@ class _Emitter(Hooks):
         except Exception as error:  # instrumentation never breaks training
             report(Problem("backend", f"instrument: {self.function}: logging failed "
                            f"({type(error).__name__}: {error}); the function's value was returned"), once=True)
+            return ()
+        return tuple(routed.records)
+
+
+class _GatedEval(_Emitter):
+    """An eval with gates: its values are written as any eval's, and when the body is over (a
+    plain function returned, a generator was exhausted or closed) its gates run on everything the
+    call wrote (:mod:`instrument._gating`, loaded then)."""
+
+    __slots__ = ("suite",)
+
+    def __init__(self, prefix: str, function: str, suite: Suite) -> None:
+        super().__init__("summary", prefix, function, {})
+        self.suite = suite
+
+    def begin(self) -> list[Record]:
+        """Return the list this call's records are collected in."""
+        return []
+
+    def value(self, state: list[Record], value: Any) -> None:
+        """Route and write what the function returned or yielded, and keep the records."""
+        state.extend(self.emit(value))
+
+    def end(self, state: list[Record], error: BaseException | None) -> None:
+        """Run the gates on the call's records, unless the body raised; never raises but
+        :class:`GateError` (``on_fail="raise"``) and strict mode's errors."""
+        if error is not None or _runtime.disabled():
+            return
+        try:
+            with Origin(self.function):
+                _runtime.run_gates(self.suite, state, self.function)
+        except (InstrumentationError, GateError):
+            raise
+        except Exception as fault:  # instrumentation never breaks the evaluation
+            report(Problem("backend", f"instrument: {self.function}: evaluating the gates of {self.suite.prefix!r} "
+                           f"failed ({type(fault).__name__}: {fault}); the function's value was returned"), once=True)
 
 
 def _check_name(decorator: str, argument: str, value: object) -> str:
@@ -164,13 +203,34 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
     return cast("Decorator", decorate)
 
 
+Gates = Mapping[str, "str | Gate"] | list[Gate] | tuple[Gate, ...]
+
+
 @overload
 def eval_summary(function: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
-def eval_summary(function: str = ..., /, *, prefix: str = ...) -> Decorator: ...
+def eval_summary(
+    function: str = ...,
+    /,
+    *,
+    prefix: str = ...,
+    gates: Gates | None = ...,
+    regression: Regression | list[Regression] | tuple[Regression, ...] | None = ...,
+    baseline: Baseline | None = ...,
+    on_fail: OnFail | None = ...,
+) -> Decorator: ...
 
 
-def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
+def eval_summary(
+    function: Any = None,
+    /,
+    *,
+    prefix: str = "eval",
+    gates: Any = None,
+    regression: Any = None,
+    baseline: Baseline | None = None,
+    on_fail: OnFail | None = None,
+) -> Any:
     """Decorate an evaluation: the returned mapping goes to ``run.summary`` as ``<prefix>/key``.
 
     Never into history. Usable bare (``@eval_summary``) or called (``@eval_summary(prefix="x")``,
@@ -179,21 +239,43 @@ def eval_summary(function: Any = None, /, *, prefix: str = "eval") -> Any:
     point on the axis ``<prefix>/step``; a ``Config`` marker is merged into
     ``run.config[<prefix>]``.
 
+    With *gates* or *regression*, the eval says whether it passed (docs/gates.md): when the body
+    is over, what it returned is compared with thresholds and a baseline, and the verdicts land
+    in the same run (summary ``gates/<prefix>/...``, table ``gates/<prefix>/table``, an alert
+    per failing call), in ``.instrument/runs/<run id>/gates.json`` (written before the call
+    returns) and in ``.instrument/history/<project>/<prefix>.jsonl``. The returned value is
+    never changed.
+
     Args:
         function: the function, when used bare; or the prefix, when called with one argument.
         prefix: put before every key (``"eval"``).
+        gates: threshold gates by metric, ``{"nrmse": "< 0.1", "drift": "<= 1e-3 warn"}`` (a
+            gate string ``<op> <threshold> [warn]`` or an ``instrument.Gate``), or a list of
+            ``instrument.Gate``.
+        regression: an ``instrument.Regression`` or a list of them: the metric must not get
+            worse than the baseline by more than ``max(abs, rel * |baseline|)``.
+        baseline: where regression gates find the baseline; default ``Baseline.pinned()`` (the
+            store ``.instrument/baselines/<project>/<prefix>.json``).
+        on_fail: ``"alert"`` (default: a W&B alert, ERROR or WARN), ``"record"`` (no alert) or
+            ``"raise"`` (also raise ``instrument.GateError`` after writing, when a ``fail`` gate
+            failed).
 
     Raises:
-        ValueError: *prefix* is empty or not a string.
-        TypeError: what is decorated is not a function.
+        ValueError: *prefix* is empty or not a string; a gate string is malformed, a metric is
+            gated twice the same way, *baseline* or *on_fail* is given with no gate, or
+            *on_fail* is unknown (the message names the prefix and the gate).
+        TypeError: what is decorated is not a function; a gate option has the wrong type.
     """
     if isinstance(function, str):
         function, prefix = None, function
     _check_name("eval_summary", "prefix", prefix)
+    suite = declare(prefix, gates, regression, baseline, on_fail)
 
     def decorate(function: Any) -> Any:
         check_callable(f"eval_summary(prefix={prefix!r})", function)
-        return wrap(function, _Emitter("summary", prefix, qualname(function), {}))
+        name = qualname(function)
+        hooks = _Emitter("summary", prefix, name, {}) if suite is None else _GatedEval(prefix, name, suite)
+        return wrap(function, hooks)
 
     return decorate(function) if function is not None else cast("Decorator", decorate)
 
@@ -210,14 +292,16 @@ class _RunConfig(Hooks):
             return
         try:
             if not is_config_mapping(value):
-                report(Problem("unroutable", f"instrument: {self.name}: run_config expects a mapping (dict, attrs "
-                               f"or dataclass instance, OmegaConf config), got {type(value).__module__}."
-                               f"{type(value).__qualname__}; nothing was written to the config", "config"))
+                report(Problem("unroutable", f"instrument: {self.name}: run_config expects {CONFIG_KINDS}, got "
+                               f"{type(value).__module__}.{type(value).__qualname__}; nothing was written to the "
+                               "config", "config"))
                 return
             sink = _runtime.resolve("summary")
             if sink is not None:
+                problems: list[Problem] = []
+                values = plain_config(value, problems)
                 with Origin(self.name):
-                    sink.write([ConfigUpdate(values=plain_config(value))])
+                    sink.write([ConfigUpdate(values=values)], problems)
         except InstrumentationError:
             raise
         except Exception as error:  # instrumentation never breaks the program

@@ -9,6 +9,7 @@ the decorator's prefix, markers included (docs/values.md).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import attrs
 
 from instrument._kinds import shown
+from instrument._settings import Note, fields, plain
 
 AlertLevel = Literal["INFO", "WARN", "ERROR"]
 FilePolicy = Literal["now", "end", "live"]
@@ -24,6 +26,16 @@ FilePolicy = Literal["now", "end", "live"]
 def _mapping(value: Mapping[str, Any]) -> dict[str, Any]:
     # A converter sees no class; the validator below names it.
     return dict(value) if isinstance(value, Mapping) else value
+
+
+def _settings_mapping(value: Any) -> Any:
+    # A settings object (a dataclass, a Namespace, a pydantic model...) is its fields; anything
+    # else stays as it is for the validator below to name.
+    try:
+        found = fields(value)
+    except Exception:  # a broken settings object: the validator names it
+        return value
+    return dict(found) if found is not None else value
 
 
 def _is_mapping(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -82,7 +94,11 @@ class Series:
 
 @attrs.frozen(slots=True)
 class Config:
-    """Send *values* (a mapping, nesting kept) to ``run.config``; never history or summary.
+    """Send *values* (a mapping or a settings object, nesting kept) to ``run.config``; never
+    history or summary.
+
+    *values* may be any settings object ``run_config`` accepts (a dataclass, attrs or pydantic
+    instance, an ``argparse.Namespace``, an OmegaConf config, ...): its fields are the keys.
 
     Returned from a decorated function it is deep-merged under the decorator's prefix
     (``config["eval_small"]["eval_samples"]``), so two evals never collide; the mapping key it
@@ -94,7 +110,7 @@ class Config:
         TypeError: *values* is not a mapping.
     """
 
-    values: dict[str, Any] = attrs.field(converter=_mapping, validator=_is_mapping)
+    values: dict[str, Any] = attrs.field(converter=_settings_mapping, validator=_is_mapping)
 
 
 @attrs.frozen(slots=True)
@@ -150,6 +166,20 @@ class File:
     base_path: str | None = attrs.field(default=None, converter=attrs.converters.optional(_path), validator=_is_path)
 
 
+def _metadata(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        found = fields(value)
+    except Exception as error:
+        raise TypeError(f"instrument.Artifact: metadata could not be read ({type(error).__name__}: {error})") from None
+    if found is None:
+        raise TypeError(f"instrument.Artifact: metadata must be a mapping or a settings object, got {shown(value)}")
+    notes: list[Note] = []
+    converted: dict[str, Any] = plain(value, notes)
+    return converted
+
+
 def _aliases(value: Iterable[str] | str) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -162,14 +192,21 @@ class Artifact:
 
     *name* defaults to the file's or folder's stem (characters W&B does not allow in names
     become ``-``); *aliases* (``("best",)``, or one string) are added to wandb's ``latest``.
-    wandb copies the content into its staging folder (``$WANDB_DATA_DIR``) when it is logged;
-    offline, the artifact is uploaded by ``wandb sync``.
+    *metadata* (a mapping or a settings object, made plain JSON-safe data as a config is) and
+    *description* (text) go on the artifact version. wandb copies the content into its staging
+    folder (``$WANDB_DATA_DIR``) when it is logged; offline, the artifact is uploaded by
+    ``wandb sync``. A ``wandb.Artifact`` returned as it is is logged as it is.
+
+    Raises:
+        TypeError: *path* is not a path, or *metadata* is not a mapping or settings object.
     """
 
     path: str = attrs.field(converter=_path, validator=_is_path)
     type: str = "model"
     name: str | None = None
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_aliases)
+    metadata: dict[str, Any] | None = attrs.field(default=None, converter=_metadata)
+    description: str | None = attrs.field(default=None, converter=attrs.converters.optional(str))
 
 
 def _columns(value: Iterable[Any]) -> tuple[str, ...]:
@@ -218,40 +255,84 @@ class Table:
 class Image:
     """A W&B image from *data*, with an optional *caption*.
 
-    *data* is a numpy array (or a tensor), a PIL image, or the path of an image file. Arrays
-    may be HxW, HxWx1/3/4 or CxHxW (C of 1, 3 or 4), uint8 in 0..255 or float in 0..1 (values
-    outside are clipped, with a warning); a batch NxHxWxC (or NxCxHxW) becomes a list of
-    images under one key. The array is copied and converted to uint8 HxW/HxWxC when the value
-    is routed, so later changes to the caller's array do not show; other shapes are reported
-    (key, shape, dtype) and dropped.
+    *data* is a numpy array or a tensor (bfloat16 and float16 too), a PIL image, a matplotlib
+    figure (rendered as PNG at its size and dpi, as ``wandb.Image(figure)`` renders it), or the
+    path of an image file. Arrays may be HxW, HxWx1/3/4 or CxHxW (C of 1, 3 or 4); uint8 is
+    taken as it is; floats in 0..1 are scaled to 0..255, floats in -1..1 (a generative model's
+    range) mapped to 0..255 and floats in 0..255 taken as 8-bit values, each said once per key;
+    any other range is stretched to 0..255 with a warning naming the range. A batch NxHxWxC
+    (or NxCxHxW) becomes a list of images under one key (wandb keeps 108 of them). The array is
+    copied and converted to uint8 HxW/HxWxC when the value is routed, so later changes to the
+    caller's array do not show; other shapes are reported (key, shape, dtype) and dropped.
     """
 
     data: Any = attrs.field(eq=False)
     caption: str | None = attrs.field(default=None, converter=attrs.converters.optional(str))
 
 
-def _floats(value: Iterable[Any]) -> tuple[float, ...]:
+def _numbers(value: Iterable[Any], what: str) -> tuple[Any, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise TypeError(f"instrument.Histogram: values must be a list or array of numbers, got {shown(value)}")
-    out = []
+        raise TypeError(f"instrument.Histogram: {what} must be a list or array of numbers, got {shown(value)}")
+    out: list[Any] = []
     for v in value:
-        try:
-            out.append(float(v))
-        except (TypeError, ValueError):
-            raise TypeError(f"instrument.Histogram: values must be numbers, got {shown(v)} among them") from None
+        item = v.item() if hasattr(v, "item") and not isinstance(v, int | float) else v
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            try:
+                item = float(item)
+            except (TypeError, ValueError):
+                raise TypeError(f"instrument.Histogram: {what} must be numbers, got {shown(v)} among them") from None
+        out.append(item)
     return tuple(out)
 
 
-@attrs.frozen(slots=True)
+def _pair(value: Any) -> tuple[Any, Any] | None:
+    """Return *value* as ``(counts, bin_edges)`` if it is such a pair (``numpy.histogram``'s result)."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        return None
+    counts, edges = value
+    if isinstance(counts, str | bytes) or not hasattr(counts, "__len__") or not hasattr(edges, "__len__"):
+        return None
+    return (counts, edges) if len(edges) == len(counts) + 1 else None
+
+
+@attrs.frozen(slots=True, init=False)
 class Histogram:
-    """A W&B histogram of *values* (numbers), binned by wandb into *num_bins* bins (64).
+    """A W&B histogram: of *values* (numbers) binned by wandb into *num_bins* bins (64), or of a
+    ``(counts, bin_edges)`` pair (what ``numpy.histogram`` returns) with exactly those bins.
 
     An unmarked 1-D array or tensor of more than one element becomes one. Non-finite values
-    are left out, with a warning (numpy cannot bin them).
+    are left out, with a warning (numpy cannot bin them). wandb stores at most 512 bins: more
+    bins requested become 512, and a pair of more bins has neighbouring bins merged (every count
+    kept), with a warning naming the key.
+
+    Attributes:
+        values: the values to bin (empty for a pair).
+        num_bins: the number of bins for *values*.
+        counts, bins: a pair's counts and its bin edges (one more edge than counts), else None.
 
     Raises:
-        TypeError: *values* is not a list or array of numbers.
+        TypeError: *values* is not a list or array of numbers, nor such a pair.
+        ValueError: *counts* and *bins* do not fit (one more edge than counts, edges increasing).
     """
 
-    values: tuple[float, ...] = attrs.field(converter=_floats)
-    num_bins: int = 64
+    values: tuple[float, ...]
+    num_bins: int
+    counts: tuple[float, ...] | None
+    bins: tuple[float, ...] | None
+
+    def __init__(self, values: Any = (), num_bins: int = 64, *, counts: Iterable[Any] | None = None,
+                 bins: Iterable[Any] | None = None) -> None:
+        pair = _pair(values) if counts is None and bins is None else None
+        if pair is not None:
+            counts, bins = pair
+            values = ()
+        if (counts is None) != (bins is None):
+            raise ValueError("instrument.Histogram: counts and bins go together")
+        if counts is not None and bins is not None:
+            counted, edges = _numbers(counts, "counts"), _numbers(bins, "bin edges")
+            if len(edges) != len(counted) + 1 or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError(f"instrument.Histogram: {len(counted)} counts need {len(counted) + 1} increasing "
+                                 f"bin edges, got {len(edges)}")
+            self.__attrs_init__((), num_bins, counted, edges)
+        else:
+            self.__attrs_init__(tuple(float(v) for v in _numbers(values, "values")), num_bins, None, None)

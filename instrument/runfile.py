@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from instrument._transaction_log import RunFileError, split_records
+from instrument._verdicts import summary_report
 
 __all__ = ["RunFile", "RunFileError", "find_run_files", "format_report", "read_run_file", "read_runs"]
 
@@ -37,10 +38,14 @@ class RunFile:
     Metadata comes from the last run record (wandb rewrites the whole run record when the name
     or tags change). ``config``, ``history`` rows and ``summary`` are rebuilt from wandb's
     ``nested_key`` paths, so logged dicts and media (``{"_type": "image-file", ...}``) come back
-    as nested dicts. wandb 0.31 writes config values unwrapped (no ``{"value": ...}``), so
-    config holds the values exactly as given; the internal ``_wandb`` key is dropped.
-    ``start_time`` (the run record's start, seconds since the epoch; an addition to the contract)
-    orders runs whose dirs carry the same timestamp second.
+    as nested dicts; ``metrics`` name the keys they declare (wandb's escaped ``\\.`` read as a dot).
+    wandb 0.31 writes config values unwrapped (no ``{"value": ...}``), so
+    config holds the values exactly as given; the internal ``_wandb`` key is dropped, but the
+    custom charts wandb keeps there (``_wandb.visualize``: the panel of each ``wandb.plot``
+    chart logged, by key) are ``charts``. ``artifacts`` are ``{"name", "type", "aliases",
+    "manifest_entries", "metadata", "description"}``. ``start_time`` (the run record's start,
+    seconds since the epoch) orders runs whose dirs carry the same timestamp second. ``host`` is
+    the name of the machine that wrote the run (empty if wandb recorded none).
     """
 
     path: pathlib.Path
@@ -61,6 +66,8 @@ class RunFile:
     exit_code: int | None
     truncated: bool
     start_time: float | None = None
+    host: str = ""
+    charts: dict[str, Any] = attrs.field(factory=dict)
 
     def series(self, key: str, step_key: str | None = None) -> list[tuple[int | float, Any]]:
         """Return ``(step, value)`` for each history row that has *key* (and the step key).
@@ -74,10 +81,14 @@ class RunFile:
         Returns:
             The points in file order; rows without the step key are skipped.
         """
-        step = step_key or self._step_metric(key) or "_step"
+        step = step_key or self.step_metric(key) or "_step"
         return [(row[step], row[key]) for row in self.history if key in row and step in row]
 
-    def _step_metric(self, key: str) -> str:
+    def step_metric(self, key: str) -> str:
+        """Return the step key that ``define_metric`` declared for history key *key*, or ``""``.
+
+        An exact name wins over globs, the last definition over earlier ones.
+        """
         exact = [m for m in self.metrics if m["name"] == key]
         globs = [m for m in self.metrics if m["glob_name"] and _glob_match(m["glob_name"], key)]
         chosen = (exact or globs or [{"step_metric": ""}])[-1]
@@ -149,7 +160,8 @@ def read_runs(wandb_dir: str | os.PathLike[str]) -> list[RunFile]:
 
 
 def format_report(runs: Iterable[RunFile]) -> str:
-    """Describe runs for a human: metadata, config keys, series point counts, summary, exit.
+    """Describe runs for a human: metadata, config keys, series point counts, summary, the
+    verdicts of gates (``gates/...`` summary keys, one line per suite and per gated metric), exit.
 
     Args:
         runs: The runs to describe, in the order given.
@@ -172,9 +184,13 @@ def format_report(runs: Iterable[RunFile]) -> str:
                     counts[key] = counts.get(key, 0) + 1
         lines.append(f"  series ({len(run.history)} history rows):" + ("" if counts else " -"))
         lines += [f"    {key}: {n} point{'s' * (n != 1)}" for key, n in sorted(counts.items())]
-        flat = _flatten(run.summary)
+        gates, described = summary_report(run.summary)
+        flat = _flatten({key: value for key, value in run.summary.items() if key not in described})
         lines.append("  summary:" + ("" if flat else " -"))
         lines += [f"    {key} = {_short(value)}" for key, value in sorted(flat.items())]
+        if gates:
+            lines.append("  gates:")
+            lines += [f"    {line}" for line in gates]
         exit_text = "none (run did not finish)" if run.exit_code is None else str(run.exit_code)
         lines.append(f"  exit code: {exit_text}" + (" (file truncated)" if run.truncated else ""))
     return "\n".join(lines or ["no runs"]) + "\n"
@@ -218,9 +234,9 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         elif kind == "metric":
             metrics.append(
                 {
-                    "name": body.name,
+                    "name": _unescaped(body.name),
                     "glob_name": body.glob_name,
-                    "step_metric": body.step_metric,
+                    "step_metric": _unescaped(body.step_metric),
                     "summary": [field.name for field, on in body.summary.ListFields() if on],
                     "step_sync": body.options.step_sync,
                 }
@@ -231,13 +247,16 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         elif kind == "artifact":
             entries = [entry.path for entry in body.manifest.contents]
             artifacts.append(
-                {"name": body.name, "type": body.type, "aliases": list(body.aliases), "manifest_entries": entries}
+                {"name": body.name, "type": body.type, "aliases": list(body.aliases), "manifest_entries": entries,
+                 "metadata": json.loads(body.metadata) if body.metadata else {},
+                 "description": body.description or None}
             )
         elif kind == "alert":
             alerts.append({"title": body.title, "text": body.text, "level": body.level})
         elif kind == "exit":
             exit_code = body.exit_code
-    config.pop("_wandb", None)
+    internal = config.pop("_wandb", None)
+    charts = internal.get("visualize", {}) if isinstance(internal, dict) else {}
     return RunFile(
         path=path,
         run_id=run.run_id or path.name.removeprefix("run-").removesuffix(".wandb"),
@@ -257,6 +276,8 @@ def _fold(path: pathlib.Path, records: list[Any], truncated: bool) -> RunFile:
         exit_code=exit_code,
         truncated=truncated,
         start_time=run.start_time.ToNanoseconds() / 1e9 if run.HasField("start_time") else None,
+        host=run.host,
+        charts=charts if isinstance(charts, dict) else {},
     )
 
 
@@ -302,6 +323,11 @@ def _decode(item: Any) -> Any:
 def _proto() -> Any:
     """Return wandb's protobuf module, imported only now: importing wandb is slow and heavy."""
     return importlib.import_module("wandb.proto.wandb_internal_pb2")
+
+
+def _unescaped(name: str) -> str:
+    """Return a ``define_metric`` name as the key it declares: wandb reads ``\\.`` as a literal dot."""
+    return name.replace("\\.", ".")
 
 
 def _glob_match(pattern: str, key: str) -> bool:

@@ -5,10 +5,11 @@ Helpers that tests import live in tests/helpers.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from helpers import SCRUB
+from helpers import ROOT, SCRUB, CliRuns, run_script
 
 
 @pytest.fixture
@@ -29,6 +30,15 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".cache"))
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / ".data"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".config"))
+
+
+@pytest.fixture(scope="session")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> CliRuns:
+    """Write the command-line tests' runs with real wandb offline, once per session."""
+    root = tmp_path_factory.mktemp("cli_runs")
+    result = run_script(root, (ROOT / "tests" / "write_cli_runs.py").read_text(), check=False)
+    assert 9 == result.returncode, result.stderr
+    return CliRuns(root, json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def _runs_wandb(item: pytest.Item) -> bool:

@@ -4,12 +4,15 @@ waiting for a state to be reached. Tests import them from here; fixtures live in
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import attrs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,3 +84,33 @@ def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the condition was not reached within the timeout")
         time.sleep(0.005)
+
+
+@attrs.frozen
+class CliRuns:
+    """Runs written once per test session for the command-line tests (``tests/write_cli_runs.py``).
+
+    ``root`` holds ``wandb/`` with three finished pipeline runs (``cli-a``, ``cli-b``, ``cli-c``:
+    eval/nrmse 0.12, 0.08, 0.10, gated ``< 0.11`` and by a 5 % regression gate with no baseline
+    yet, so cli-a fails) and the killed run ``cli-killed`` (no exit record), and ``.instrument/``
+    with the pipelines' gates sidecars; ``ids`` maps those names to run ids. Tests that change
+    files copy the folder first (:meth:`copy`).
+    """
+
+    root: Path
+    ids: dict[str, str]
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """An environment in which run ids resolve to these runs (``WANDB_DIR=root``)."""
+        return {**os.environ, "WANDB_DIR": str(self.root)}
+
+    def copy(self, target: Path) -> CliRuns:
+        """Copy the runs and their ``.instrument`` folder into *target*; return the copy."""
+        shutil.copytree(self.root, target, symlinks=True)
+        return CliRuns(target, self.ids)
+
+    def folder(self, name: str) -> Path:
+        """The run folder of the run called *name*."""
+        (path,) = (self.root / "wandb").glob(f"offline-run-*-{self.ids[name]}")
+        return path

@@ -410,8 +410,8 @@ def test_a_decorated_local_function_fails_to_pickle_as_the_original_does() -> No
             "instrument.eval_summary(prefix='e') decorates a function or method, got str 'x'"))),
         (lambda: instrument.run_config("x"), (TypeError, "instrument.run_config decorates a function or method, got str 'x'")),
         (lambda: instrument.pipeline(config=[1, 2]), (TypeError, (
-            "instrument.pipeline: config must be a mapping (a dict, an attrs or dataclass instance, an OmegaConf "
-            "config), got list [1, 2]"))),
+            "instrument.pipeline: config must be a mapping or a settings object (a dataclass, attrs or pydantic "
+            "instance, an argparse.Namespace, an OmegaConf config), got list [1, 2]"))),
         (lambda: instrument.pipeline(project=3), (TypeError, "instrument.pipeline: project must be a string, got int 3")),
         (lambda: instrument.pipeline(project="p", tags="a,b"), (TypeError, (
             "instrument.pipeline: tags must be a list or tuple of strings, got str 'a,b'"))),
@@ -421,8 +421,8 @@ def test_a_decorated_local_function_fails_to_pickle_as_the_original_does() -> No
         (lambda: instrument.pipeline(project="p")(3), (TypeError, "instrument.pipeline decorates a function or method, got int 3")),
         (lambda: instrument.configure(project=3), (TypeError, "instrument.configure: project must be a string, got int 3")),
         (lambda: instrument.create_wandb_context(config="lr=1"), (TypeError, (
-            "instrument.create_wandb_context: config must be a mapping (a dict, an attrs or dataclass instance, an "
-            "OmegaConf config), got str 'lr=1'"))),
+            "instrument.create_wandb_context: config must be a mapping or a settings object (a dataclass, attrs or "
+            "pydantic instance, an argparse.Namespace, an OmegaConf config), got str 'lr=1'"))),
     ],
 )
 def test_wrong_decorator_arguments_raise_naming_the_decorator_argument_and_type(

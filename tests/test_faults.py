@@ -121,7 +121,7 @@ def test_pipeline_exit_code_follows_how_the_block_ended(error: BaseException, co
 
 def test_init_timeout_online_falls_back_to_offline_with_one_warning() -> None:
     """``wandb.init`` timing out online: the stage still returns, the run is started offline, and
-    one warning names the failure, the folder and the ``wandb sync`` command (C07)."""
+    one warning names the failure, the folder and the ``instrument sync`` command (C07)."""
     backend = FaultyBackend().timeout("start", modes=("online",))
     with captured() as messages, faulty(backend):
         instrument.configure(mode="online")
@@ -131,7 +131,7 @@ def test_init_timeout_online_falls_back_to_offline_with_one_warning() -> None:
     assert ("offline", [(0, 0.3), (1, 0.2), (2, 0.1)]) == (run.mode, run.series("operator/loss"))
     assert 1 == len(messages), messages
     assert "TimeoutError" in messages[0]
-    assert f"wandb sync memory (recorded run {run.id})" in messages[0]
+    assert f"instrument sync memory (recorded run {run.id})" in messages[0]
 
 
 def test_init_failing_offline_too_keeps_records_in_a_private_journal_that_replays() -> None:

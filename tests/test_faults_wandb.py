@@ -50,7 +50,7 @@ def replay_command(message: str) -> str:
 @pytest.mark.slow
 def test_c07_unreachable_server_falls_back_to_an_offline_run(wandb_root: Path) -> None:
     """``wandb.init`` timing out against an unreachable server: the stage returns "ok", one
-    warning names the failure, the offline folder and ``wandb sync``; all three points are there."""
+    warning names the failure, the offline folder and ``instrument sync``; all three points are there."""
     env = wandb_env(wandb_root, WANDB_MODE="online", WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9",
                     WANDB_INIT_TIMEOUT="3")
     result = run_script(wandb_root, STAGE + """
@@ -64,7 +64,7 @@ print(main())
     assert "ok" == result.stdout.strip()
     messages = instrument_warnings(result.stderr)
     assert 1 == len(messages), result.stderr
-    folder = re.search(r"`wandb sync (\S+)`", messages[0])
+    folder = re.search(r"`instrument sync (\S+)`", messages[0])
     assert folder is not None and "CommError" in messages[0]
     kept = [run for run in read_runs(wandb_root / "wandb") if run.series("operator/loss")]
     assert [([(0, 0.3), (1, 0.2), (2, 0.1)], 0, Path(folder.group(1)))] == [
@@ -96,7 +96,7 @@ print([train_step(loss) for loss in (0.3, 0.2, 0.1)] and "ok")
     replayed = subprocess.run([sys.executable, "-m", "instrument", "replay", str(journal)], cwd=wandb_root,
                               env=wandb_env(wandb_root), capture_output=True, text=True, timeout=120)
     assert 0 == replayed.returncode, replayed.stderr
-    assert "wandb sync" in replayed.stdout
+    assert "instrument sync" in replayed.stdout
     assert not journal.exists()
     runs = sorted(read_runs(wandb_root / "wandb"), key=lambda run: run.start_time or 0)
     assert 2 == len(runs) and runs[0].run_id == runs[1].run_id
@@ -147,7 +147,7 @@ for i in range(100):
 @pytest.mark.slow
 def test_hanging_wandb_finish_cannot_hang_the_exit(wandb_root: Path) -> None:
     """wandb's ``Run.finish`` hanging: the process still exits after ``INSTRUMENT_EXIT_TIMEOUT``,
-    one warning names the run folder and ``wandb sync``, and the points are on disk."""
+    one warning names the run folder and ``instrument sync``, and the points are on disk."""
     env = wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="2")
     result = run_script(wandb_root, """
 import time
@@ -160,6 +160,6 @@ for loss in (0.3, 0.2, 0.1):
     messages = instrument_warnings(result.stderr)
     assert 1 == len(messages), result.stderr
     (run,) = read_runs(wandb_root / "wandb")
-    assert f"`wandb sync {run.path.parent}`" in messages[0]
+    assert f"`instrument sync {run.path.parent}`" in messages[0]
     assert "INSTRUMENT_EXIT_TIMEOUT" in messages[0]
     assert [(0, 0.3), (1, 0.2), (2, 0.1)] == run.series("operator/loss")

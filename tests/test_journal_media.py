@@ -51,24 +51,29 @@ def test_media_values_cross_the_journal_exactly(tmp_path: pathlib.Path) -> None:
     assert (instrument.Histogram([1.0, 2.0], num_bins=8), 0.5) == (got["eval/h"], got["eval/x"])
 
 
-def test_wandb_table_and_image_cross_as_instrument_values(tmp_path: pathlib.Path) -> None:
-    """A wandb.Table and a wandb.Image from a subprocess reach the owner as Table and Image."""
+def test_wandb_objects_cross_as_their_state(tmp_path: pathlib.Path) -> None:
+    """A wandb.Table, wandb.Image and wandb.Html from a subprocess reach the owner as their class and
+    attributes (rebuilt by the wandb backend), their files copied byte for byte."""
     import wandb
 
     native = wandb.Image(np.full((3, 3), 7, np.uint8), caption="w")
+    page = wandb.Html("<b>x</b>")
     (back,) = round_trip(tmp_path / "j", Point(values={"s/t": wandb.Table(columns=["k"], data=[["v"]]),
-                                                      "s/i": native}, axis="s"))
-    assert instrument.Table(["k"], [["v"]]) == back.values["s/t"]
-    assert "w" == back.values["s/i"].caption
-    assert [[7] * 3] * 3 == np.asarray(__import__("PIL.Image").Image.open(back.values["s/i"].data)).tolist()
+                                                      "s/i": native, "s/h": page}, axis="s"))
+    table, image, html = (back.values[key] for key in ("s/t", "s/i", "s/h"))
+    assert (["k"], [["v"]], "w", pathlib.Path(native._path).read_bytes(), page.html) == (
+        table.state["columns"], table.state["data"], image.state["_caption"],
+        pathlib.Path(image.state["_path"]).read_bytes(), html.state["html"])
 
 
-def test_unsupported_wandb_value_is_reported_and_the_rest_crosses(tmp_path: pathlib.Path) -> None:
-    """A wandb data type the journal cannot carry is dropped with a warning naming key and type."""
+def test_a_wandb_value_that_cannot_cross_is_reported_and_the_rest_crosses(tmp_path: pathlib.Path) -> None:
+    """A wandb object holding something no journal can carry is dropped with a warning naming the key
+    and the type; the other values cross."""
     import wandb
 
-    with pytest.warns(instrument.InstrumentationWarning, match=r"'eval/html'.*wandb\.Html"):
-        (back,) = round_trip(tmp_path / "j", SummaryUpdate(values={"eval/html": wandb.Html("<b>x</b>"), "eval/n": 1}))
+    table = wandb.Table(["a"], [[object()]], allow_mixed_types=True)
+    with pytest.warns(instrument.InstrumentationWarning, match=r"'eval/t'.*wandb\.sdk.*Table.*builtins\.object"):
+        (back,) = round_trip(tmp_path / "j", SummaryUpdate(values={"eval/t": table, "eval/n": 1}))
     assert {"eval/n": 1} == back.values
 
 

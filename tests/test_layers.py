@@ -18,8 +18,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 
 #: Every module of the package, by layer (names relative to ``instrument``).
 LAYERS: dict[str, frozenset[str]] = {
-    "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_redact",
-                       "_options", "_context_file", "_wrapping", "_transaction_log"}),
+    "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_settings",
+                       "_keys", "_foreign", "_redact", "_options", "_context_file", "_wrapping", "_gates",
+                       "_verdicts", "_transaction_log"}),
+    "gates": frozenset({"_gatefiles", "_gating"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_backends", "_backends.base", "_backends.disabled", "_backends.recording",
                            "_backends.wandb", "_backends.wandb_sharing", "_backends.wandb_fast",
@@ -29,7 +31,9 @@ LAYERS: dict[str, frozenset[str]] = {
     "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
     "api": frozenset({"_imperative"}),
     "decorators": frozenset({"_stages", "_pipeline", "_runtime"}),
-    "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "runfile"}),
+    "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "runfile", "baselines"}),
+    "cli": frozenset({"cli", "cli._common", "cli._runs", "cli._sidecar", "cli._show", "cli._compare",
+                      "cli._gate", "cli._leaderboard", "cli._plot", "cli._sync", "cli._replay"}),
 }
 
 #: The layers each layer may import (at import time or inside a function). Dependencies point
@@ -38,6 +42,7 @@ LAYERS: dict[str, frozenset[str]] = {
 ALLOWED: dict[str, frozenset[str]] = {
     "leaf": frozenset({"leaf"}),
     "routing": frozenset({"leaf"}),
+    "gates": frozenset({"leaf", "gates"}),
     "backends": frozenset({"leaf", "backends"}),
     "dispatch": frozenset({"leaf", "backends"}),
     "session": frozenset({"leaf", "backends", "dispatch", "session"}),
@@ -45,10 +50,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "api": frozenset({"leaf", "routing", "backends", "linkage"}),
     "decorators": frozenset({"leaf", "decorators"}),
     "tools": frozenset(LAYERS),
+    "cli": frozenset({"leaf", "gates", "tools", "cli"}),
 }
 
 #: The one lazy seam (import cost): what it may import inside its functions, beyond ALLOWED.
-LAZY_SEAM = {"_runtime": frozenset({"routing", "linkage"})}
+LAZY_SEAM = {"_runtime": frozenset({"routing", "linkage", "gates"})}
 
 #: The only modules that import wandb (each lazily, inside a function): the wandb backend (with the
 #: parts of it that share runs with other code, take the fast route into wandb-core and bound its
@@ -147,9 +153,11 @@ def test_import_instrument_loads_only_what_decorating_needs() -> None:
     code = (
         "import sys, instrument\n"
         "instrument.training_stage('s')(lambda: None)\n"
+        "instrument.eval_summary(prefix='e', gates={'x': '< 1'})(lambda: None)\n"
         "print(sorted(m for m in sys.modules if m == 'wandb' or m.startswith(('instrument._linkage', "
         "'instrument._session', 'instrument._dispatch', 'instrument._journal', 'instrument._backends', "
-        "'instrument._routing', 'instrument._imperative'))))\n"
+        "'instrument._routing', 'instrument._imperative', 'instrument._gatefiles', 'instrument._gating', 'instrument._verdicts', "
+        "'filelock'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                             env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"})

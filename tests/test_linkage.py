@@ -333,7 +333,7 @@ def test_an_unknown_wandb_mode_raises_in_strict_mode_and_warns_otherwise(monkeyp
 @pytest.mark.integration
 @pytest.mark.slow
 def test_an_offline_pipeline_prints_the_sync_command_for_every_run_it_linked(wandb_root: Path) -> None:
-    """With no W&B account a pipeline with two training children ends by printing one ``wandb sync``
+    """With no W&B account a pipeline with two training children ends by printing one ``instrument sync``
     line naming the folder of its own run and of each child's run (each in a folder of its own)."""
     env = wandb_env(wandb_root)
     del env["WANDB_MODE"]  # no account, no mode: offline by default
@@ -350,7 +350,7 @@ def test_an_offline_pipeline_prints_the_sync_command_for_every_run_it_linked(wan
     assert 2 == len(lines), done.stderr  # where the pipeline run goes (at its start), the sync command
     assert "pipeline run" in lines[-1] and "and its 2 child runs were written offline" in lines[-1], lines[-1]
     command = lines[-1].split("`")[1].split()
-    assert ["wandb", "sync"] == command[:2]
+    assert ["instrument", "sync"] == command[:2]
     runs = read_runs(wandb_root / "wandb")
     assert ["pipeline", "train", "train"] == sorted(run.job_type for run in runs)
     folders = {run.path.parent.resolve() for run in runs}

@@ -6,6 +6,7 @@ The orchestrator runs once for the whole module, with no W&B account, no ``WANDB
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,11 +65,19 @@ def test_example_writes_exactly_two_runs_and_reports_them(example: ExampleRun) -
 
 
 @pytest.mark.slow
+def test_example_ends_with_the_instrument_commands(example: ExampleRun) -> None:
+    """The report's last lines suggest ``instrument show <pipeline id>`` and ``instrument sync``, not raw wandb."""
+    last = example.process.stdout.splitlines()[-2:]
+    assert last[0].startswith(f"More on a run: instrument show {example.only('pipeline').run_id} ")
+    assert last[1].startswith("Upload them:   instrument sync ")
+
+
+@pytest.mark.slow
 def test_example_says_where_the_offline_runs_went(example: ExampleRun) -> None:
     """With no account the pipeline run is written offline and one line says where and how to sync it."""
     pipeline_id = example.only("pipeline").run_id
     assert f"so run {pipeline_id} was written offline to {example.root / 'wandb'}" in example.process.stderr
-    assert "wandb sync" in example.process.stderr
+    assert "instrument sync" in example.process.stderr
 
 
 @pytest.mark.slow
@@ -101,6 +110,32 @@ def test_example_evaluations_land_in_the_pipeline_summary_only(example: ExampleR
     assert pytest.approx(0.09 + 1 / 64) == pipeline.summary["eval_small/nrmse"]
     in_history = {key for run in example.runs for row in run.history for key in row}
     assert set() == evals & in_history
+
+
+@pytest.mark.slow
+def test_example_gate_verdicts_land_in_the_pipeline_run_and_the_report(example: ExampleRun) -> None:
+    """evaluate.py's gates: eval_small fails nrmse < 0.1 (an ERROR alert), eval_full passes; the report shows both
+    suites, the sidecar holds them, and the exit code stays 0 (no gate_exit)."""
+    pipeline = example.only("pipeline")
+    assert (0, "fail", 1, "pass") == (pipeline.summary["gates/eval_small/passed"], pipeline.summary[
+        "gates/eval_small/status"], pipeline.summary["gates/eval_full/passed"], pipeline.summary["gates/eval_full/status"])
+    assert "no_baseline" == pipeline.summary["gates/eval_full/nrmse/status"]  # Baseline.best(5): no earlier run
+    assert [("gates failed: eval_small", "ERROR")] == [(a["title"], a["level"]) for a in pipeline.alerts]
+    report = example.process.stdout.splitlines()
+    start = report.index("  gates:")
+    assert [
+        "  gates:",
+        "    eval_full: pass",
+        "      mse = 0.00827673: pass; threshold 0.01, delta -0.00172327 (-17.2%)",
+        "      nrmse = 0.0909766: no_baseline; threshold 0.1, delta -0.00902344 (-9.02%)",
+        "    eval_small: fail",
+        "      mse = 0.0111566: warn (threshold); threshold 0.01, delta +0.00115664 (+11.6%)",
+        "      nrmse = 0.105625: fail (threshold); threshold 0.1, delta +0.005625 (+5.62%)",
+        "  exit code: 0",
+    ] == report[start:start + 8]
+    assert not any(line.startswith("    gates/") for line in report)  # folded into the gates block
+    sidecar = json.loads((example.root / ".instrument" / "runs" / pipeline.run_id / "gates.json").read_text())
+    assert ["eval_full", "eval_small"] == sorted(sidecar["suites"])
 
 
 @pytest.mark.slow
@@ -147,7 +182,7 @@ def test_the_readmes_five_line_snippet_runs_as_it_is(tmp_path: Path) -> None:
         run.project, run.job_type, run.exit_code, len(run.series("operator/loss")), run.summary["eval/nrmse"],
         run.summary["eval/mse"])
     assert [(0, 1.0), (99, 0.01)] == run.series("operator/loss")[::99]
-    assert "wandb sync" in process.stderr
+    assert "instrument sync" in process.stderr
 
 
 def test_the_readmes_five_line_snippet_uses_only_names_it_imports_or_defines() -> None:

@@ -13,7 +13,7 @@ from helpers import run_script
 
 import instrument
 from instrument import InstrumentationError, InstrumentationWarning
-from instrument._backends.base import RunSpec
+from instrument._backends.base import RunSpec, ValuesDropped
 from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument.testing import recording
 
@@ -253,13 +253,13 @@ def test_rejection_warns_once_when_lenient() -> None:
     assert ([], {"eval/nrmse": 0.1}) == (recorded.run().files, recorded.run().summary)
 
 
-def test_unconvertible_image_is_rejected() -> None:
-    """An image array wandb cannot convert is rejected before anything of the row lands."""
+def test_unconvertible_image_costs_only_itself() -> None:
+    """An image array wandb cannot convert is left out of its row, which lands; the error names it."""
     np = pytest.importorskip("numpy")
     run = _run()
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValuesDropped, match=r"'img'.*shape"):
         run.log({"img": instrument.Image(np.zeros((2, 3, 5), np.uint8)), "loss": 1.0})
-    assert [] == run.history
+    assert [{"loss": 1.0, "_step": 0}] == run.history
 
 
 def test_backend_lists_runs_in_creation_order() -> None:

@@ -18,7 +18,7 @@ from stand_ins import FakeTensor
 import instrument
 from instrument._config import plain_config
 from instrument._kinds import as_number, as_step
-from instrument._records import ConfigUpdate, LogArtifact, Point, SaveFile, SendAlert, SummaryUpdate
+from instrument._records import ConfigUpdate, DeclareChart, LogArtifact, Point, SaveFile, SendAlert, SummaryUpdate
 from instrument._routing import Routed, route
 
 
@@ -169,11 +169,26 @@ def test_float_image_0_to_1_scales_to_0_to_255_and_is_a_copy() -> None:
     assert [[0, 128], [255, 64]] == image.data.tolist()
 
 
-def test_float_image_outside_0_to_1_is_clipped_with_a_warning() -> None:
-    """Float pixels outside 0..1 are clipped and an advisory problem names the key."""
-    routed = evaluation({"img": instrument.Image(np.array([[-1.0, 2.0]]))})
-    assert [[0, 255]] == only(routed, SummaryUpdate).values["eval/img"].data.tolist()
-    assert [("non_finite", "eval/img")] == [(p.kind, p.key) for p in routed.problems]
+def test_float_image_outside_known_ranges_is_stretched_with_a_warning() -> None:
+    """Float pixels outside 0..1, -1..1 and 0..255 are stretched to 0..255; an advisory problem names
+    the key and the range seen."""
+    routed = evaluation({"img": instrument.Image(np.array([[-1.0, 0.5, 2.0]]))})
+    assert [[0, 128, 255]] == only(routed, SummaryUpdate).values["eval/img"].data.tolist()
+    assert [("converted", "eval/img", True)] == [(p.kind, p.key, "[-1, 2]" in p.message) for p in routed.problems]
+
+
+@pytest.mark.parametrize(("pixels", "expected", "note"), [
+    ([[-1.0, 0.0, 1.0]], [[0, 128, 255]], "[-1, 1] were mapped"),
+    ([[0.0, 127.0, 255.0]], [[0, 127, 255]], "[0, 255] were taken as 8-bit"),
+    ([[0.0, 0.5, 1.0]], [[0, 128, 255]], None),
+])
+def test_float_images_in_known_ranges_keep_their_pixels(pixels: Any, expected: Any, note: str | None) -> None:
+    """-1..1 (a generative model's output) is mapped, 0..255 taken as bytes, 0..1 scaled; the first two
+    are said (advisory), 0..1 is not."""
+    routed = evaluation({"img": instrument.Image(np.array(pixels))})
+    notes = [p.message for p in routed.problems]
+    assert (expected, [note] if note else []) == (only(routed, SummaryUpdate).values["eval/img"].data.tolist(),
+                                                  [note for m in notes if note and note in m])
 
 
 def test_unmarked_uint8_image_arrays_are_images() -> None:
@@ -324,11 +339,19 @@ def test_value_that_fits_no_rule_is_reported_and_the_rest_lands() -> None:
     assert "evaluate" in problem.message and "'eval/meter'" in problem.message and "object" in problem.message
 
 
-def test_non_string_keys_are_reported() -> None:
-    """A non-string key is dropped with a bad_key problem; other keys land."""
-    routed = stage({1: 2.0, "ok": 1.0})
-    assert {"operator/ok": 1.0} == only(routed, Point).values
+def test_non_string_keys_become_their_text() -> None:
+    """An int key (a per-class result) becomes a path segment; a None key is dropped with a bad_key problem."""
+    routed = stage({1: 2.0, "ok": 1.0, None: 3.0})
+    assert {"operator/1": 2.0, "operator/ok": 1.0} == only(routed, Point).values
     assert ["bad_key"] == [p.kind for p in routed.problems]
+
+
+def test_keys_that_become_one_are_named_both() -> None:
+    """Two keys that become the same W&B key (an int and its text) warn naming both; the first lands."""
+    routed = evaluation({"recall": {0: 1.0, "0": 2.0}})
+    ((kind, message),) = [(p.kind, p.message) for p in routed.problems]
+    assert ({"eval/recall/0": 1.0}, "collision", True) == (
+        only(routed, SummaryUpdate).values, kind, "'recall' / 0 and 'recall' / '0' both become" in message)
 
 
 # -- cases from the field -------------------------------------------------------------------
@@ -400,3 +423,83 @@ def test_routing_imports_no_wandb_and_no_optional_library() -> None:
     env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parent.parent)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert "[]" == result.stdout.strip()
+
+
+# -- issue 10: one value at a time, the forms users keep values in ---------------------------
+
+
+def test_a_value_whose_conversion_raises_is_dropped_alone() -> None:
+    """A value whose conversion raises (an object whose shape breaks) is dropped with the reason; the rest lands."""
+
+    class Broken:
+        __module__ = "torch"  # looks like a tensor to routing
+        shape = (3,)
+
+        def detach(self) -> Any:
+            raise RuntimeError("the storage is gone")
+
+    routed = stage({"loss": 0.5, "grad": Broken()})
+    ((kind, message, outcome),) = [(p.kind, p.message, p.outcome) for p in routed.problems]
+    assert ({"operator/loss": 0.5}, "unroutable", True, "it was dropped") == (
+        only(routed, Point).values, kind, "RuntimeError: the storage is gone" in message, outcome)
+
+
+def test_a_bfloat16_tensor_is_a_histogram_and_its_scalar_a_number() -> None:
+    """A 1-D bfloat16 tensor is a histogram of its float32 values; a 0-d one is a number."""
+    torch = pytest.importorskip("torch")
+    values = only(stage({"grad": torch.linspace(-1, 1, 5).to(torch.bfloat16),
+                         "lr": torch.tensor(0.5, dtype=torch.bfloat16)}), Point).values
+    assert ((-1.0, -0.5, 0.0, 0.5, 1.0), 0.5) == (values["operator/grad"].values, values["operator/lr"])
+
+
+def test_a_histogram_pair_keeps_its_bins_and_an_unmarked_pair_says_how_to_mark_it() -> None:
+    """``Histogram(np.histogram(x))`` keeps the counts and edges; the bare pair is not guessed, and the
+    warning suggests ``Histogram(pair)``."""
+    pair = np.histogram([1.0, 2.0, 2.0, 9.0], bins=[0.0, 2.0, 4.0, 10.0])
+    marked = only(evaluation({"h": instrument.Histogram(pair)}), SummaryUpdate).values["eval/h"]
+    bare = evaluation({"h": pair})
+    assert ((1, 2, 1), (0.0, 2.0, 4.0, 10.0)) == (marked.counts, marked.bins)
+    assert [True] == ["instrument.Histogram(pair)" in p.message for p in bare.problems]
+
+
+def test_a_string_over_wandbs_line_limit_is_dropped_alone() -> None:
+    """A string longer than wandb uploads in one line is dropped (it would cost its whole row); the rest lands."""
+    routed = evaluation({"log": "x" * (11 << 20), "acc": 0.5})
+    assert ({"eval/acc": 0.5}, ["limit"]) == (only(routed, SummaryUpdate).values, [p.kind for p in routed.problems])
+
+
+def test_a_figure_is_an_image_of_its_size() -> None:
+    """A matplotlib figure (no pyplot needed) becomes a PNG image of its size in pixels."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(2, 1.5), dpi=50)
+    figure.add_subplot().plot([1, 2])
+    image = only(evaluation({"fig": figure}), SummaryUpdate).values["eval/fig"]
+    assert (100, 75) == image.data.size
+
+
+def test_a_config_marker_takes_a_settings_object() -> None:
+    """``instrument.Config`` takes a settings object (here an ``argparse.Namespace``), nested and JSON-safe."""
+    import argparse
+
+    routed = evaluation({"c": instrument.Config(argparse.Namespace(bs=16, path=pathlib.Path("/d"), sizes=(1, 2)))})
+    assert {"bs": 16, "path": "/d", "sizes": [1, 2]} == only(routed, ConfigUpdate).values
+
+
+def test_a_wandb_chart_becomes_its_table_and_a_chart_declaration() -> None:
+    """``wandb.plot.line`` from an eval: its table under ``<key>_table`` and its panel as a DeclareChart."""
+    import wandb
+
+    chart = wandb.plot.line(wandb.Table(columns=["x", "y"], data=[[1, 2]]), "x", "y", title="t")
+    routed = evaluation({"curve": chart})
+    declared = only(routed, DeclareChart)
+    assert (["eval/curve_table"], "eval/curve", "wandb/line/v0") == (
+        list(only(routed, SummaryUpdate).values), declared.key, declared.spec["panel_config"]["panelDefId"])
+
+
+def test_a_long_media_key_is_shortened_and_said() -> None:
+    """An image under a key too long for a file name lands under a shortened key, with a note naming it."""
+    routed = evaluation({"x" * 300: instrument.Image(np.zeros((2, 2), np.uint8))})
+    (key,) = only(routed, SummaryUpdate).values
+    assert (True, ["converted"]) == (len(key.encode()) < 255, [p.kind for p in routed.problems])

@@ -6,6 +6,7 @@ import math
 import os
 import pathlib
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -131,6 +132,17 @@ def test_series_default_and_explicit_step(runs: dict[str, RunFile]) -> None:
     alpha = runs["alpha"]
     assert [(0, 50), (1, 49), (2, 48)] == alpha.series("loss")[:3]
     assert [(0, 50), (1, 40), (2, 30), (3, 20), (4, 10)] == alpha.series("loss", step_key="epoch")
+
+
+def test_step_metric_names_the_declared_step_key(runs: dict[str, RunFile]) -> None:
+    """step_metric() returns the step key define_metric declared for a key (glob or exact), else ""."""
+    alpha = runs["alpha"]
+    assert ("epoch", "epoch", "") == (alpha.step_metric("val/loss"), alpha.step_metric("val/acc"), alpha.step_metric("loss"))
+
+
+def test_host_is_the_machine_that_wrote_the_run(runs: dict[str, RunFile]) -> None:
+    """host comes from the run record: the name of the machine that wrote the run."""
+    assert socket.gethostname() == runs["alpha"].host
 
 
 def test_metrics(runs: dict[str, RunFile]) -> None:

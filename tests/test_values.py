@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import instrument
+from instrument._keys import key_text
 from instrument._kinds import as_step
 from instrument._routing import join, route
 from instrument.runfile import read_runs
@@ -126,14 +127,14 @@ def returns(value: Any) -> Any:
 @pytest.mark.parametrize(
     ("value", "words"),
     [
-        ({"": 1.0, "ok": 1.0}, ["''", "non-empty strings"]),
-        ({3: 1.0, "ok": 1.0}, ["3", "int"]),
-        ({"a/b": 1.0, "a": {"b": 2.0}, "ok": 1.0}, ["'operator/a/b'", "same key"]),
+        ({"": 1.0, "ok": 1.0}, ["''", "non-empty"]),
+        ({None: 1.0, "ok": 1.0}, ["None", "non-empty"]),
+        ({"a/b": 1.0, "a": {"b": 2.0}, "ok": 1.0}, ["'operator/a/b'", "'a/b' and 'a' / 'b' both become"]),
     ],
 )
 def test_bad_keys_warn_with_a_clear_message_and_the_rest_lands(value: dict[Any, Any], words: list[str]) -> None:
-    """An empty key, a key that is not a string, or two keys that flatten to the same name: a
-    warning naming the function and the key; the other values of the row land."""
+    """An empty key, a None key, or two keys that flatten to the same name: a warning naming the
+    function and the key (both keys, for two); the other values of the row land."""
     with recording(strict=False) as recorded, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         returns(value)
@@ -143,7 +144,7 @@ def test_bad_keys_warn_with_a_clear_message_and_the_rest_lands(value: dict[Any, 
     assert 1.0 == recorded.run().history[0]["operator/ok"]
 
 
-@pytest.mark.parametrize("value", [{"": 1.0}, {3: 1.0}, {"a/b": 1.0, "a": {"b": 2.0}}, {"meter": object()}])
+@pytest.mark.parametrize("value", [{"": 1.0}, {None: 1.0}, {"a/b": 1.0, "a": {"b": 2.0}}, {"meter": object()}])
 def test_bad_input_raises_in_strict_mode(value: dict[Any, Any]) -> None:
     """``INSTRUMENT_STRICT``/the fixture turn each bad-input warning into an InstrumentationError."""
     with recording(strict=True), pytest.raises(instrument.InstrumentationError, match="returns"):
@@ -183,12 +184,13 @@ def expected_keys(value: Any, prefix: str | None, role: str) -> list[str]:
         for key, leaf in mapping.items():
             if top and role == "series" and key == "step":
                 continue  # the point's step, not a value (a bad one is a problem on "<prefix>/step")
-            if not isinstance(key, str) or not key:
+            text = key_text(key)
+            if text is None:
                 out.append(join(path, repr(key)))
             elif isinstance(leaf, Mapping):
-                walk(leaf, join(path, key), False)
+                walk(leaf, join(path, text), False)
             elif leaf is not None:
-                out.append(join(path, key))
+                out.append(join(path, text))
 
     walk(value, prefix, True)
     return out

@@ -3,14 +3,17 @@
     python examples/pipeline/orchestrate.py
 
 With no W&B account the runs are written offline (to ./wandb, or $WANDB_DIR/wandb; upload them
-later with ``wandb sync``). The pipeline makes exactly two runs:
+later with ``instrument sync``). The pipeline makes exactly two runs:
 
 * the *pipeline run* (``job_type="pipeline"``), owned by this process: its config, the two
-  evaluations' scores in its summary, and ``pipeline/children`` listing the runs it spawned;
+  evaluations' scores and their gate verdicts in its summary (the small split fails its
+  ``nrmse < 0.1`` gate: the run gets an ERROR alert; ``gate_exit=True`` on the pipeline would
+  make this script exit 1), and ``pipeline/children`` listing the runs it spawned;
 * the *training run* of ``train.py``: same group, ``job_type="train"``, tag
   ``parent:<pipeline id>``, with the ``operator/*`` and ``diffusion/*`` series.
 
-At the end it reads back the ``.wandb`` files wandb wrote and prints what each run holds.
+At the end it reads back the ``.wandb`` files wandb wrote, prints what each run holds, and the
+``instrument`` commands that look closer and upload them.
 """
 
 from __future__ import annotations
@@ -57,7 +60,11 @@ def report(pipeline_id: str) -> str:
     pipeline_run = runfile.read_run_file(found[-1])
     children = pipeline_run.summary.get("pipeline/children", [])
     runs = [pipeline_run, *(runfile.read_run_file(runfile.find_run_files(wandb_dir, c)[-1]) for c in children)]
-    return f"\nThe pipeline wrote {len(runs)} runs to {wandb_dir.resolve()}:\n\n" + runfile.format_report(runs)
+    return (
+        f"\nThe pipeline wrote {len(runs)} runs to {wandb_dir.resolve()}:\n\n{runfile.format_report(runs)}\n"
+        f"More on a run: instrument show {pipeline_id}   (also: plot, compare, leaderboard; instrument --help)\n"
+        "Upload them:   instrument sync   (every offline run in ./wandb; it says which ones made it)\n"
+    )
 
 
 if __name__ == "__main__":

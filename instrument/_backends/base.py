@@ -46,8 +46,23 @@ class RunSpec:
     resume: str | None = None  # wandb.init's resume= (``"allow"`` when a journal is replayed)
 
 
+class ValuesDropped(Exception):  # noqa: N818 - it reports values dropped, not an error of the caller's
+    """Raised by a backend after writing a record without some of its values, which it could not write.
+
+    The rest of the record was written. *dropped* lists ``(key, type name, reason)`` for each
+    value left out; the session reports each, naming the function the record came from.
+    """
+
+    def __init__(self, dropped: list[tuple[str, str, str]]) -> None:
+        super().__init__("; ".join(f"{key!r} ({kind}): {reason}" for key, kind, reason in dropped))
+        self.dropped = dropped
+
+
 class BackendRun(Protocol):
     """One started run. Every method takes plain data; none returns anything useful.
+
+    ``log`` and ``update_summary`` write every value they can: when some cannot be written, the
+    rest is written and :class:`ValuesDropped` names the others.
 
     Two optional members, which the session looks for (the wandb backend has them): ``native``,
     the library's own run object (what ``instrument.current().run`` returns; None if absent),
@@ -73,8 +88,17 @@ class BackendRun(Protocol):
     def save(self, path: str, base_path: str | None, policy: str) -> None:
         """Save a file with the run (``run.save``)."""
 
-    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
-        """Log a file or folder as an artifact (``run.log_artifact``)."""
+    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...], *,
+                     metadata: dict[str, Any] | None = None, description: str | None = None) -> None:
+        """Log a file or folder as an artifact (``run.log_artifact``), with its version's *metadata*
+        and *description*."""
+
+    def log_wandb_artifact(self, artifact: Any, aliases: tuple[str, ...]) -> None:
+        """Log a ``wandb.Artifact`` the user built, as it is (``run.log_artifact(artifact)``)."""
+
+    def declare_chart(self, key: str, spec: dict[str, Any]) -> None:
+        """Declare the custom chart *key* with its panel *spec* (what ``run.log`` of a ``wandb.plot``
+        chart keeps in the config under ``_wandb.visualize.<key>``)."""
 
     def alert(self, title: str, text: str, level: str) -> None:
         """Send an alert (``run.alert``)."""

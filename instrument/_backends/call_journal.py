@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from instrument._backends.base import RunSpec
-from instrument._journal import Encoder, JournalError, decode_value, inside, without_dropped
+from instrument._journal import Encoder, JournalError, decode_value, inside, native_artifact_files, without_dropped
 
 
 def _copy_into(source: str, base_path: str | None, target_root: Path) -> Path:
@@ -131,10 +131,26 @@ class CallJournal:
         copied, base = self._copy(path, base_path)
         self._call("save", path=copied, base_path=base, policy=policy)
 
-    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
+    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...], *,
+                     metadata: dict[str, Any] | None = None, description: str | None = None) -> None:
         """Copy the file or folder into the journal now and journal ``run.log_artifact``."""
         copied, _ = self._copy(path, None)
-        self._call("log_artifact", path=copied, type=type, name=name, aliases=list(aliases))
+        self._call("log_artifact", path=copied, type=type, name=name, aliases=list(aliases), metadata=metadata,
+                   description=description)
+
+    def log_wandb_artifact(self, artifact: Any, aliases: tuple[str, ...]) -> None:
+        """Copy the files of a ``wandb.Artifact`` into the journal now and journal them as one artifact
+        of its name, type, metadata and description."""
+        with self._lock:
+            self._copies += 1
+            root = self.files / f"{self._copies:04d}"
+        native_artifact_files(artifact, root)
+        self._call("log_artifact", path=str(root.relative_to(self.folder)), type=artifact.type, name=artifact.name,
+                   aliases=list(aliases), metadata=dict(artifact.metadata), description=artifact.description)
+
+    def declare_chart(self, key: str, spec: dict[str, Any]) -> None:
+        """Journal the declaration of the custom chart *key*."""
+        self._call("declare_chart", key=key, spec=spec)
 
     def alert(self, title: str, text: str, level: str) -> None:
         """Journal ``run.alert``."""
@@ -204,4 +220,5 @@ def read_call_journal(folder: Path) -> tuple[dict[str, Any], list[tuple[str, dic
     return header, calls, exit_code
 
 
-_CALLS = frozenset({"log", "define_metric", "update_summary", "update_config", "save", "log_artifact", "alert"})
+_CALLS = frozenset({"log", "define_metric", "update_summary", "update_config", "save", "log_artifact", "alert",
+                    "declare_chart"})

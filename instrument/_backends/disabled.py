@@ -28,7 +28,14 @@ class DisabledRun:
     def save(self, path: str, base_path: str | None, policy: str) -> None:
         pass
 
-    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
+    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...], *,
+                     metadata: dict[str, Any] | None = None, description: str | None = None) -> None:
+        pass
+
+    def log_wandb_artifact(self, artifact: Any, aliases: tuple[str, ...]) -> None:
+        pass
+
+    def declare_chart(self, key: str, spec: dict[str, Any]) -> None:
         pass
 
     def alert(self, title: str, text: str, level: str) -> None:

@@ -8,6 +8,12 @@ It keeps the rules of wandb 0.31 that users' assertions depend on (docs/wandb-be
 * a summary update never touches history, and a NaN set in the summary is stored as ``None``
   (wandb writes null), as is a NaN anywhere in the config;
 * a config update replaces top-level keys (``config.update``; the session deep-merges first);
+* media are described in wandb's shapes: a histogram by wandb's ``values`` (counts) and
+  ``bins``, a table by its columns and rows, an image by its size and caption, any other wandb
+  object by its W&B type (``{"_type": "html-file"}``); a ``wandb.plot`` chart's panel is kept in
+  :attr:`RecordedRun.charts`;
+* a value wandb cannot write costs only itself, as there: an image array of a shape wandb
+  cannot convert, a wandb object whose file is gone;
 * what wandb rejects is rejected: a file policy other than ``now``/``end``/``live`` or a
   ``base_path`` that is not a prefix of the path (ValueError in ``run.save``), an artifact path
   that does not exist, an alert level other than INFO/WARN/ERROR, an image array of a shape
@@ -31,7 +37,10 @@ import pathlib
 import threading
 from typing import Any
 
-from instrument._backends.base import RunSpec
+from instrument._backends.base import RunSpec, ValuesDropped
+from instrument._foreign import ForeignValue, PlotlyFigure, is_wandb_object, state_of
+from instrument._keys import metric_name
+from instrument._kinds import is_plotly_figure, numpy, type_name
 from instrument._media import pictures
 from instrument._problems import InstrumentationError, strict, with_origin
 from instrument._values import Histogram, Image, Table
@@ -47,50 +56,96 @@ def _reject(message: str) -> Exception:
     return ValueError(message)  # the session's warning names the function around it
 
 
-def _image(value: Image, key: str) -> Any:
-    """Return what a test needs to know of an image: size and caption; reject bad shapes."""
+class _UnwritableError(ValueError):
+    """A value wandb could not write (the message is the reason, as wandb would give it)."""
+
+
+def _image(value: Image) -> Any:
+    """Return what a test needs to know of an image: size and caption; refuse bad shapes."""
     found = []
     for picture in pictures(value):
         shape = getattr(picture, "shape", None)
         if shape is not None:
             shape = tuple(shape)
             if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))):
-                raise _reject(f"key {key!r}: an image of shape {shape} cannot be converted by wandb "
-                              "(expected HxW, HxWxC or CxHxW with C of 1, 3 or 4)")
+                raise _UnwritableError(f"ValueError: an image of shape {shape} cannot be converted "
+                                  "(expected HxW, HxWxC or CxHxW with C of 1, 3 or 4)")
             height, width = shape[0], shape[1]
+        elif isinstance(picture, str):  # an image file (an image read back from a journal, a path)
+            from PIL import Image as PILImage  # wandb.Image needs pillow for a file too
+
+            with PILImage.open(picture) as opened:
+                width, height = opened.size
         else:
             width, height = getattr(picture, "size", (None, None))
         found.append({"_type": "image", "width": width, "height": height, "caption": value.caption})
     return found[0] if len(found) == 1 else found
 
 
-def _foreign(value: Any) -> dict[str, Any]:
-    """Describe a wandb object the user passed in as is (``wandb.Image``, ``wandb.Table``)."""
-    kind = type(value).__name__
-    if kind == "Table":
-        return {"_type": "table", "columns": list(getattr(value, "columns", [])),
-                "rows": [list(r) for r in getattr(value, "data", [])]}
-    if kind == "Image":
-        return {"_type": "image", "width": getattr(value, "_width", None),
-                "height": getattr(value, "_height", None), "caption": getattr(value, "_caption", None)}
-    return {"_type": f"wandb.{kind}"}
+def _histogram(value: Histogram) -> dict[str, Any]:
+    """Return a histogram as wandb stores it: ``values`` are the counts, ``bins`` the edges."""
+    if value.counts is not None and value.bins is not None:
+        return {"_type": "histogram", "values": list(value.counts), "bins": list(value.bins)}
+    counts, edges = numpy().histogram(list(value.values), bins=value.num_bins)
+    return {"_type": "histogram", "values": counts.tolist(), "bins": edges.tolist()}
+
+
+def _foreign(value: Any) -> Any:
+    """Describe a wandb object (the user's, or one read back from a journal) as wandb stores it.
+
+    Raises:
+        _UnwritableError: the object's file is gone (wandb raises FileNotFoundError when it logs it).
+    """
+    name, log_type, state = state_of(value)
+    path = state.get("_path")
+    if isinstance(path, str) and "://" not in path and not os.path.exists(path):
+        raise _UnwritableError(f"FileNotFoundError: [Errno 2] No such file or directory: {path!r}")
+    if name == "Table":
+        return {"_type": "table", "columns": list(state.get("columns") or []),
+                "rows": [[_snapshot(cell) for cell in row] for row in state.get("data") or []]}
+    if name == "Image":
+        return {"_type": "image", "width": state.get("_width"), "height": state.get("_height"),
+                "caption": state.get("_caption")}
+    if name == "Histogram":
+        return {"_type": "histogram", "values": list(state.get("histogram") or []),
+                "bins": list(state.get("bins") or [])}
+    return {"_type": log_type or f"wandb.{name}"}
 
 
 def _snapshot(value: Any, key: str = "") -> Any:
-    """Return *value* as plain data, deep-copied; media become small dicts."""
+    """Return *value* as plain data, deep-copied; media become small dicts in wandb's shapes.
+
+    Raises:
+        _UnwritableError: the value is media wandb could not write.
+    """
     if isinstance(value, Table):
-        return {"_type": "table", "columns": list(value.columns), "rows": [copy.deepcopy(list(r)) for r in value.rows]}
+        return {"_type": "table", "columns": list(value.columns),
+                "rows": [[_snapshot(cell) for cell in row] for row in value.rows]}
     if isinstance(value, Histogram):
-        return {"_type": "histogram", "values": list(value.values)}
+        return _histogram(value)
     if isinstance(value, Image):
-        return _image(value, key)
-    if type(value).__module__.split(".")[0] == "wandb":
+        return _image(value)
+    if isinstance(value, PlotlyFigure) or is_plotly_figure(value):
+        return {"_type": "plotly-file"}
+    if isinstance(value, ForeignValue) or is_wandb_object(value):
         return _foreign(value)
     if isinstance(value, dict):
         return {k: _snapshot(v, f"{key}/{k}" if key else k) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_snapshot(v, key) for v in value]
     return copy.deepcopy(value)
+
+
+def _snapshot_each(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """Return the snapshot of each value wandb could write, and ``(key, type, reason)`` of the others."""
+    kept: dict[str, Any] = {}
+    dropped: list[tuple[str, str, str]] = []
+    for key, value in values.items():
+        try:
+            kept[key] = _snapshot(value, key)
+        except _UnwritableError as error:
+            dropped.append((key, type_name(value), str(error)))
+    return kept, dropped
 
 
 def _media_kind(snapshot: Any) -> str | None:
@@ -144,7 +199,10 @@ class RecordedRun:
             (to history or summary), in order.
         files: saved files ``{"path", "policy", "source"}``; *path* is where wandb puts the file
             in the run (relative to its ``files/`` folder), *source* the absolute file saved.
-        artifacts: ``{"name", "type", "aliases", "path"}``. alerts: ``{"title", "text", "level"}``.
+        artifacts: ``{"name", "type", "aliases", "path", "metadata", "description"}`` (*path* is
+            None for a ``wandb.Artifact`` logged as it is). alerts: ``{"title", "text", "level"}``.
+        charts: the custom charts of ``wandb.plot``, ``{key: panel spec}``, as wandb keeps them in
+            the config under ``_wandb.visualize`` (their tables are logged under ``<key>_table``).
         finished: whether the run was finished; exit_code: its exit code, else None.
 
     The methods after :meth:`series` are the backend protocol the session calls; spy on them
@@ -164,6 +222,7 @@ class RecordedRun:
         self._files: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
+        self._charts: dict[str, dict[str, Any]] = {}
         self._media: dict[str, dict[str, list[Any]]] = {"tables": {}, "images": {}}
         self.finished = False
         self.exit_code: int | None = None
@@ -248,9 +307,15 @@ class RecordedRun:
 
     @property
     def artifacts(self) -> list[dict[str, Any]]:
-        """Artifacts logged, in order: ``{"name", "type", "aliases", "path"}``."""
+        """Artifacts logged, in order: ``{"name", "type", "aliases", "path", "metadata", "description"}``."""
         with self._lock:
             return copy.deepcopy(self._artifacts)
+
+    @property
+    def charts(self) -> dict[str, dict[str, Any]]:
+        """Custom charts declared (a ``wandb.plot`` chart returned): ``{key: panel spec}``."""
+        with self._lock:
+            return copy.deepcopy(self._charts)
 
     @property
     def alerts(self) -> list[dict[str, Any]]:
@@ -285,8 +350,17 @@ class RecordedRun:
 
     # BackendRun protocol -------------------------------------------------------------------------
     def log(self, row: dict[str, Any]) -> None:
-        """Append a history row with the next ``_step`` and update the summary as wandb does."""
-        snapshot = _snapshot(row)  # outside the lock: may reject (bad image) before anything lands
+        """Append a history row with the next ``_step`` and update the summary as wandb does.
+
+        Raises:
+            ValuesDropped: after the row landed, naming the values wandb could not write.
+        """
+        snapshot, dropped = _snapshot_each(row)  # outside the lock
+        self._log(snapshot)
+        if dropped:
+            raise ValuesDropped(dropped)
+
+    def _log(self, snapshot: dict[str, Any]) -> None:
         with self._lock:
             snapshot["_step"] = len(self._history)
             self._history.append(snapshot)
@@ -305,16 +379,26 @@ class RecordedRun:
                     )
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
-        """Record a ``define_metric`` declaration for the exact key *name*."""
+        """Record a ``define_metric`` declaration for the exact key *name* (none for a key holding
+        ``*``, which wandb would read as a pattern)."""
+        if metric_name(name) is None:
+            return
         with self._lock:
             self._metrics[name] = {"step_metric": step_metric, "summary": summary}
 
     def update_summary(self, values: dict[str, Any]) -> None:
-        """Set summary keys (NaN becomes None, as wandb stores it); no history row."""
-        snapshot = _null_nan(_snapshot(values))
+        """Set summary keys (NaN becomes None, as wandb stores it); no history row.
+
+        Raises:
+            ValuesDropped: after the rest landed, naming the values wandb could not write.
+        """
+        kept, dropped = _snapshot_each(values)
+        snapshot = _null_nan(kept)
         with self._lock:
             self._summary.update(snapshot)
             self._keep_media(snapshot)
+        if dropped:
+            raise ValuesDropped(dropped)
 
     def update_config(self, values: dict[str, Any]) -> None:
         """Set top-level config keys (NaN, nested or in a list, becomes None, as wandb stores it)."""
@@ -349,7 +433,8 @@ class RecordedRun:
                 name = pathlib.Path(match).relative_to(base).as_posix()
                 self._files.append({"path": name, "policy": policy, "source": match})
 
-    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
+    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...], *,
+                     metadata: dict[str, Any] | None = None, description: str | None = None) -> None:
         """Record a logged artifact; ``latest`` is added to its aliases, as wandb
         adds it (in no fixed order there; last here).
 
@@ -358,10 +443,24 @@ class RecordedRun:
         """
         if not os.path.exists(path):
             raise _reject(f"log_artifact({path!r}): no such file or folder (wandb raises ValueError)")
+        self._artifact(name, type, aliases, path=os.path.abspath(path), metadata=metadata, description=description)
+
+    def _artifact(self, name: str, type: str, aliases: tuple[str, ...], *, path: str | None,
+                  metadata: dict[str, Any] | None, description: str | None) -> None:
         with self._lock:
             every = list(aliases) if "latest" in aliases else [*aliases, "latest"]  # as wandb does
-            self._artifacts.append({"name": name, "type": type, "aliases": every,
-                                    "path": os.path.abspath(path)})
+            self._artifacts.append({"name": name, "type": type, "aliases": every, "path": path,
+                                    "metadata": copy.deepcopy(metadata or {}), "description": description})
+
+    def log_wandb_artifact(self, artifact: Any, aliases: tuple[str, ...]) -> None:
+        """Record a ``wandb.Artifact`` logged as it is (its name, type, metadata and description)."""
+        self._artifact(artifact.name, artifact.type, aliases, path=None, metadata=dict(artifact.metadata),
+                       description=artifact.description)
+
+    def declare_chart(self, key: str, spec: dict[str, Any]) -> None:
+        """Record the custom chart *key*'s panel spec (wandb keeps it in ``_wandb.visualize``)."""
+        with self._lock:
+            self._charts[key] = copy.deepcopy(spec)
 
     def alert(self, title: str, text: str, level: str) -> None:
         """Record an alert.

@@ -20,9 +20,12 @@ from typing import Any
 
 from instrument import _env
 from instrument._backends import wandb_sharing
-from instrument._backends.base import BackendRun, Call, RunSpec
+from instrument._backends.base import BackendRun, Call, RunSpec, ValuesDropped
 from instrument._backends.wandb_core import Retained, file_rows
 from instrument._backends.wandb_fast import HistoryWriter
+from instrument._foreign import ForeignValue, PlotlyFigure, materialize
+from instrument._keys import metric_name
+from instrument._kinds import is_plotly_figure, type_name
 from instrument._media import is_image_batch, pictures
 from instrument._records import approx_bytes
 from instrument._values import Histogram, Image, Table
@@ -43,24 +46,79 @@ _GUESTS: dict[str, WandbRun] = {}
 def to_wandb(value: Any) -> Any:
     """Return *value* with instrument's media values turned into wandb objects (recursively).
 
-    ``Table`` -> ``wandb.Table`` (image cells -> ``wandb.Image``); ``Image`` -> ``wandb.Image``,
-    a batch -> a list of them (W&B shows ``images/separated``); ``Histogram`` ->
-    ``wandb.Histogram`` (wandb bins the values); dicts and lists are walked.
+    ``Table`` -> ``wandb.Table`` (image cells -> ``wandb.Image``; a column mixing types, say ints
+    and strings, is allowed as wandb allows it with ``allow_mixed_types``); ``Image`` ->
+    ``wandb.Image``, a batch -> a list of them (W&B shows ``images/separated``); ``Histogram`` ->
+    ``wandb.Histogram`` (wandb bins the values; a pair keeps its bins); a plotly figure ->
+    ``wandb.Plotly`` (as ``run.log`` stores one); a wandb object read back from a journal -> the
+    object rebuilt; dicts and lists are walked.
+
+    Raises:
+        Exception: whatever wandb raises for a value it cannot convert.
     """
     import wandb
 
     if isinstance(value, Table):
-        return wandb.Table(columns=list(value.columns), data=[[to_wandb(c) for c in row] for row in value.rows])
+        data = [[to_wandb(c) for c in row] for row in value.rows]
+        try:
+            return wandb.Table(columns=list(value.columns), data=data)
+        except TypeError:  # a column mixing types, which wandb refuses unless told to allow it
+            return wandb.Table(columns=list(value.columns), data=data, allow_mixed_types=True)
     if isinstance(value, Histogram):
+        if value.counts is not None and value.bins is not None:
+            return wandb.Histogram(np_histogram=(list(value.counts), list(value.bins)))  # type: ignore[arg-type]
         return wandb.Histogram(list(value.values), num_bins=value.num_bins)
     if isinstance(value, Image):
         images = [wandb.Image(frame, caption=value.caption) for frame in pictures(value)]
         return images if is_image_batch(value.data) else images[0]
+    if isinstance(value, ForeignValue):
+        return materialize(value)
+    if isinstance(value, PlotlyFigure):
+        import plotly.io  # type: ignore[import-untyped]  # a figure a subprocess made, so plotly is installed
+
+        return wandb.Plotly(plotly.io.from_json(value.json))
+    if is_plotly_figure(value):
+        return wandb.Plotly(value)
     if isinstance(value, dict):
         return {k: to_wandb(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_wandb(v) for v in value]
     return value
+
+
+_PLAIN = frozenset({int, float, bool, str, type(None)})
+
+
+def _is_plain(value: Any) -> bool:
+    """Return whether *value* is plain data wandb writes inline (no file, no conversion)."""
+    kind = value.__class__
+    if kind in _PLAIN:
+        return True
+    if kind is list or kind is tuple:
+        return all(_is_plain(v) for v in value)
+    if kind is dict:
+        return all(_is_plain(v) for v in value.values())
+    return False
+
+
+def _all_plain(values: dict[str, Any]) -> bool:
+    """Return whether every value is a number, a string or None (checked fast, by class)."""
+    plain = _PLAIN
+    return all(value.__class__ in plain for value in values.values())
+
+
+def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return ``(plain values, media values)`` of a row or summary update."""
+    plain: dict[str, Any] = {}
+    media: dict[str, Any] = {}
+    for key, value in values.items():
+        (plain if _is_plain(value) else media)[key] = value
+    return plain, media
+
+
+def _describe(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _files_of(source: Path, shown: str) -> list[Path]:
@@ -78,9 +136,6 @@ def _files_of(source: Path, shown: str) -> list[Path]:
         raise FileNotFoundError(f"no file matches {shown!r}; nothing was saved")
     return matches
 
-
-#: A row whose values are all of these types has nothing for :func:`to_wandb` to convert.
-_PLAIN_VALUES = frozenset({int, float, bool, str})
 
 #: Seconds a call to a run is kept after the newest one, for a wandb-core that stops answering:
 #: several flush intervals of its transaction log (what it took since its last flush is lost).
@@ -106,7 +161,8 @@ class WandbRun:
         self.run = run
         self.id: str = run.id
         self.owned = owned
-        self.shared = wandb_sharing.SharedRun(run, owned=owned)
+        self._dropped: list[tuple[str, str, str]] = []  # values of the row being written that wandb refused
+        self.shared = wandb_sharing.SharedRun(run, owned=owned, write=self._write_row)
         self._at_end: dict[Path, Path] = {}  # copy in the files folder -> its source ("end" policy)
         self._fast = HistoryWriter.attach(run) if owned and _env.fast_route() else None
         self._retained = Retained(RETAIN_SECONDS, _env.queue_bytes() // 4) if owned else None
@@ -124,12 +180,21 @@ class WandbRun:
         self.shared.finished_elsewhere = finished
 
     def log(self, row: dict[str, Any]) -> None:
-        """Append one history row: committed in instrument's run, shared with the owner's rows
-        in a run whose step belongs to other code (:class:`~instrument._backends.wandb_sharing.Rows`)."""
+        """Append one history row: committed in instrument's run, shared with the owner's rows in a
+        run whose step belongs to other code (:class:`~instrument._backends.wandb_sharing.Rows`).
+
+        A value wandb cannot write costs only itself: each media value goes into the row in a
+        ``run.log`` of its own (``commit=False``, the same row) before the plain values, so one
+        that fails there (a file gone, a value wandb refuses) is left out alone.
+
+        Raises:
+            ValuesDropped: after the row was written, naming the values that were not.
+            Exception: whatever wandb raises for the plain values (the run's fault).
+        """
         fast, rows = self._fast, self.shared.rows
         if fast is not None:
             with rows.lock:
-                if rows.own_rows and fast.add(row):
+                if rows.own_rows and fast.add(row):  # plain numbers in instrument's own rows
                     rows.committed += 1
                     self._keep("log", {"row": row}, 64 + 100 * len(row))
                     if fast.full:
@@ -137,24 +202,81 @@ class WandbRun:
                     return
         self._keep("log", {"row": row}, None)
         self.send_pending()
-        rows.write(row if _PLAIN_VALUES.issuperset(map(type, row.values())) else to_wandb(row))
+        self._dropped = []
+        if _all_plain(row):  # numbers and strings (the common case): nothing to convert
+            rows.write(row)
+            return
+        converted: dict[str, Any] = {}
+        for key, value in row.items():
+            try:
+                converted[key] = to_wandb(value)
+            except Exception as error:  # one value wandb cannot take costs only itself
+                self._dropped.append((key, type_name(value), _describe(error)))
+        self.shared.rows.write(converted)
+        if self._dropped:
+            raise ValuesDropped(self._dropped)
+
+    def _write_row(self, row: dict[str, Any], commit: bool | None = None) -> None:
+        """Write one of instrument's rows with wandb's ``run.log``, each media value on its own first."""
+        plain, media = (row, {}) if _all_plain(row) else _split(row)
+        for key, value in media.items():
+            try:
+                self.shared.log({key: value}, commit=False)
+            except Exception as error:  # one value wandb cannot write costs only itself
+                self._dropped.append((key, type_name(value), _describe(error)))
+        if commit is None:
+            self.shared.log(plain)
+        else:
+            self.shared.log(plain, commit=commit)
 
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
+        """Declare the exact key *name* on *step_metric*, dots escaped (wandb reads a dot as nesting);
+        a key holding ``*`` is not declared (wandb reads it as a glob)."""
+        declared = metric_name(name)
+        if declared is None:
+            return
         self._keep("define_metric", {"name": name, "step_metric": step_metric, "summary": summary}, 200)
         self.send_pending()
         kwargs: dict[str, Any] = {}
         if step_metric:
-            kwargs["step_metric"] = step_metric
+            kwargs["step_metric"] = metric_name(step_metric) or step_metric
         if summary:
             kwargs["summary"] = summary
-        self.run.define_metric(name, **kwargs)
+        self.run.define_metric(declared, **kwargs)
 
     def update_summary(self, values: dict[str, Any]) -> None:
+        """Set summary keys; a media value wandb cannot write costs only itself.
+
+        Raises:
+            ValuesDropped: after the rest was written, naming the values that were not.
+        """
         self._keep("update_summary", {"values": values}, None)
         self.send_pending()
         self.shared.before_summary(values)
-        self.run.summary.update(to_wandb(values))
+        plain, media = _split(values)
+        dropped: list[tuple[str, str, str]] = []
+        for key, value in media.items():
+            try:
+                self.run.summary.update({key: to_wandb(value)})
+            except Exception as error:  # one value wandb cannot write costs only itself
+                dropped.append((key, type_name(value), _describe(error)))
+        if plain:
+            self.run.summary.update(plain)
         self.shared.wrote_summary(values)
+        if dropped:
+            raise ValuesDropped(dropped)
+
+    def declare_chart(self, key: str, spec: dict[str, Any]) -> None:
+        """Keep a custom chart's panel in the config under ``_wandb.visualize.<key>``, as ``run.log``
+        of a ``wandb.plot`` chart does (through the same callback: wandb has no public call for it).
+
+        The panel also goes into wandb's own copy of that section: wandb sends the whole section
+        again when an image with boxes or masks is logged, which would otherwise erase the chart.
+        """
+        self.send_pending()
+        internal = self.run.config["_wandb"]
+        internal.setdefault("visualize", {})[key] = spec
+        self.run._config_callback(key=("_wandb", "visualize", key), val=spec)  # noqa: SLF001
 
     def update_config(self, values: dict[str, Any]) -> None:
         """Write *values* into ``run.config``; in a run other code started, a key whose value that
@@ -254,17 +376,24 @@ class WandbRun:
             if policy == "end":
                 self._at_end[target] = file
 
-    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...]) -> None:
-        """Log the file or folder at *path* as an artifact (wandb copies it into its staging
-        folder at once; offline, ``log_artifact`` works and ``wait()`` would raise)."""
+    def log_artifact(self, path: str, type: str, name: str, aliases: tuple[str, ...], *,
+                     metadata: dict[str, Any] | None = None, description: str | None = None) -> None:
+        """Log the file or folder at *path* as an artifact with its version's *metadata* and
+        *description* (wandb copies it into its staging folder at once; offline,
+        ``log_artifact`` works and ``wait()`` would raise)."""
         import wandb
 
         self.send_pending()
-        artifact = wandb.Artifact(name=name, type=type)
+        artifact = wandb.Artifact(name=name, type=type, description=description, metadata=metadata)
         if Path(path).is_dir():
             artifact.add_dir(path)
         else:
             artifact.add_file(path)
+        self.run.log_artifact(artifact, aliases=list(aliases) or None)
+
+    def log_wandb_artifact(self, artifact: Any, aliases: tuple[str, ...]) -> None:
+        """Log a ``wandb.Artifact`` the user built, as it is."""
+        self.send_pending()
         self.run.log_artifact(artifact, aliases=list(aliases) or None)
 
     def alert(self, title: str, text: str, level: str) -> None:
@@ -346,7 +475,7 @@ class WandbBackend:
             where = run.settings.sync_dir
             print(
                 f"instrument: no W&B credentials found, so run {run.id} was written offline to "
-                f"{where}; upload it with `wandb sync {where}`",
+                f"{where}; upload it with `instrument sync {where}`",
                 file=sys.stderr,
             )
         return started

@@ -182,13 +182,15 @@ class SharedRun:
     Args:
         run: the ``wandb.Run``.
         owned: instrument started it (False: a guest in a run someone else started).
+        write: how instrument's own rows are written (``log(row, commit=...)``); default wandb's
+            ``run.log`` (the wandb backend passes one that writes each media value on its own).
     """
 
-    def __init__(self, run: Any, *, owned: bool) -> None:
+    def __init__(self, run: Any, *, owned: bool, write: Callable[..., Any] | None = None) -> None:
         self.run = run
         self.owned = owned
         self.log: Callable[..., Any] = run.log  # wandb's own, never the guard below
-        self.rows = Rows(run, self.log, guest=not owned)
+        self.rows = Rows(run, write or self.log, guest=not owned)
         self.settle: Callable[[float], object] = lambda timeout: True  # the session writes what it queued
         self.finished_elsewhere: Callable[[str | None], None] = lambda call: None
         self.before_others: Callable[[], None] = lambda: None  # instrument's rows held back go first

@@ -1,0 +1,63 @@
+"""The ``instrument`` command: look at offline runs, compare and rank them, check gates, sync them.
+
+Every command reads the local ``.wandb`` files with :mod:`instrument.runfile` and needs no
+account, no network and no server, except ``sync`` (which runs ``wandb sync``). ``python -m
+instrument`` is the same command. One module per verb family; :func:`main` is the console script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from instrument.cli import _compare, _gate, _leaderboard, _plot, _replay, _show, _sync
+from instrument.cli._common import USAGE, CommandError
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``instrument`` argument parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="instrument",
+        description="Look at, compare, rank, gate, plot and upload the wandb runs in ./wandb "
+        "(or $WANDB_DIR/wandb), offline. Run 'instrument COMMAND --help' for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (_show, _compare, _gate, _leaderboard, _plot, _sync, _replay):
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    """Run the command line with *argv* (default ``sys.argv[1:]``); return the exit status.
+
+    Args:
+        argv: The arguments after the program name.
+        environ: The environment (``WANDB_DIR`` and, for ``sync``, what ``wandb sync`` gets).
+
+    Returns:
+        The command's exit status: 0 success, 2 bad usage or not a run, and what each command
+        documents (1 a failed gate or a regression, 3 no baseline, 4 runs left unsynced).
+    """
+    parser = build_parser()
+    try:
+        arguments = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits 2 on bad usage, 0 after --help
+        return exit_.code if isinstance(exit_.code, int) else USAGE
+    try:
+        status: int = arguments.handler(arguments, environ)
+    except CommandError as error:
+        print(f"instrument {getattr(arguments, 'verb', arguments.command)}: {error}", file=sys.stderr)
+        return error.status
+    except BrokenPipeError:  # `instrument show RUN | head`
+        sys.stderr.close()
+        return 0
+    return status
+
+
+def console() -> None:
+    """The ``instrument`` console script: run :func:`main` and exit with its status."""
+    sys.exit(main())
