@@ -245,7 +245,7 @@ class FaultPolicy:
         dropped = (f"; {memory_dropped} row(s) handed to wandb in its last seconds were more than instrument keeps "
                    f"in memory ({_env.INSTRUMENT_QUEUE_BYTES}) and may be missing") if memory_dropped else ""
         if not calls and not records:
-            upload = f"; upload it with `wandb sync {where}`" if where and os.path.isdir(where) else ""
+            upload = f"; upload it with `instrument sync {where}`" if where and os.path.isdir(where) else ""
             self.fault("finish_timeout", f"{stop}; {written}, nothing is missing from it{dropped}{upload}")
             return
         journal = self.spill
