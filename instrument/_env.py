@@ -89,7 +89,36 @@ INSTRUMENT_FAST_ROUTE = "INSTRUMENT_FAST_ROUTE"
 #: and written to the run when it moves again; training goes on. Default 60.
 INSTRUMENT_STALL_TIMEOUT = "INSTRUMENT_STALL_TIMEOUT"
 
+#: This process's global rank in a distributed job, a whole number from 0; the most specific
+#: source of the rank (see :mod:`instrument._ranks` for the launchers' variables read after it).
+INSTRUMENT_RANK = "INSTRUMENT_RANK"
+
+#: Which ranks of a distributed job write runs: ``rank0`` (default: only global rank 0) or
+#: ``per_rank`` (one run per rank, all in one group). ``configure(rank_policy=...)`` wins over it;
+#: an unknown value is warned about once and ``rank0`` is used.
+INSTRUMENT_RANK_POLICY = "INSTRUMENT_RANK_POLICY"
+
+#: wandb's run id variable: the id a standalone or pipeline run is started with (so a requeued
+#: job continues the same run), unless ``configure(run_id=)``/``pipeline(run_id=)`` gives one.
+#: A pipeline's training children never take it (they get ids of their own). wandb's characters
+#: ``:;,#?/'`` are refused with a warning (a fresh id is used).
+WANDB_RUN_ID = "WANDB_RUN_ID"
+
+#: wandb's resume variable: ``allow``, ``must``, ``never`` or ``auto``, for the runs that take
+#: ``WANDB_RUN_ID``; ``configure(resume=)``/``pipeline(resume=)`` win over it. Another value is
+#: warned about once and ignored (wandb itself would refuse to start the run).
+WANDB_RESUME = "WANDB_RESUME"
+
+#: wandb's group variable: under ``per_rank`` the group every rank's run joins when no pipeline
+#: names one (else a group derived from the launcher's job id, see :mod:`instrument._ranks`).
+WANDB_RUN_GROUP = "WANDB_RUN_GROUP"
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
+RESUME_MODES = ("allow", "must", "never", "auto")
+#: The rank policies: ``rank0`` (only global rank 0 writes) and ``per_rank`` (every rank writes
+#: a run of its own, all in one group).
+RANK_POLICIES = ("rank0", "per_rank")
+_RUN_ID_FORBIDDEN = frozenset(":;,#?/'")
 _MODES = frozenset({"online", "offline", "disabled", "dryrun", "run"})
 
 
@@ -223,3 +252,80 @@ def wandb_mode(environ: Mapping[str, str] = os.environ) -> str | None:
     """Return the mode ``WANDB_MODE`` names, lower-cased; None if it is unset or not a wandb mode."""
     value = environ.get(WANDB_MODE, "").strip().lower()
     return value if value in _MODES else None
+
+
+def check_run_id(value: object, where: str) -> str:
+    """Return *value* as a run id wandb accepts.
+
+    Raises:
+        TypeError: *value* is not a string.
+        ValueError: it is empty or holds one of wandb's forbidden characters ``:;,#?/'``; the
+            message names *where*.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{where} must be a string, got {type(value).__name__} {value!r}")
+    bad = sorted(set(value) & _RUN_ID_FORBIDDEN)
+    if not value.strip() or bad:
+        why = "is empty" if not value.strip() else f"holds {''.join(bad)!r}, which wandb refuses in a run id"
+        raise ValueError(f"{where} {value!r} {why}")
+    return value
+
+
+def check_resume(value: object, where: str) -> str:
+    """Return the wandb resume mode *value* names.
+
+    Raises:
+        TypeError: *value* is not a string.
+        ValueError: *value* is not ``allow``, ``must``, ``never`` or ``auto``; the message names *where*.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{where} must be a string, one of {', '.join(map(repr, RESUME_MODES))}, got "
+                        f"{type(value).__name__} {value!r}")
+    if value not in RESUME_MODES:
+        raise ValueError(f"{where} {value!r} is not a wandb resume mode; expected one of "
+                         f"{', '.join(map(repr, RESUME_MODES))}")
+    return value
+
+
+def check_rank_policy(value: object, where: str) -> str:
+    """Return the rank policy *value* names.
+
+    Raises:
+        TypeError: *value* is not a string.
+        ValueError: *value* is not ``"rank0"`` or ``"per_rank"``; the message names *where*.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{where} must be 'rank0' or 'per_rank', got {type(value).__name__} {value!r}")
+    if value not in RANK_POLICIES:
+        raise ValueError(f"{where} {value!r} is not a rank policy; expected 'rank0' or 'per_rank'")
+    return value
+
+
+class RunIdentity(NamedTuple):
+    """The run id and resume mode ``WANDB_RUN_ID`` and ``WANDB_RESUME`` ask for (see :func:`run_identity`)."""
+
+    run_id: str | None
+    resume: str | None
+    #: ``(variable, message)`` for each variable that was set to something wandb would refuse.
+    refused: tuple[tuple[str, str], ...] = ()
+
+
+def run_identity(environ: Mapping[str, str] = os.environ) -> RunIdentity:
+    """Return the run id and resume mode from ``WANDB_RUN_ID`` and ``WANDB_RESUME``.
+
+    A value wandb would refuse is left out (None) and described in *refused*, for the caller to
+    report: wandb itself would raise at ``wandb.init`` and the run would not start.
+    """
+    refused: list[tuple[str, str]] = []
+    values: list[str | None] = []
+    for name, check in ((WANDB_RUN_ID, check_run_id), (WANDB_RESUME, check_resume)):
+        text = environ.get(name)
+        if not text:
+            values.append(None)
+            continue
+        try:
+            values.append(check(text.strip() if name == WANDB_RESUME else text, name))
+        except ValueError as error:
+            values.append(None)
+            refused.append((name, f"instrument: {error}; it is ignored"))
+    return RunIdentity(values[0], values[1], tuple(refused))

@@ -69,8 +69,10 @@ class WandBContext:
     def run_id(self) -> str | None:
         """The id of the run a stage's point written now goes to, known before the run starts:
         a pipeline's run in its body, this process's training run in a pipeline's subprocess, a
-        run other code started that is ``wandb.run``, else this process's standalone run. None
-        when the mode is disabled.
+        run other code started that is ``wandb.run``, else this process's standalone run (whose
+        id is ``WANDB_RUN_ID`` or ``configure(run_id=)`` when given: store it with a checkpoint to
+        resume). None when the mode is disabled, in a worker process (its values go to its
+        parent's run) and on a rank that writes nothing.
         """
         session = self._session()
         return session.id if session is not None else None
@@ -218,10 +220,12 @@ class WandBContext:
         self._route({"alert": value}, "summary", None, "WandBContext.alert")
 
     def finish(self, exit_code: int = 0) -> None:
-        """Finish the run this context owns, else this process's own runs (standalone, training)."""
+        """Finish the run this context owns, else this process's own runs (standalone, training),
+        after writing what its worker processes journaled."""
         if self.owner is not None:
             self.owner.close(exit_code=exit_code)
             return
+        _linkage.drain_workers()
         for session in _linkage.own_sessions():
             session.finish(exit_code)
 
@@ -246,6 +250,9 @@ def configure(
     mode: str | None = None,
     redact_secrets: bool = True,
     synchronous: bool = False,
+    run_id: str | None = None,
+    resume: str | None = None,
+    rank_policy: str | None = None,
 ) -> None:
     """Set what standalone and training runs of this process are started with.
 
@@ -262,14 +269,29 @@ def configure(
         synchronous: make runs created from now on call wandb on the calling thread, in call
             order, instead of on their dispatcher thread (debugging; as ``INSTRUMENT_SYNC=1``).
             Slower: each ``run.log`` then costs the caller about 0.4 ms.
+        run_id: the id of this process's run, so that a requeued job continues it (store
+            ``instrument.current().run_id`` with a checkpoint); default ``WANDB_RUN_ID`` (taken by
+            the first run this process starts, standalone or pipeline; a pipeline's training
+            child never takes it from the environment), else a fresh id. wandb refuses the
+            characters ``:;,#?/'``.
+        resume: wandb's resume mode for *run_id*: ``"allow"`` (continue the run if it exists),
+            ``"must"``, ``"never"`` or ``"auto"``; default ``WANDB_RESUME``. A resumed run's
+            stage axes continue one past their last recorded step (README, "Preemption and resume").
+        rank_policy: which ranks of a distributed job write runs: ``"rank0"`` (only global rank 0;
+            the others write nothing, import no wandb and create no folder) or ``"per_rank"``
+            (a run per rank, all in one group, tagged ``rank:<k>``, config ``instrument/rank``);
+            default ``INSTRUMENT_RANK_POLICY``, else ``"rank0"``.
 
     Raises:
-        ValueError: *mode* is not a wandb mode (the message names it and the accepted ones).
+        ValueError: *mode* is not a wandb mode, *resume* not a resume mode, *rank_policy* not a
+            rank policy, or *run_id* holds a character wandb refuses (the message names it and
+            what is accepted).
         TypeError: an argument has the wrong type (the message names it and the type).
     """
     _linkage.configure(RunOptions.checked(
         "instrument.configure", project=project, entity=entity, name=name, tags=tags, job_type=job_type, mode=mode,
-        redact_secrets=redact_secrets, synchronous=synchronous,
+        redact_secrets=redact_secrets, synchronous=synchronous, run_id=run_id, resume=resume,
+        rank_policy=rank_policy,
     ))
 
 
@@ -339,7 +361,9 @@ def create_wandb_context(
 def save_wandb_context(context: WandBContext, path: str | os.PathLike[str]) -> Path:
     """Write *context*'s context file to *path* (atomic, mode 0600) for subprocesses.
 
-    Set ``WANDB_CONTEXT_FILE=<path>`` in their environment.
+    Set ``WANDB_CONTEXT_FILE=<path>`` in their environment. In a process that writes no run of
+    its own (a rank its policy keeps from writing, a worker) nothing is written: the
+    subprocesses resolve their own rank and write nothing either.
 
     Raises:
         ValueError: *context* does not own a run (only :func:`create_wandb_context` ones do).
@@ -347,6 +371,8 @@ def save_wandb_context(context: WandBContext, path: str | os.PathLike[str]) -> P
     if context.owner is None:
         raise ValueError("instrument.save_wandb_context: this WandBContext owns no run; "
                          "use one from create_wandb_context()")
+    if context.owner.context is None:
+        return Path(path)
     return context.owner.context.save(path)
 
 

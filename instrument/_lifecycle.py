@@ -2,8 +2,9 @@
 
 What linkage asks of the process around its runs: record the exit status the program ends with,
 finish the runs at interpreter exit (after wandb registered its own teardown) and on SIGTERM,
-and make forked or multiprocessing children leave the parent's runs alone. Linkage passes the
-function that finishes its runs; this module imports only leaves.
+and make a forked child leave its parent's runs alone (it never finishes them, and drops the
+parent's SIGTERM handler). Linkage passes the function that finishes its runs; this module
+imports only leaves.
 
 The exit status needs a hook on ``sys.exit``: ``atexit`` handlers run inside the interpreter's
 finalisation, after ``SystemExit`` was handled in C, and nothing in Python holds the status by
@@ -21,11 +22,8 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
-
-from instrument._problems import InstrumentationWarning, user_stacklevel
 
 #: What finishes every run of the process with an exit code (linkage's ``finish_state``).
 Finisher = Callable[[int], None]
@@ -34,7 +32,6 @@ _exit_code: int | None = None
 _exit_code_watched = False
 _exit_hook_installed = False
 _forked = False
-_forked_warned = False
 
 
 def exit_code() -> int:
@@ -117,44 +114,10 @@ def finish_at_exit(finish: Finisher) -> None:
     atexit.register(at_exit)
 
 
-# Forked and multiprocessing children --------------------------------------------------------------
-def forked() -> bool:
-    """Return whether this process is a bare ``os.fork()`` child of one that imported instrument."""
-    return _forked
-
-
-def in_child() -> bool:
-    """Return whether this is a forked or multiprocessing child (a pool worker, a DataLoader
-    worker); then warn once that its decorated calls run as plain functions and log nothing."""
-    if _forked or _multiprocessing_child():
-        _warn_forked()
-        return True
-    return False
-
-
-def _warn_forked() -> None:
-    global _forked_warned
-    if not _forked_warned:
-        _forked_warned = True
-        warnings.warn(
-            "instrument: this is a forked or multiprocessing child process (a DataLoader worker, a "
-            "pool); decorated calls here run as plain functions and log nothing (the parent's run is "
-            "left alone)",
-            InstrumentationWarning,
-            stacklevel=user_stacklevel(),
-        )
-
-
-def _multiprocessing_child() -> bool:
-    # A spawned or forkserver worker imports instrument afresh, so no fork hook marks it.
-    multiprocessing = sys.modules.get("multiprocessing")
-    return multiprocessing is not None and multiprocessing.parent_process() is not None
-
-
+# Forked children ------------------------------------------------------------------------------------
 def _after_fork_in_child() -> None:
-    global _forked, _forked_warned, _lock
+    global _forked, _lock
     _forked = True
-    _forked_warned = False
     _lock = threading.RLock()
     _terminators.clear()
     _sigterm_finished.clear()

@@ -1,6 +1,10 @@
 """Linkage: which run a call writes to, resolved at call time, and the process's runs.
 
-The order, per record role (``series`` for stages, ``summary`` for evals and everything else):
+First, where this process stands: a worker (a pool or DataLoader worker, an ``os.fork`` child)
+writes every record into its parent's inbox, for the run its parent writes to
+(:mod:`instrument._workers`); a rank of a distributed job that its rank policy keeps from
+writing (:mod:`instrument._ranks`) writes nothing. Then the order, per record role (``series``
+for stages, ``summary`` for evals and everything else):
 
 1. a ``@pipeline`` active in this process: its run, for every role;
 2. ``WANDB_CONTEXT_FILE`` in the environment (a subprocess of a pipeline): series go to this
@@ -10,8 +14,8 @@ The order, per record role (``series`` for stages, ``summary`` for evals and eve
 4. this process's standalone run, started on the first record, finished at interpreter exit.
 
 The state is process-wide (threads find the run) and replaced whole by ``use_backend`` (tests)
-and by a fork (a forked child runs decorated calls as plain functions). How the process ends
-is :mod:`instrument._lifecycle`'s.
+and by a fork (a forked child keeps only the settings). How the process ends is
+:mod:`instrument._lifecycle`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from instrument import _dispatch, _env, _lifecycle
+from instrument import _dispatch, _env, _family, _lifecycle, _ranks
 from instrument._backends import wandb_core
 from instrument._backends.base import Backend, BackendRun, RunSpec, Stopped, new_run_id
 from instrument._backends.disabled import DisabledBackend
@@ -37,6 +41,7 @@ from instrument._problems import Problem, report
 from instrument._records import Record
 from instrument._redact import redact_config
 from instrument._session import Session
+from instrument._workers import Inbox, Poller, WorkerJournal, role_of
 
 
 class Sink(Protocol):
@@ -61,6 +66,7 @@ class _State:
         #: What standalone and training runs are started with (``instrument.configure``).
         self.settings = settings if settings is not None else RunOptions(redact_secrets=True)
         self.disabled: bool | None = None  # cache of disabled(); None: not computed yet
+        self.identity_taken = False  # WANDB_RUN_ID/WANDB_RESUME went to a run of this state already
 
 
 _lock = threading.RLock()
@@ -79,11 +85,15 @@ def backend_for(mode: str) -> Backend:
 
 def configure(settings: RunOptions) -> None:
     """Make *settings* what standalone and training runs are started with (``instrument.configure``)."""
+    global _placement
     with _lock:
         _state.settings = settings
         _state.disabled = None
+        _placement = None
         for sink in _state.journals.values():
             sink.redact_secrets = settings.redact_secrets is not False
+        for journal in _worker_journals.values():
+            journal.redact_secrets = settings.redact_secrets is not False
 
 
 def settings() -> RunOptions:
@@ -98,20 +108,22 @@ def push_backend(backend: Backend | None, *, inherit_settings: bool = True) -> o
     *inherit_settings* carries ``instrument.configure``'s settings into the new state (changes
     made there stay there).
     """
-    global _state
+    global _state, _placement
     with _lock:
         previous = _state
         _state = _State(backend, previous.settings if inherit_settings else None)
+        _placement = None
         return previous
 
 
 def pop_backend(token: object) -> None:
     """Restore the state that the :func:`push_backend` which returned *token* replaced."""
-    global _state
+    global _state, _placement
     if not isinstance(token, _State):
         raise TypeError(f"pop_backend needs what push_backend returned, got {type(token).__name__}")
     with _lock:
         _state = token
+        _placement = None
 
 
 def _backend(mode: str) -> Backend:
@@ -149,7 +161,7 @@ def new_session(
     spec = RunSpec(
         id=options.run_id or new_run_id(), project=options.project, entity=options.entity, name=options.name,
         group=options.group, job_type=options.job_type, tags=options.tags, config=config, mode=resolved.mode,
-        announce=resolved.announce, redact_secrets=redact,
+        announce=resolved.announce, redact_secrets=redact, resume=options.resume,
     )
 
     def started(session: Session) -> None:
@@ -168,6 +180,7 @@ def new_session(
         # dispatcher thread, where no signal handler can be installed.
         _lifecycle.finish_on_sigterm(finish_state)
     _state.sessions.append(session)
+    _watch_workers()
     return session
 
 
@@ -209,7 +222,7 @@ def stop_wandb_at_exit() -> Stopped | None:
     has not run and runs are not being finished at exit).
     """
     global _stopped
-    if not (_exiting or _dispatch.exit_deadline is not None) or _lifecycle.forked():
+    if not (_exiting or _dispatch.exit_deadline is not None) or _lifecycle._forked:  # noqa: SLF001 - a forked child stops nothing
         return None
     with _stop_lock:
         if _stopped is None:
@@ -220,7 +233,10 @@ def stop_wandb_at_exit() -> Stopped | None:
 
 
 def finish_state(exit_code: int) -> None:
-    """Finish every unfinished run of the current state with *exit_code*, newest first."""
+    """Finish every unfinished run of the current state with *exit_code*, newest first, after
+    writing what this process's workers journaled (their inbox is removed once the runs took it)."""
+    global _inbox
+    drain_workers()
     with _lock:
         sessions = list(_state.sessions)
         journals = list(_state.journals.values())
@@ -229,15 +245,20 @@ def finish_state(exit_code: int) -> None:
         session.finish(exit_code)
     for journal in journals:
         journal.close()
+    inbox, _inbox = _inbox, None
+    if inbox is not None:
+        inbox.remove()
 
 
 def flush_state(timeout: float | None = None) -> bool:
     """Write what every run of the current state holds or queued; True if all of it was taken.
 
     Each run's wait gives up once its backend took nothing for *timeout* seconds (default
-    ``INSTRUMENT_EXIT_TIMEOUT``); it goes on while the backend keeps taking records.
+    ``INSTRUMENT_EXIT_TIMEOUT``); it goes on while the backend keeps taking records. What this
+    process's workers journaled so far is written first.
     """
     timeout = _env.exit_timeout() if timeout is None else timeout
+    drain_workers()
     with _lock:
         sessions = [s for s in dict.fromkeys((*_state.sessions, _state.adopted)) if s is not None and not s.finished]
     done = True
@@ -274,7 +295,7 @@ def _active_wandb_run() -> bool:
 
 
 def _compute_disabled() -> bool:
-    if _lifecycle.forked() or _state.backend is not None:
+    if _state.backend is not None:
         return False
     with _lock:
         if _state.pipelines:
@@ -307,7 +328,7 @@ def training_session(context: ContextFile, environ: Mapping[str, str]) -> Sessio
     if session is None or session.finished:  # finished by hand: later points make a new run
         settings = _state.settings
         journal = journal_sink(context)
-        options = attrs.evolve(
+        options = own_run_options(attrs.evolve(
             settings,
             project=context.project or settings.project,
             entity=context.entity or settings.entity,
@@ -316,7 +337,7 @@ def training_session(context: ContextFile, environ: Mapping[str, str]) -> Sessio
             tags=(*settings.tags, f"parent:{context.run_id}"),
             mode=context.mode,
             redact_secrets=None,
-        )
+        ), environ, from_environment=False)
         session = new_session(options, environ,
                               on_start=lambda started: journal.announce_child(started.id, started.location()))
         _state.training[context.run_id] = session
@@ -335,12 +356,16 @@ def journal_sink(context: ContextFile) -> JournalSink:
 def standalone_session(environ: Mapping[str, str]) -> Session:
     """Return this process's standalone run (one per process), creating it on first use."""
     if _state.standalone is None or _state.standalone.finished:
-        _state.standalone = new_session(attrs.evolve(_state.settings, redact_secrets=None), environ)
+        options = own_run_options(attrs.evolve(_state.settings, redact_secrets=None), environ)
+        _state.standalone = new_session(options, environ)
     return _state.standalone
 
 
 def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
-    """Return where a record of *role* written now goes; None in a forked child.
+    """Return where a record of *role* written now goes; None where nothing is written.
+
+    A worker's records go to its parent's inbox; a rank its policy keeps from writing gets None
+    (the first record resolves the rank, see :func:`placement`).
 
     Args:
         role: ``"series"`` (stage points) or ``"summary"`` (evals, config, media, files, alerts).
@@ -350,8 +375,9 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
         InstrumentationError: in strict mode, when the context file is missing or corrupt
             (otherwise a warning and the standalone run).
     """
-    if _lifecycle.in_child():
-        return None
+    where = _placement if _placement is not None else placement(environ)
+    if not where.writes:
+        return None if where.parent is None else _worker_journal(where.parent)
     with _lock:
         pipeline = next((p for p in reversed(_state.pipelines) if not p.finished), None)
         if pipeline is not None:  # a pipeline whose run other code finished is passed over
@@ -383,6 +409,154 @@ def _adopt() -> Session | None:
         _state.sessions.append(_state.adopted)  # at exit: write the points still waiting for its owner's rows
         _on_start(_state.adopted)
     return _state.adopted
+
+
+@attrs.frozen
+class Placement:
+    """Where this process stands, resolved at its first record (see :func:`placement`).
+
+    Attributes:
+        rank: its rank in a distributed job (rank 0 of 1 for a plain process).
+        policy: the rank policy in force (``rank0`` or ``per_rank``).
+        parent: for a worker, the process its records go to (None otherwise).
+        writes: whether it writes runs of its own (not a worker, and its rank writes under the
+            policy); a worker's *writes* is False.
+    """
+
+    rank: _ranks.Rank
+    policy: str
+    parent: int | None
+    writes: bool
+
+
+_placement: Placement | None = None
+
+
+def placement(environ: Mapping[str, str] = os.environ) -> Placement:
+    """Return where this process stands; resolved once (again after ``configure`` or a fork).
+
+    A worker is a multiprocessing child, or a process forked from one that imported instrument,
+    unless it initialized ``torch.distributed`` itself (the ranks ``torch.multiprocessing.spawn``
+    starts do; a child forked from a rank only inherits its process group). A worker whose parent,
+    as far as it can tell, writes nothing (a rank its policy keeps from writing, mode
+    ``disabled``) has no parent here: its records go nowhere and no inbox is created.
+    """
+    global _placement
+    with _lock:
+        if _placement is not None:
+            return _placement
+        policy = _ranks.resolve_policy(_state.settings.rank_policy, environ)
+        parent = _family.parent_pid()
+        if (parent is not None and not _family.forked_from_parent()
+                and _ranks.current_rank(environ).source == "torch.distributed"):
+            parent = None  # a rank that torch.multiprocessing.spawn started: its own process of the job
+        if parent is None:
+            rank = _ranks.current_rank(environ)
+            found = Placement(rank, policy, None, _ranks.writes(rank, policy))
+        else:
+            rank = _ranks.cached_rank(parent) or _ranks.resolve_rank(environ)  # the parent's, as seen from here
+            parent_writes = _ranks.writes(rank, policy) and not _compute_disabled()
+            found = Placement(rank, policy, parent if parent_writes else None, False)
+        _placement = found
+        return found
+
+
+def own_run_options(options: RunOptions, environ: Mapping[str, str], *, from_environment: bool = True) -> RunOptions:
+    """Return *options* completed for a run this process starts as its own.
+
+    *from_environment* (standalone and pipeline runs; not a pipeline's training child, which
+    inherits its parent's environment): ``WANDB_RUN_ID`` and ``WANDB_RESUME`` fill the run id and
+    resume mode not given, for the first such run of the process; a value wandb would refuse is
+    reported once and ignored. Under ``per_rank`` in a distributed job the run joins the ranks'
+    group (the one given, else :func:`instrument._ranks.job_group`), gets the tag ``rank:<k>`` and
+    config ``instrument/rank`` (and ``instrument/world_size``), and a given run id gets the
+    suffix ``-rank<k>`` (every rank sees the same ``WANDB_RUN_ID``).
+    """
+    run_id, resume = options.run_id, options.resume
+    if from_environment and not _state.identity_taken:
+        _state.identity_taken = True
+        identity = _env.run_identity(environ)
+        for name, message in identity.refused:
+            report(Problem("config", message, name), once=True)
+        run_id = run_id or identity.run_id
+        resume = resume or identity.resume
+    where = placement(environ)
+    group, tags, config = options.group, options.tags, options.config
+    if where.policy == "per_rank" and where.rank.distributed and where.rank.index is not None:
+        group = group or _ranks.job_group(environ)
+        if group is None:
+            report(Problem("config", "instrument: per_rank: no job id found (TORCHELASTIC_RUN_ID, SLURM_JOB_ID, "
+                           f"MASTER_ADDR and MASTER_PORT, ...) and {_env.WANDB_RUN_GROUP} is unset, so the ranks' runs "
+                           "share no group; set WANDB_RUN_GROUP", "per_rank"), once=True)
+        tags = (*tags, f"rank:{where.rank.index}")
+        ranked = {"rank": where.rank.index, **({"world_size": where.rank.size} if where.rank.size else {})}
+        mine = (config or {}).get("instrument")
+        config = {**(config or {}), "instrument": {**(mine if isinstance(mine, dict) else {}), **ranked}}
+        run_id = f"{run_id}-rank{where.rank.index}" if run_id else None
+    return attrs.evolve(options, run_id=run_id, resume=resume, group=group, tags=tags, config=config)
+
+
+# Workers ------------------------------------------------------------------------------------------
+_worker_journals: dict[int, WorkerJournal] = {}
+_inbox: Inbox | None = None
+_poller: Poller | None = None
+
+
+def _worker_journal(parent: int) -> WorkerJournal:
+    """Return this worker's journal into the inbox of process *parent*."""
+    journal = _worker_journals.get(parent)
+    if journal is None:
+        with _lock:
+            journal = _worker_journals.setdefault(
+                parent, WorkerJournal(parent, redact_secrets=_state.settings.redact_secrets is not False))
+    return journal
+
+
+class _AsParent:
+    """Writes a worker's record where this process writes its own records of the same role."""
+
+    id = "of this process"
+
+    def write(self, records: Iterable[Record], problems: Iterable[Problem] = ()) -> None:
+        for record in records:
+            sink = resolve(role_of(record))
+            if sink is not None:
+                sink.write([record])
+
+
+def drain_workers() -> None:
+    """Write what this process's workers journaled into its runs. Does nothing in a process that
+    never forked nor imported multiprocessing, or whose inbox does not exist."""
+    global _inbox
+    if not _family.may_have_inbox():
+        return
+    if _inbox is None:
+        _inbox = Inbox(_AsParent())
+    _inbox.drain()
+
+
+def drain_workers_at_exit() -> None:
+    """The main thread ended: write what the workers journaled. A run this makes (the process
+    wrote nothing itself) is started now, so that the exit hooks, which run next, finish it (and
+    remove the inbox); a process with no run at all (a rank that writes nothing) removes it now."""
+    global _inbox
+    with _lock:
+        before = len(_state.sessions)
+    drain_workers()
+    with _lock:
+        after = len(_state.sessions)
+    if after > before:
+        flush_state()
+    elif after == 0 and _inbox is not None:
+        inbox, _inbox = _inbox, None
+        inbox.remove()
+
+
+def _watch_workers() -> None:
+    """Drain the inbox about every second from now on (this process has a run); once."""
+    global _poller
+    if _poller is None and _state.backend is None:
+        _poller = Poller(drain_workers)
 
 
 @attrs.frozen(slots=True)
@@ -443,9 +617,13 @@ def pop_pipeline(session: Session) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _state, _lock
+    global _state, _lock, _placement, _inbox, _poller
     _lock = threading.RLock()
-    _state = _State()
+    _state = _State(settings=_state.settings)  # the runs are the parent's; its settings still hold
+    _placement = None
+    _inbox = None
+    _poller = None
+    _worker_journals.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from instrument._config import CONFIG_KINDS, is_config_mapping, plain_config
-from instrument._env import check_mode
+from instrument._env import check_mode, check_rank_policy, check_resume, check_run_id
 from instrument._kinds import shown
 
 
@@ -45,6 +45,18 @@ def _as_mode(value: Any) -> str | None:
     return None if value is None else check_mode(value, "mode")
 
 
+def _as_run_id(value: Any) -> str | None:
+    return None if value is None else check_run_id(value, "run_id")
+
+
+def _as_resume(value: Any) -> str | None:
+    return None if value is None else check_resume(value, "resume")
+
+
+def _as_policy(value: Any) -> str | None:
+    return None if value is None else check_rank_policy(value, "rank_policy")
+
+
 def _optional_bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not isinstance(value, bool):
         raise TypeError(f"{attribute.name} must be True, False or None, got {shown(value)}")
@@ -56,7 +68,11 @@ class RunOptions:
 
     Attributes:
         project, entity, name, group, job_type: strings or None (wandb's defaults).
-        run_id: the run's id (``create_wandb_context(run_id=...)``); None for a fresh one.
+        run_id: the run's id (``configure``, ``pipeline``, ``create_wandb_context``); None for
+            ``WANDB_RUN_ID`` (standalone and pipeline runs), else a fresh one. wandb's
+            characters ``:;,#?/'`` are refused.
+        resume: wandb's resume mode for that id: ``allow``, ``must``, ``never`` or ``auto``;
+            None for ``WANDB_RESUME`` (standalone and pipeline runs), else none.
         tags: strings (given as a list, tuple or set).
         mode: ``online``, ``offline``, ``disabled`` (also ``dryrun``, ``run``), lower-cased;
             None resolves it at start (``WANDB_MODE``, else online with credentials, else offline).
@@ -65,11 +81,14 @@ class RunOptions:
         redact_secrets: replace secret-looking config values (see :mod:`instrument._redact`);
             None follows ``instrument.configure`` (whose default is True).
         synchronous: call the backend on the calling thread (``configure(synchronous=True)``).
+        rank_policy: which ranks of a distributed job write runs, ``rank0`` or ``per_rank``
+            (``configure(rank_policy=...)``); None for ``INSTRUMENT_RANK_POLICY``, else ``rank0``.
 
     Raises:
         TypeError: a field has the wrong type (a non-string project, tags given as one string,
             a config that is not a mapping, a mode that is not a string).
-        ValueError: *mode* is not a wandb mode.
+        ValueError: *mode* is not a wandb mode, *resume* not a resume mode, *rank_policy* not a
+            rank policy, or *run_id* holds a character wandb refuses.
     """
 
     project: str | None = attrs.field(default=None, validator=_text)
@@ -77,12 +96,14 @@ class RunOptions:
     name: str | None = attrs.field(default=None, validator=_text)
     group: str | None = attrs.field(default=None, validator=_text)
     job_type: str | None = attrs.field(default=None, validator=_text)
-    run_id: str | None = attrs.field(default=None, validator=_text)
+    run_id: str | None = attrs.field(default=None, converter=_as_run_id)
+    resume: str | None = attrs.field(default=None, converter=_as_resume)
     tags: tuple[str, ...] = attrs.field(default=(), converter=_as_tags)
     mode: str | None = attrs.field(default=None, converter=_as_mode)
     config: dict[str, Any] | None = attrs.field(default=None, converter=_as_config)
     redact_secrets: bool | None = attrs.field(default=None, validator=_optional_bool)
     synchronous: bool = False
+    rank_policy: str | None = attrs.field(default=None, converter=_as_policy)
 
     @classmethod
     def checked(cls, where: str, **values: Any) -> RunOptions:

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-import attrs
-
 from instrument import _runtime
 from instrument._options import RunOptions
 from instrument._wrapping import Hooks, check_callable, wrap
@@ -38,6 +36,8 @@ def pipeline(
     mode: str | None = None,
     entity: str | None = None,
     redact_secrets: bool | None = None,
+    run_id: str | None = None,
+    resume: str | None = None,
     gate_exit: bool = False,
 ) -> Pipeline: ...
 
@@ -52,6 +52,8 @@ def pipeline(
     mode: str | None = None,
     entity: str | None = None,
     redact_secrets: bool | None = None,
+    run_id: str | None = None,
+    resume: str | None = None,
     gate_exit: bool = False,
 ) -> Any:
     """Mark the orchestrator: it owns the pipeline run and links its subprocesses to it.
@@ -80,6 +82,11 @@ def pipeline(
         redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
             (see :func:`instrument.configure`); None (default) follows ``configure``, which
             defaults to True.
+        run_id: the pipeline run's id, so that a requeued orchestrator continues it; default
+            ``WANDB_RUN_ID`` (taken by the first run this process starts, standalone or
+            pipeline), else a fresh id. Its children's runs get ids of their own.
+        resume: wandb's resume mode for *run_id* (``"allow"``, ``"must"``, ``"never"``,
+            ``"auto"``); default ``WANDB_RESUME``.
         gate_exit: when the body ended normally but a ``fail`` gate of an eval failed in this
             pipeline (its subprocesses' evals included), finish the run with exit code 1 and
             raise ``SystemExit(1)``, with one line on stderr naming the failed suites
@@ -88,7 +95,8 @@ def pipeline(
     Raises:
         TypeError: an argument has the wrong type (the message names it and the type), or what
             is decorated is not a function.
-        ValueError: *mode* is not a wandb mode.
+        ValueError: *mode* is not a wandb mode, *resume* not a resume mode, or *run_id* holds a
+            character wandb refuses.
 
     Returns:
         A :class:`Pipeline`: ``with`` it to get the running
@@ -96,7 +104,7 @@ def pipeline(
         bare, the decorated function.
     """
     if callable(project) and not isinstance(project, str):  # used bare: @pipeline above a def
-        given = (name, group, config, mode, entity, redact_secrets)
+        given = (name, group, config, mode, entity, redact_secrets, run_id, resume)
         if any(option is not None for option in given) or tags not in ((), []) or gate_exit:
             raise TypeError("instrument.pipeline: project must be a string, got a function; to give "
                             "options write @instrument.pipeline(project=..., ...) above the function")
@@ -106,7 +114,7 @@ def pipeline(
                         f"{gate_exit!r}")
     return Pipeline(RunOptions.checked(
         "instrument.pipeline", project=project, name=name, group=group, tags=tags, config=config, mode=mode,
-        entity=entity, redact_secrets=redact_secrets,
+        entity=entity, redact_secrets=redact_secrets, run_id=run_id, resume=resume,
     ), gate_exit=gate_exit)
 
 
@@ -124,10 +132,8 @@ class Pipeline:
         self._active: list[PipelineRun] = []
 
     def start_run(self) -> PipelineRun:
-        # In a pool worker (forked or spawned) a pipeline is a plain block, like every decorated
-        # call there: its run is disabled, so nothing is written anywhere.
-        options = attrs.evolve(self.options, mode="disabled") if _runtime.in_child() else self.options
-        run = _runtime.pipeline_run(options)
+        """Start a pipeline run (plain in a worker or a rank that writes nothing) and export it."""
+        run = _runtime.pipeline_run(self.options)
         run.export()
         self._active.append(run)
         return run

@@ -24,6 +24,7 @@ from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader, children_summary, ingest
 from instrument._options import RunOptions
 from instrument._problems import Problem, report
+from instrument._session import Session
 from instrument._verdicts import failed_suites
 
 
@@ -33,7 +34,12 @@ class PipelineRun:
     Starts the run at once (``job_type="pipeline"`` unless *options* say otherwise, group
     defaulting to the run's id), makes a private folder (mode 0700) for the context file and the
     journals, ingests the journals every second while it runs and drains them at :meth:`close`.
-    ``with instrument.pipeline(...) as run:`` gives one.
+    ``with instrument.pipeline(...) as run:`` gives one. The run id is *options*' run id, else
+    ``WANDB_RUN_ID`` (see :func:`instrument._linkage.own_run_options`), else a fresh one.
+
+    In a process that writes no run of its own (a worker, a rank its policy keeps from writing)
+    it is *plain*: no run, no folder, nothing exported; the block just runs and its records go
+    where the process's records go. Then *id*, *folder*, *context* and *context_file* are None.
 
     Attributes:
         folder: the private folder holding ``context.json`` and ``journal/``.
@@ -45,6 +51,21 @@ class PipelineRun:
     """
 
     def __init__(self, options: RunOptions) -> None:
+        self.children: list[str] = []
+        self.failed_gates: list[str] = []
+        self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
+        self._previous: str | None = None
+        self._exported = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.plain = not _linkage.placement().writes
+        self.folder: Path | None = None
+        self.context: ContextFile | None = None
+        self.context_file: Path | None = None
+        self.session: Session | None = None
+        if self.plain:
+            return
+        options = _linkage.own_run_options(options, os.environ)
         run_id = options.run_id or new_run_id()
         self.folder = Path(tempfile.mkdtemp(prefix=f"instrument-{run_id}-"))  # mode 0700
         journal = self.folder / "journal"
@@ -63,13 +84,6 @@ class PipelineRun:
         )
         self.context_file = self.context.save(self.folder / "context.json")
         self.reader = JournalReader(journal)
-        self.children: list[str] = []
-        self.failed_gates: list[str] = []
-        self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
-        self._previous: str | None = None
-        self._exported = False
-        self._closed = False
-        self._close_lock = threading.Lock()
         _linkage.push_pipeline(self.session)
         _lifecycle.close_on_sigterm(self._terminate, _linkage.finish_state)
         self._stop = threading.Event()
@@ -77,12 +91,15 @@ class PipelineRun:
         self._poller.start()
 
     @property
-    def id(self) -> str:
-        """The run's id."""
-        return self.session.id
+    def id(self) -> str | None:
+        """The run's id (None for a plain pipeline)."""
+        return self.session.id if self.session is not None else None
 
     def export(self) -> None:
-        """Set ``WANDB_CONTEXT_FILE`` for subprocesses until :meth:`close` restores it."""
+        """Set ``WANDB_CONTEXT_FILE`` for subprocesses until :meth:`close` restores it (a plain
+        pipeline exports nothing)."""
+        if self.context_file is None:
+            return
         self._previous = os.environ.get(WANDB_CONTEXT_FILE)
         os.environ[WANDB_CONTEXT_FILE] = str(self.context_file)
         self._exported = True
@@ -91,16 +108,18 @@ class PipelineRun:
         while not self._stop.wait(1.0):
             self.ingest()
 
-    def _target(self) -> _linkage.Sink:
+    def _target(self, session: Session) -> _linkage.Sink:
         """The pipeline's run; once other code finished it, where a process with no run writes."""
-        if self.session.finished_by is None:
-            return self.session
-        return _linkage.resolve("summary") or self.session
+        if session.finished_by is None:
+            return session
+        return _linkage.resolve("summary") or session
 
     def ingest(self) -> bool:
         """Write what the subprocesses journaled so far into the run; return whether it all went."""
+        if self.session is None:
+            return True
         try:
-            self.children.extend(ingest(self._target(), self.reader, self.child_locations))
+            self.children.extend(ingest(self._target(self.session), self.reader, self.child_locations))
         except Exception as error:  # never raise into the orchestrator
             report(Problem("backend", f"instrument: reading the journal {self.reader.folder} failed ({error})"),
                    once=True)
@@ -123,6 +142,9 @@ class PipelineRun:
             if self._closed:
                 return
             self._closed = True
+        if self.session is None or self.folder is None:
+            return
+        _linkage.drain_workers()  # the workers' records that belong in this run
         _linkage.pop_pipeline(self.session)
         _lifecycle.forget_sigterm(self._terminate, runs_left=bool(_linkage.own_sessions()))
         if self._exported:
@@ -138,7 +160,7 @@ class PipelineRun:
             report(Problem("backend", f"instrument: the journal {path} ends with an incomplete record (its "
                            "writer died while writing it); everything before it was kept"))
         try:
-            target = self._target()
+            target = self._target(self.session)
             if target is self.session or self.children:  # no run is started only to say there were none
                 target.write([children_summary(self.children)])
         except Exception as failure:  # never raise into the orchestrator
@@ -159,20 +181,22 @@ class PipelineRun:
     def _print_sync_command(self) -> None:
         """Print, for an offline pipeline, one line with the ``instrument sync`` command for its run
         and every child's run (each child's run has a folder of its own; wandb's own hint is
-        silenced and would only name one run)."""
-        if self.session.spec.mode not in ("offline", "dryrun"):
+        silenced and would only name one run); a resumed pipeline run's earlier folders first."""
+        if self.session is None or self.session.spec.mode not in ("offline", "dryrun"):
             return
         own = self.session.location()
         if not os.path.isdir(own):  # not a wandb run folder (disabled, recorded, a journal)
             return
         wandb_dir = os.path.dirname(own)
-        folders = [own]
+        earlier = getattr(self.session.written_run(), "earlier_folders", None)
+        resumed = earlier() if earlier is not None and self.session.spec.resume not in (None, "never") else []
+        folders = [*resumed, own]
         for child in dict.fromkeys(self.children):
             where = self.child_locations.get(child, "")
             folders.append(where if glob.glob(os.path.join(glob.escape(where), "run-*.wandb"))
                            else os.path.join(wandb_dir, f"offline-run-*-{child}"))
         shown = " ".join(_short(folder) for folder in folders)
-        count = len(folders) - 1
+        count = len(folders) - 1 - len(resumed)
         runs = (f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count
                 else f"run {self.id} was")
         print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "

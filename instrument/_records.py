@@ -18,6 +18,8 @@ class Point:
     *axis* is the stage name (or an eval's prefix for ``Series``); ``None`` means a plain
     ``wandb.log`` row with no axis of its own. *step* is the explicit step, or ``None`` for the
     axis' next one. *summary* maps full keys to the summary aggregation a stage declared.
+    *auto* marks a step the session counted itself in a run that may be resumed: the run adds
+    one past the axis' last step recorded before the resume when it writes the point.
     """
 
     values: dict[str, Any]
@@ -25,6 +27,7 @@ class Point:
     step: int | None = None
     summary: dict[str, str] = attrs.field(factory=dict)  # full key -> define_metric summary op
     function: str = attrs.field(default="", eq=False)  # the decorated function, named in messages
+    auto: bool = False
 
 
 @attrs.frozen(slots=True)

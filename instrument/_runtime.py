@@ -10,8 +10,13 @@ See docs/DESIGN.md, "Import cost".
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from instrument import _family  # its fork hooks must be in place before the first fork
 
 if TYPE_CHECKING:
     from instrument._gates import Suite
@@ -25,6 +30,22 @@ if TYPE_CHECKING:
 # Each function below imports lazily for import cost: the layers load on the first record.
 
 
+def _drain_workers_at_exit() -> None:
+    """When the main thread ends: write what this process's workers journaled, even if the
+    process itself never wrote a record (then the layers load only if its inbox exists)."""
+    if _family.may_have_inbox() and _family.inbox_folder(os.getpid()).is_dir():
+        _load()
+        from instrument import _linkage
+
+        _linkage.drain_workers_at_exit()
+
+
+_register = getattr(threading, "_register_atexit", None)  # before every atexit hook, as concurrent.futures does
+if _register is not None:
+    with contextlib.suppress(RuntimeError):  # already shutting down
+        _register(_drain_workers_at_exit)
+
+
 def disabled() -> bool:
     """Return whether a record written now would go nowhere (``_linkage.disabled``)."""
     _load()
@@ -35,12 +56,6 @@ def resolve(role: str) -> Sink | None:
     """Return where a record of *role* written now goes (``_linkage.resolve``)."""
     _load()
     return resolve(role)
-
-
-def in_child() -> bool:
-    """Return whether this is a forked or pool child (``_lifecycle.in_child``)."""
-    _load()
-    return in_child()
 
 
 def route(
@@ -66,7 +81,8 @@ def pipeline_run(options: RunOptions) -> PipelineRun:
 
 def run_gates(suite: Suite, records: Sequence[Record], function: str) -> SuiteVerdict | None:
     """Run an eval's gates on the records its call wrote, in the run eval values go to now
-    (``_gating.run_gates``); None in a forked child, where nothing is written."""
+    (``_gating.run_gates``); None where this process writes no run of its own (a worker, whose
+    values go to its parent's run, or a rank that writes nothing)."""
     _load()
     return run_gates(suite, records, function)
 
@@ -75,16 +91,17 @@ def _run_gates(suite: Suite, records: Sequence[Record], function: str) -> SuiteV
     from instrument import _gating, _linkage
 
     sink = _linkage.resolve("summary")
-    return None if sink is None else _gating.run_gates(suite, records, _linkage.gated_run(sink), function)
+    if sink is None or not _linkage.placement().writes:
+        return None
+    return _gating.run_gates(suite, records, _linkage.gated_run(sink), function)
 
 
 def _load() -> None:
-    global disabled, resolve, in_child, route, route_numbers, pipeline_run, run_gates
-    from instrument import _lifecycle, _linkage, _pipeline_run, _routing
+    global disabled, resolve, route, route_numbers, pipeline_run, run_gates
+    from instrument import _linkage, _pipeline_run, _routing
 
     disabled = _linkage.disabled
     resolve = _linkage.resolve
-    in_child = _lifecycle.in_child
     route = _routing.route
     route_numbers = _routing.route_numbers
     pipeline_run = _pipeline_run.PipelineRun

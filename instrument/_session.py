@@ -7,7 +7,11 @@
   history row (held until the stage moves on, a flush, or :data:`COALESCE_IDLE_SECONDS` idle);
 * summary keys an eval set are remembered and re-asserted at finish if a series overwrote them;
 * config is deep-merged (wandb's ``config.update`` replaces a nested dict whole), the last value
-  wins with a warning, and secret-looking keys are redacted.
+  wins with a warning, and secret-looking keys are redacted;
+* in a run that may be resumed, each stage's counted steps continue one past the last step the
+  run recorded before (the backend's ``resumed_steps``), and an explicit step at or below it warns;
+* a fork waits (bounded) for a run start in flight on another thread: a child forked in the
+  middle of one would inherit half of it, and its exit could undo it (wandb's temporary folders).
 
 :meth:`Session.write` does this on the calling thread under a write lock (steps in call order,
 strict mode raises there); its :class:`~instrument._dispatch.Dispatcher` makes the backend calls
@@ -126,6 +130,11 @@ class Session:
         self._series_keys: set[str] = set()  # every key logged to history
         self._collided: set[str] = set()  # keys already warned about as eval/series collisions
         self._config: dict[str, Any] = {}
+        # Resume: counted steps are made absolute when delivered (the base is known once the run started).
+        self._resumable = spec.resume not in (None, "never")
+        self._explicit_axes: set[str] = set()  # axes given an explicit step: their later steps follow it
+        self._resumed: dict[str, int] | None = None  # axis -> last step recorded before the resume
+        self._resume_warned: set[str] = set()
         self._gave_up = False  # starting failed everywhere, even the journal: records are dropped
         self.finished = False
         self.finished_by: str | None = None  # the code that finished the run, when other code did
@@ -186,7 +195,8 @@ class Session:
         with self._lock:
             if self._run is None and not self.finished and not self._gave_up:
                 try:
-                    self._run = self._policy.start()
+                    with _Starting():
+                        self._run = self._policy.start()
                 finally:
                     if self._start_over is not None:
                         self._start_over()
@@ -390,6 +400,8 @@ class Session:
             out.append(point)
             return
         explicit = point.step is not None
+        if explicit and self._resumable:
+            self._explicit_axes.add(axis)
         step: int = point.step if explicit else self._next_step.get(axis, 0)  # type: ignore[assignment]
         last = self._last_step.get(axis)
         if last is None:
@@ -413,7 +425,8 @@ class Session:
             self._held[axis] = _Held(dict(values), axis, step, dict(point.summary), self._clock(),
                                      function=point.function)
         else:
-            out.append(Point(values, axis, step, point.summary, point.function))
+            out.append(Point(values, axis, step, point.summary, point.function,
+                             self._resumable and axis not in self._explicit_axes))
 
     def _release_idle_locked(self, out: list[Record]) -> None:
         """Move held rows idle for :data:`COALESCE_IDLE_SECONDS` into *out* (write lock held)."""
@@ -509,14 +522,30 @@ class Session:
     def _point(self, point: Point, run: BackendRun) -> None:
         """Declare the row's new keys on the stage's axis (once per exact key), then log it."""
         row = dict(point.values)
+        behind: tuple[int, int] | None = None  # (step, last step before the resume) of an explicit step
         if point.axis is not None:
             axis_key = f"{point.axis}/step"
             for key in point.values:
                 if key not in self._defined:
                     self._defined.add(key)
                     run.define_metric(key, axis_key, point.summary.get(key))
-            row[axis_key] = point.step
+            step = point.step
+            if self._resumable and step is not None:
+                if self._resumed is None:
+                    self._resumed = _resumed_steps(run)
+                last = self._resumed.get(point.axis)
+                if last is not None and point.auto:
+                    step += last + 1
+                elif last is not None and step <= last:
+                    behind = (step, last)
+            row[axis_key] = step
         run.log(row)
+        if behind is not None and point.axis not in self._resume_warned:
+            self._resume_warned.add(point.axis or "")
+            report(Problem("step_back", f"instrument: stage {point.axis!r} of the resumed run {self.id} recorded "
+                           f"steps up to {behind[1]} before; step {behind[0]} is not past it (a loop restarted "
+                           f"from an older checkpoint?); the point is kept on the {point.axis}/step axis",
+                           f"{point.axis}/step"), once=True)
 
     def finish(self, exit_code: int = 0, timeout: float | None = None) -> None:
         """Re-assert the evals' summary values, then finish the run with *exit_code*; once.
@@ -560,6 +589,57 @@ class Session:
         if self._run is None or isinstance(self._run, CallJournal) or self._policy.spill is not None:
             return None
         return self._run
+
+
+def _resumed_steps(run: BackendRun) -> dict[str, int]:
+    """Return each stage axis's last step that *run* recorded before it was resumed: the
+    backend run's optional ``resumed_steps()`` (the wandb backend's), else none."""
+    resumed = getattr(run, "resumed_steps", None)
+    if resumed is None:
+        return {}
+    try:
+        return dict(resumed())
+    except Exception as error:  # a resumed run whose earlier steps cannot be read starts its axes at 0
+        report(Problem("backend", f"instrument: reading the steps run {run.id} recorded before it was resumed "
+                       f"failed ({type(error).__name__}: {error}); its stages count from 0 again"), once=True)
+        return {}
+
+
+# Forks wait for a run start in flight ---------------------------------------------------------------
+_starts = threading.Condition()
+_starting_threads: list[int] = []
+
+
+class _Starting:
+    """Mark a run start in flight on this thread, for :func:`_before_fork`."""
+
+    def __enter__(self) -> None:
+        with _starts:
+            _starting_threads.append(threading.get_ident())
+
+    def __exit__(self, *exc_info: object) -> None:
+        with _starts:
+            _starting_threads.remove(threading.get_ident())
+            _starts.notify_all()
+
+
+def _before_fork() -> None:
+    # wandb.init starts wandb-core with a temporary folder for its port file: a child forked
+    # meanwhile that exits normally runs the parent's exit handlers and removes that folder,
+    # so the parent's run never starts. Wait (bounded) until the start in flight is done.
+    me = threading.get_ident()
+    with _starts:
+        _starts.wait_for(lambda: not [ident for ident in _starting_threads if ident != me],
+                         timeout=_env.exit_timeout())
+
+
+def _after_fork_in_child() -> None:
+    global _starts
+    _starts = threading.Condition()
+    _starting_threads.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _nothing() -> None:

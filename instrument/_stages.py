@@ -19,6 +19,7 @@ from instrument._gates import Baseline, Gate, GateError, OnFail, Regression, Sui
 from instrument._kinds import as_step
 from instrument._problems import InstrumentationError, Origin, Problem, report
 from instrument._records import ConfigUpdate
+from instrument._reduce import check_op, reduce_across_ranks
 from instrument._wrapping import Hooks, check_callable, kind_of, qualname, wrap
 
 if TYPE_CHECKING:
@@ -56,18 +57,21 @@ class _Emitter(Hooks):
     """The shared lifecycle of ``training_stage``, ``eval_summary`` and ``instrument.log``: route a
     returned or yielded value and write it where linkage says, safely."""
 
-    __slots__ = ("full_summary", "function", "prefix", "role", "summary")
+    __slots__ = ("full_summary", "function", "prefix", "reduce", "role", "summary")
 
-    def __init__(self, role: Role, prefix: str | None, function: str, summary: Mapping[str, str]) -> None:
+    def __init__(self, role: Role, prefix: str | None, function: str, summary: Mapping[str, str],
+                 reduce: str | None = None) -> None:
         self.role = role
         self.prefix = prefix
         self.function = function
         self.summary = dict(summary)
         self.full_summary = {(f"{prefix}/{key}" if prefix else key): op for key, op in self.summary.items()}
+        self.reduce = reduce
 
     def skip(self) -> bool:
-        """Whether the mode is ``disabled``: then a plain function is only called."""
-        return _runtime.disabled()
+        """Whether the mode is ``disabled``: then a plain function is only called. Never for a
+        stage that reduces across ranks: every rank must join each ``all_reduce``."""
+        return self.reduce is None and _runtime.disabled()
 
     def resume(self, state: Any) -> Any:
         """Make this stage the running one (``instrument.log`` adds points to it)."""
@@ -78,8 +82,16 @@ class _Emitter(Hooks):
         _current.reset(token)
 
     def value(self, state: Any, value: Any) -> None:
-        """Route and write what the function returned or yielded."""
-        self.emit(value)
+        """Reduce across ranks when asked (on every rank), then route and write what the function
+        returned or yielded."""
+        self.emit(self.reduced(value))
+
+    def reduced(self, value: Any) -> Any:
+        """Return *value* reduced across the ranks when the decorator asked for it (every rank
+        joins the ``all_reduce``), else as it is."""
+        if self.reduce is None or value is None:
+            return value
+        return reduce_across_ranks(value, self.reduce, function=self.function, keep_step=self.role == "series")
 
     def emit(self, value: Any, step: int | None = None) -> tuple[Record, ...]:
         """Route *value* and write it; return the records written. Problems warn (raise in strict
@@ -115,8 +127,8 @@ class _GatedEval(_Emitter):
 
     __slots__ = ("suite",)
 
-    def __init__(self, prefix: str, function: str, suite: Suite) -> None:
-        super().__init__("summary", prefix, function, {})
+    def __init__(self, prefix: str, function: str, suite: Suite, reduce: str | None = None) -> None:
+        super().__init__("summary", prefix, function, {}, reduce)
         self.suite = suite
 
     def begin(self) -> list[Record]:
@@ -124,8 +136,9 @@ class _GatedEval(_Emitter):
         return []
 
     def value(self, state: list[Record], value: Any) -> None:
-        """Route and write what the function returned or yielded, and keep the records."""
-        state.extend(self.emit(value))
+        """Reduce across ranks when asked, route and write what the function returned or
+        yielded, and keep the records."""
+        state.extend(self.emit(self.reduced(value)))
 
     def end(self, state: list[Record], error: BaseException | None) -> None:
         """Run the gates on the call's records, unless the body raised; never raises but
@@ -158,7 +171,7 @@ def _check_name(decorator: str, argument: str, value: object) -> str:
 
 
 
-def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> Decorator:
+def training_stage(name: str, *, summary: Mapping[str, str] | None = None, reduce: str | None = None) -> Decorator:
     """Decorate a training step: each call (or each yield) is one point of the stage's series.
 
     A returned mapping ``{"loss": 0.1}`` becomes ``<name>/loss`` in history, on the stage's own
@@ -175,9 +188,17 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
         summary: per-metric summary aggregation, ``{"loss": "min"}``; one or several of ``min``,
             ``max``, ``mean``, ``last``, ``first``, ``none`` joined with commas (wandb's
             ``define_metric(summary=...)``; the summary value becomes ``{"min": v}``).
+        reduce: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``: in a distributed job, the returned
+            numbers (ints, floats, numpy scalars, one-element tensors; nested mappings too; not
+            the ``step`` key) are reduced across the ranks with one packed ``all_reduce`` of the
+            default process group before rank 0 writes them (as Lightning's ``sync_dist``); the
+            function returns its own value unchanged. Every rank must call the stage (a
+            collective). Without an initialized ``torch.distributed`` process group it does
+            nothing. ``instrument.log`` points inside the call are not reduced. Default None.
 
     Raises:
-        ValueError: *name* is empty or not a string, or a summary op is not one wandb accepts.
+        ValueError: *name* is empty or not a string, a summary op is not one wandb accepts, or
+            *reduce* is not one of the reductions.
         TypeError: the decorator was used bare (``@training_stage`` without a name), *summary*
             is not a mapping, or what is decorated is not a function.
     """
@@ -196,9 +217,11 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None) -> De
                 f"op; use one or more of {sorted(_SUMMARY_OPS)} joined with ','"
             )
 
+    reduction = check_op(reduce, f"instrument.training_stage({name!r})")
+
     def decorate(function: Any) -> Any:
         check_callable(f"training_stage({name!r})", function)
-        return wrap(function, _Emitter("series", name, qualname(function), ops))
+        return wrap(function, _Emitter("series", name, qualname(function), ops, reduction))
 
     return cast("Decorator", decorate)
 
@@ -218,6 +241,7 @@ def eval_summary(
     regression: Regression | list[Regression] | tuple[Regression, ...] | None = ...,
     baseline: Baseline | None = ...,
     on_fail: OnFail | None = ...,
+    reduce: str | None = ...,
 ) -> Decorator: ...
 
 
@@ -230,6 +254,7 @@ def eval_summary(
     regression: Any = None,
     baseline: Baseline | None = None,
     on_fail: OnFail | None = None,
+    reduce: str | None = None,
 ) -> Any:
     """Decorate an evaluation: the returned mapping goes to ``run.summary`` as ``<prefix>/key``.
 
@@ -259,22 +284,28 @@ def eval_summary(
         on_fail: ``"alert"`` (default: a W&B alert, ERROR or WARN), ``"record"`` (no alert) or
             ``"raise"`` (also raise ``instrument.GateError`` after writing, when a ``fail`` gate
             failed).
+        reduce: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``: reduce the returned numbers
+            across the ranks of a distributed job before rank 0 writes them (and its gates see
+            them), as for :func:`training_stage`. Default None.
 
     Raises:
         ValueError: *prefix* is empty or not a string; a gate string is malformed, a metric is
             gated twice the same way, *baseline* or *on_fail* is given with no gate, or
-            *on_fail* is unknown (the message names the prefix and the gate).
+            *on_fail* is unknown (the message names the prefix and the gate), or *reduce* is not
+            one of the reductions.
         TypeError: what is decorated is not a function; a gate option has the wrong type.
     """
     if isinstance(function, str):
         function, prefix = None, function
     _check_name("eval_summary", "prefix", prefix)
     suite = declare(prefix, gates, regression, baseline, on_fail)
+    reduction = check_op(reduce, f"instrument.eval_summary(prefix={prefix!r})")
 
     def decorate(function: Any) -> Any:
         check_callable(f"eval_summary(prefix={prefix!r})", function)
         name = qualname(function)
-        hooks = _Emitter("summary", prefix, name, {}) if suite is None else _GatedEval(prefix, name, suite)
+        hooks = (_Emitter("summary", prefix, name, {}, reduction) if suite is None
+                 else _GatedEval(prefix, name, suite, reduction))
         return wrap(function, hooks)
 
     return decorate(function) if function is not None else cast("Decorator", decorate)

@@ -25,7 +25,9 @@ import attrs
 from instrument._transaction_log import RunFileError, split_records
 from instrument._verdicts import summary_report
 
-__all__ = ["RunFile", "RunFileError", "find_run_files", "format_report", "read_run_file", "read_runs"]
+__all__ = [
+    "RunFile", "RunFileError", "find_run_files", "format_report", "last_steps", "read_run_file", "read_runs",
+]
 
 _STAMP = re.compile(r"run-(\d{8}_\d{6})-[^/\\]*$")
 _INTERNAL_SERIES = frozenset({"_step", "_runtime", "_timestamp"})
@@ -121,6 +123,44 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
         except Exception as exc:  # protobuf's DecodeError, without importing it eagerly
             raise RunFileError(f"{path}: record {number} is not a wandb Record: {exc}") from exc
     return _fold(path, records, truncated)
+
+
+def last_steps(path: str | os.PathLike[str]) -> dict[str, int]:
+    """Return the last step of each step axis one ``.wandb`` file recorded.
+
+    An axis is a key that ``define_metric`` named as a ``step_metric`` (instrument's
+    ``<stage>/step``); its last step is the largest whole number it took in the history. The
+    result maps the axis without its ``/step`` suffix (the stage) to that step; an axis with no
+    ``/step`` suffix keeps its name. Reads the file record by record, without keeping the history.
+
+    Raises:
+        RunFileError: as :func:`read_run_file`.
+    """
+    path = pathlib.Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunFileError(f"{path}: cannot read: {exc}") from exc
+    payloads, _ = split_records(data, path)
+    record_class = _proto().Record
+    axes: set[str] = set()
+    largest: dict[str, int] = {}
+    for number, payload in enumerate(payloads, 1):
+        try:
+            record = record_class.FromString(payload)
+        except Exception as exc:  # protobuf's DecodeError, without importing it eagerly
+            raise RunFileError(f"{path}: record {number} is not a wandb Record: {exc}") from exc
+        kind = record.WhichOneof("record_type")
+        if kind == "metric" and record.metric.step_metric:
+            axes.add(record.metric.step_metric)
+        elif kind == "history":
+            for item in record.history.item:
+                key = "/".join(_path(item))
+                if key.endswith("/step") or key in axes:
+                    value = _decode(item)
+                    if type(value) is int:
+                        largest[key] = max(value, largest.get(key, value))
+    return {key.removesuffix("/step"): value for key, value in largest.items() if key in axes}
 
 
 def find_run_files(wandb_dir: str | os.PathLike[str], run_id: str | None = None) -> list[pathlib.Path]:

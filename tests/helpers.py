@@ -17,9 +17,13 @@ import attrs
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Variables a test must not inherit from the machine: a real key, a parent's wandb-core, a
-#: pipeline context of an outer process.
+#: pipeline context of an outer process, a launcher's rank.
 SCRUB = ("WANDB_API_KEY", "WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_CONTEXT_FILE",
-          "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "INSTRUMENT_STRICT")
+         "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_GROUP", "INSTRUMENT_STRICT",
+         # a launcher's variables (a test suite run under srun or torchrun is not a rank of a job)
+         "INSTRUMENT_RANK", "INSTRUMENT_RANK_POLICY", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+         "NODE_RANK", "GROUP_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "SLURM_NTASKS",
+         "TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")
 
 
 def wandb_env(root: Path, **extra: str) -> dict[str, str]:

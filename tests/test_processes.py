@@ -25,10 +25,11 @@ def instrument_warnings(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_c06_pool_workers_and_forks_never_touch_the_parents_run(wandb_root: Path) -> None:
-    """Pools of forked, spawned and forkserver workers and a bare ``os.fork`` child call decorated
-    code and collect garbage: the parent's stage goes on, one run with only the parent's points,
-    finished once with exit code 0; each child warns at most once."""
+def test_c06_pool_workers_and_forks_write_into_the_parents_run(wandb_root: Path) -> None:
+    """Pools of forked, spawned and forkserver workers and a bare ``os.fork`` child call a
+    decorated stage and collect garbage: the parent's stage goes on, and there is one run, finished
+    once with exit code 0, holding the parent's points and every worker's point on the workers'
+    stage axis; nothing is warned and the inbox is gone."""
     result = run_script(wandb_root, """
 import gc, multiprocessing, os, sys
 import instrument
@@ -59,25 +60,64 @@ if __name__ == "__main__":
         sys.exit(0)  # a normal interpreter exit in the child: its exit hooks run
     os.waitpid(pid, 0)
     train_step(1)
-""")
+""", env=wandb_env(wandb_root, TMPDIR=str(wandb_root)))
     (run,) = read_runs(wandb_root / "wandb")
     assert [(0, 0.0), (1, 56.0), (2, 56.0), (3, 56.0), (4, 1.0)] == run.series("operator/total")
-    assert [] == [row for row in run.history if any(key.startswith("worker/") for key in row)]
-    assert 0 == run.exit_code
-    messages = instrument_warnings(result.stderr)
-    assert 1 <= len(messages) <= 7, result.stderr  # 3 pools of 2 workers and one fork
-    assert all("forked or multiprocessing child" in message for message in messages)
+    points = run.series("worker/i")
+    assert list(range(25)) == [step for step, _ in points]
+    assert sorted([float(i) for i in range(8)] * 3 + [99.0]) == sorted(value for _, value in points)
+    assert (0, [], "") == (run.exit_code, instrument_warnings(result.stderr), result.stderr)
+    assert [] == list(wandb_root.glob("instrument-workers-*"))
+
+
+@pytest.mark.slow
+def test_a_fork_waits_for_a_run_start_in_flight(wandb_root: Path) -> None:
+    """A child forked while wandb starts the parent's run (in the background), that then exits
+    normally, leaves the start alone: the run keeps both points (the child's exit used to remove
+    the folder wandb-core announced itself in, and the run never started)."""
+    result = run_script(wandb_root, """
+import os, sys, threading, time
+import wandb
+from wandb.sdk.lib.service import service_port_file
+import instrument
+
+polling = threading.Event()
+original = service_port_file.poll_for_token
+
+def slow_poll(*args, **kwargs):
+    polling.set()
+    time.sleep(1.0)  # wandb-core's port-file folder exists in the parent now
+    return original(*args, **kwargs)
+
+service_port_file.poll_for_token = slow_poll
+
+@instrument.training_stage("operator")
+def train_step(k):
+    return {"loss": float(k)}
+
+train_step(0)
+assert polling.wait(60)
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # the parent's exit handlers run here
+os.waitpid(pid, 0)
+train_step(1)
+""", env=wandb_env(wandb_root, WANDB_X_SERVICE_WAIT="10"))
+    (run,) = read_runs(wandb_root / "wandb")
+    assert ([(0, 0.0), (1, 1.0)], 0) == (run.series("operator/loss"), run.exit_code)
+    assert "" == result.stderr  # and no traceback of wandb's teardown from the child
 
 
 @pytest.mark.slow
 def test_decorated_functions_go_to_process_pools(wandb_root: Path) -> None:
     """Decorated module-level functions of every kind pickle by reference: ``pool.map`` of a stage,
-    an eval, a run_config and a pipeline function in fork and spawn pools returns their values, the
-    workers log nothing (no run of their own, nothing in the parent's) and warn once each at most."""
+    an eval, a run_config and a pipeline function in fork and spawn pools returns their values, and
+    what the workers write lands in the parent's one run (a pipeline in a worker is a plain block)."""
     tests = Path(__file__).resolve().parent
-    env = wandb_env(wandb_root, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    env = wandb_env(wandb_root, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]), TMPDIR=str(wandb_root))
     result = run_script(wandb_root, """
 import multiprocessing, pickle
+import instrument
 import pool_work
 
 if __name__ == "__main__":
@@ -88,6 +128,7 @@ if __name__ == "__main__":
         with multiprocessing.get_context(method).Pool(2) as pool:
             for function in (pool_work.work, pool_work.check, pool_work.settings, pool_work.experiment):
                 print(method, function.__name__, pool.map(function, range(3)), flush=True)
+    instrument.flush()  # the workers' points first, then the parent's next one
     pool_work.work(100)
 """, env=env)
     assert [
@@ -99,12 +140,13 @@ if __name__ == "__main__":
         )
     ] == result.stdout.splitlines()
     (run,) = read_runs(wandb_root / "wandb")
-    assert ([(0, -1.0), (1, 100.0)], 0) == (run.series("work/i"), run.exit_code)
-    assert [] == [key for key in run.summary if key.startswith("check/")]
-    assert "worker_setting" not in run.config
-    messages = instrument_warnings(result.stderr)
-    assert 1 <= len(messages) <= 4, result.stderr  # 2 forked and 2 spawned workers
-    assert all("forked or multiprocessing child" in message for message in messages), result.stderr
+    points = run.series("work/i")
+    assert list(range(14)) == [step for step, _ in points]
+    assert ((0, -1.0), (13, 100.0)) == (points[0], points[-1])
+    assert sorted([0.0, 1.0, 2.0] * 4) == sorted(value for _, value in points[1:-1])  # work and experiment, twice
+    assert (True, True, 0) == (run.summary["check/i"] in (0.0, 1.0, 2.0), run.config["worker_setting"] in (0, 1, 2),
+                               run.exit_code)
+    assert all("config key worker_setting" in message for message in instrument_warnings(result.stderr))
 
 
 ORCHESTRATOR = """

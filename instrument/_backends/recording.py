@@ -224,6 +224,7 @@ class RecordedRun:
         self._alerts: list[dict[str, Any]] = []
         self._charts: dict[str, dict[str, Any]] = {}
         self._media: dict[str, dict[str, list[Any]]] = {"tables": {}, "images": {}}
+        self._resumed: dict[str, int] = {}
         self.finished = False
         self.exit_code: int | None = None
 
@@ -378,6 +379,23 @@ class RecordedRun:
                         ops, self._summary.get(key), value, self._totals[key], self._counts[key]
                     )
 
+    def resumed_steps(self) -> dict[str, int]:
+        """Return each stage axis's last step that the earlier recorded runs of this id logged,
+        when this run resumes them (``resume`` other than ``"never"``), as wandb's own backend
+        does; {} for a fresh run."""
+        return dict(self._resumed)
+
+    def last_steps(self) -> dict[str, int]:
+        """Return each step axis's largest step in this run's history (stage name -> step)."""
+        with self._lock:
+            axes = {metric["step_metric"] for metric in self._metrics.values() if metric["step_metric"]}
+            found: dict[str, int] = {}
+            for row in self._history:
+                for axis in axes & row.keys():
+                    if type(row[axis]) is int:
+                        found[axis] = max(row[axis], found.get(axis, row[axis]))
+        return {axis.removesuffix("/step"): step for axis, step in found.items()}
+
     def define_metric(self, name: str, step_metric: str | None, summary: str | None) -> None:
         """Record a ``define_metric`` declaration for the exact key *name* (none for a key holding
         ``*``, which wandb would read as a pattern)."""
@@ -512,9 +530,16 @@ class RecordingBackend:
         self._lock = threading.Lock()
 
     def start(self, spec: RunSpec) -> RecordedRun:
-        """Start (record) a new run from *spec* and return it."""
+        """Start (record) a new run from *spec* and return it. With ``resume`` (other than
+        ``"never"``) and the id of runs recorded before, it resumes them: its stage axes go on
+        from their last steps (:meth:`RecordedRun.resumed_steps`)."""
         run = RecordedRun(spec)
         with self._lock:
+            if spec.resume not in (None, "never"):
+                for earlier in self.runs:
+                    if earlier.id == spec.id:
+                        for axis, step in earlier.last_steps().items():
+                            run._resumed[axis] = max(step, run._resumed.get(axis, step))  # noqa: SLF001
             self.runs.append(run)
         return run
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from instrument import _env
+from instrument import _env, runfile
 from instrument._backends import wandb_sharing
 from instrument._backends.base import BackendRun, Call, RunSpec, ValuesDropped
 from instrument._backends.wandb_core import Retained, file_rows
@@ -415,6 +415,36 @@ class WandbRun:
     def location(self) -> str:
         return str(getattr(self.run.settings, "sync_dir", "") or self.run.dir)
 
+    def _earlier_files(self) -> list[Path]:
+        sync_dir = getattr(self.run.settings, "sync_dir", "") or ""
+        if not sync_dir:
+            return []
+        own = os.path.realpath(sync_dir)
+        files = runfile.find_run_files(os.path.dirname(sync_dir), self.id)
+        return [file for file in files if os.path.realpath(file.parent) != own]
+
+    def earlier_folders(self) -> list[str]:
+        """Return the other folders of this run's id in its wandb folder (an offline run written
+        before, by a process that was preempted), oldest first."""
+        return [str(file.parent) for file in self._earlier_files()]
+
+    def resumed_steps(self) -> dict[str, int]:
+        """Return each stage axis's last step recorded before this run was resumed ({} for a
+        fresh run).
+
+        Online, wandb restores a resumed run's summary, which holds each ``<stage>/step``'s last
+        value. Offline, wandb restores nothing (a resumed run is a new folder with the same id,
+        its ``_step`` back at 0), so the earlier folders of the same id are read with
+        :func:`instrument.runfile.last_steps`.
+        """
+        if getattr(self.run, "resumed", False):
+            return steps_in_summary(self.run.summary)
+        steps: dict[str, int] = {}
+        for file in self._earlier_files():
+            for axis, step in runfile.last_steps(file).items():
+                steps[axis] = max(step, steps.get(axis, step))
+        return steps
+
 
 def _copy(source: Path, target: Path) -> None:
     if target.exists() and source.resolve() == target.resolve():
@@ -453,7 +483,7 @@ class WandbBackend:
         offline = spec.mode not in _ONLINE_MODES
         if offline:
             silence_telemetry()
-        with _wandb_mode_env(spec.mode), _no_error_reporting(offline):
+        with _wandb_mode_env(spec.mode), _without_resume_env(spec.resume), _no_error_reporting(offline):
             run = init(
                 id=spec.id,
                 project=spec.project,
@@ -473,9 +503,12 @@ class WandbBackend:
         wandb_sharing.make_global(started.shared)
         if spec.announce:
             where = run.settings.sync_dir
+            earlier = started.earlier_folders() if spec.resume not in (None, "never") else []
+            folders = " ".join([*earlier, where])
+            resumed = f" (resuming the run written to {', '.join(earlier)})" if earlier else ""
             print(
                 f"instrument: no W&B credentials found, so run {run.id} was written offline to "
-                f"{where}; upload it with `instrument sync {where}`",
+                f"{where}{resumed}; upload it with `instrument sync {folders}`",
                 file=sys.stderr,
             )
         return started
@@ -543,6 +576,30 @@ def _no_error_reporting(offline: bool) -> Iterator[None]:
         yield
     finally:
         os.environ.pop(_env.WANDB_ERROR_REPORTING, None)
+def steps_in_summary(summary: Any) -> dict[str, int]:
+    """Return each stage's last step from a run's summary: ``{stage: n}`` for every whole-number
+    summary key ``<stage>/step`` (a step axis's summary is its last value)."""
+    return {key.removesuffix("/step"): summary[key] for key in list(summary.keys())
+            if isinstance(key, str) and key.endswith("/step") and type(summary[key]) is int}
+
+
+@contextlib.contextmanager
+def _without_resume_env(resume: str | None) -> Iterator[None]:
+    """Hide ``WANDB_RESUME`` from wandb while it starts a run that resumes nothing.
+
+    wandb applies ``WANDB_RESUME`` to every ``wandb.init`` that passes no ``resume=``, and a
+    pipeline's children inherit it: with ``must``, their fresh runs would be refused online.
+    The runs that take it (standalone and pipeline runs) pass it as ``resume=``.
+    """
+    value = os.environ.get(_env.WANDB_RESUME)
+    if resume is not None or value is None:
+        yield
+        return
+    del os.environ[_env.WANDB_RESUME]
+    try:
+        yield
+    finally:
+        os.environ[_env.WANDB_RESUME] = value
 
 
 @contextlib.contextmanager
@@ -563,3 +620,18 @@ def _wandb_mode_env(mode: str) -> Iterator[None]:
     finally:
         os.environ[_env.WANDB_MODE] = value
 
+
+
+def _forget_wandb_teardown_in_child() -> None:
+    # A forked child inherits the exit hook with which wandb tears its service down; in the
+    # child wandb refuses (its asyncio runner belongs to the parent) and prints a traceback at the
+    # child's normal exit. The child writes no run of the parent's, so the hook is dropped there.
+    setup = sys.modules.get("wandb.sdk.wandb_setup")
+    connection = getattr(getattr(setup, "_singleton", None), "_connection", None)
+    cleanup = getattr(connection, "_cleanup", None)
+    if callable(cleanup):
+        with contextlib.suppress(Exception):  # wandb's private state moved: the traceback stays
+            cleanup()
+
+
+os.register_at_fork(after_in_child=_forget_wandb_teardown_in_child)
