@@ -29,6 +29,8 @@ __all__ = [
     "RunFile", "RunFileError", "find_run_files", "format_report", "last_steps", "read_run_file", "read_runs",
 ]
 
+_split_records = split_records  # its name before the framing moved to instrument._transaction_log
+
 _STAMP = re.compile(r"run-(\d{8}_\d{6})-[^/\\]*$")
 _INTERNAL_SERIES = frozenset({"_step", "_runtime", "_timestamp"})
 
