@@ -258,10 +258,12 @@ CHILDREN = {
 
 
 # Parent: fresh processes, medians, the table ----------------------------------------------------
-def run_child(name: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
+def child_env(root: Path, mode: str = "offline") -> dict[str, str]:
+    """Return the environment of a child that writes wandb runs under *root* in *mode*, with
+    this checkout's instrument first on the path and no W&B or instrument setting inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "INSTRUMENT_"))}
     env.update(
-        WANDB_MODE="disabled" if name == "disabled" else "offline",
+        WANDB_MODE=mode,
         WANDB_SILENT="true",
         WANDB_DIR=str(root),
         WANDB_CACHE_DIR=str(root / ".cache"),
@@ -270,6 +272,11 @@ def run_child(name: str, args: argparse.Namespace, root: Path) -> dict[str, floa
         WANDB_DISABLE_GIT="true",
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
     )
+    return env
+
+
+def run_child(name: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
+    env = child_env(root, "disabled" if name == "disabled" else "offline")
     root.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--child", name, "--points", str(args.points), "--big", str(args.big)]
     result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=900)

@@ -17,6 +17,7 @@ import atexit
 import collections
 import importlib
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -28,10 +29,18 @@ from typing import Protocol
 from instrument import _env
 from instrument._journal import JournalReader, JournalWriter
 from instrument._problems import Problem, report
-from instrument._records import LogArtifact, Record, SaveFile
+from instrument._records import LogArtifact, Record, SaveFile, record_bytes
 
 #: The default queue bound, in records (one record is one history row, summary update, ...).
 DEFAULT_BOUND = 10_000
+
+#: The default queue bound, in bytes (:func:`~instrument._records.record_bytes` estimates them).
+DEFAULT_BYTES = 64 * 1024 * 1024
+
+#: A drain that lasts longer than this (seconds) prints a progress line on stderr, and another
+#: every :data:`PROGRESS_EVERY_SECONDS`.
+PROGRESS_AFTER_SECONDS = 3.0
+PROGRESS_EVERY_SECONDS = 5.0
 
 #: Records the thread takes from the queue at once (fewer lock round trips with the writer).
 BATCH = 64
@@ -75,6 +84,10 @@ class Target(Protocol):
     def keep_at_exit(self) -> None:
         """The drain at interpreter exit ran out of time: close the dispatcher and keep its records."""
 
+    def batch_written(self) -> None:
+        """The records delivered since the last call are all there is for now: hand over anything
+        the backend holds back (called after each batch, on the thread or the calling thread)."""
+
 
 class Dispatcher:
     """One run's queue and the thread that writes it to the backend.
@@ -85,6 +98,7 @@ class Dispatcher:
             call is reported once and that record is lost.
         name: used in the thread's name and in messages (the run id).
         bound: the most records the queue holds before :meth:`wait_for_room` blocks writers.
+        bytes_bound: the most bytes of records (estimated) the queue holds before writers wait.
         stall_timeout: seconds without backend progress after which writers stop waiting and
             records spill to an on-disk journal.
         spill_root: the folder under which the spill folder is made when spilling starts
@@ -101,6 +115,7 @@ class Dispatcher:
         *,
         name: str,
         bound: int = DEFAULT_BOUND,
+        bytes_bound: int = DEFAULT_BYTES,
         stall_timeout: float = 60.0,
         spill_root: Path | None = None,
         synchronous: bool = False,
@@ -109,12 +124,18 @@ class Dispatcher:
         self.name = name
         self.bound = max(1, bound)
         self.high_water = max(1, self.bound // 2)
+        self.bytes_bound = max(1, bytes_bound)
+        self._bytes_high_water = self.bytes_bound // 2
         self.stall_timeout = stall_timeout
         self.target = target
         self._spill_root = spill_root
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
         self._items: collections.deque[Record] = collections.deque()
+        self._sizes: collections.deque[int] = collections.deque()  # record_bytes of each item
+        self._bytes = 0  # their sum
+        self._delivered = 0  # records handed to the backend so far
+        self._answered = _monotonic()  # real time when the backend last finished a call (or began a batch)
         self._thread: threading.Thread | None = None
         self._inline = synchronous  # also when no thread could be started (interpreter shutdown)
         self._idle = False  # the thread waits on the condition
@@ -131,6 +152,7 @@ class Dispatcher:
         self._batch: list[Record] = []  # the records the thread took from the queue
         self._current = 0  # the index in _batch of the record being written
         self._abandoned = False  # close() timed out: the thread must not write the batch's rest
+        self.in_flight: Record | None = None  # after close() timed out: the record whose delivery never returned
 
     # Writers (calling threads) -------------------------------------------------------------------
     def ensure_thread(self) -> None:
@@ -157,6 +179,7 @@ class Dispatcher:
         if self._inline:
             for record in records:
                 self.target.deliver(record)
+            self.target.batch_written()
             return
         start = 0
         for index, record in enumerate(records):
@@ -166,18 +189,22 @@ class Dispatcher:
                 start = index + 1
                 if self.drain(self.stall_timeout):
                     self.target.deliver(record)
+                    self.target.batch_written()
                 else:
                     self._queue([record])
         if start < len(records):
             self._queue(records[start:] if start else records)
 
     def _queue(self, records: Sequence[Record]) -> None:
+        sizes = [record_bytes(record) for record in records]  # outside the lock: the thread may want it
         with self._cond:
             if self._spilling:
                 self._spill_records(records)
                 return
             now = self._last_put = _monotonic()
             items = self._items
+            self._sizes.extend(sizes)
+            self._bytes += sum(sizes)
             if not items:
                 self._oldest = now
                 items.extend(records)
@@ -185,19 +212,27 @@ class Dispatcher:
                     self._cond.notify_all()  # from the long idle wait to short polls
             else:
                 items.extend(records)
-                if self._idle and len(items) >= self.high_water:
+                if self._idle and self._high():
                     self._cond.notify_all()
+
+    def _full(self) -> bool:
+        """Whether the queue holds its bound of records or of bytes (the caller may hold the condition)."""
+        return len(self._items) >= self.bound or self._bytes >= self.bytes_bound
+
+    def _high(self) -> bool:
+        """Whether the queue is past its high-water mark, in records or in bytes."""
+        return len(self._items) >= self.high_water or self._bytes >= self._bytes_high_water
 
     def wait_for_room(self) -> None:
         """Block while the queue is full (backpressure); spill once the backend stalls.
 
         Call it without holding any session lock: the thread may need one to start the run.
         """
-        if len(self._items) < self.bound or threading.current_thread() is self._thread:
+        if not self._full() or threading.current_thread() is self._thread:
             return
         started_spilling = False
         with self._cond:
-            while len(self._items) >= self.bound and not self._spilling and not self._closed:
+            while self._full() and not self._spilling and not self._closed:
                 if self._clock() - self._progress >= self.stall_timeout:
                     self._spilling = started_spilling = True
                     folder = self._folder()
@@ -209,31 +244,55 @@ class Dispatcher:
                            "the run when it moves again (should this process die first: `python -m instrument "
                            f"replay {folder} --run-id {self.name}`); the training goes on"), once=True)
 
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every queued record was handed to the backend; True if done in *timeout* s.
+    def drain(self, timeout: float | None = None, *, progress: bool = False) -> bool:
+        """Wait until every queued record was handed to the backend; False if it stopped answering.
 
-        Records that spilled to disk are part of the wait: they are written once the backend
-        moves again.
+        *timeout* measures the backend's silence, not the total time: the wait goes on as long
+        as the backend keeps finishing calls, and gives up once it finished none for *timeout*
+        seconds (None: never). Records that spilled to disk are part of the wait: they are
+        written once the backend moves again. With *progress*, a wait longer than
+        :data:`PROGRESS_AFTER_SECONDS` prints a line on stderr every
+        :data:`PROGRESS_EVERY_SECONDS`: the records left, the rate, the time still needed.
         """
         if self._thread is None:
             return True
-        deadline = None if timeout is None else _monotonic() + timeout
+        started = _monotonic()
+        delivered = self._delivered
+        next_line = started + PROGRESS_AFTER_SECONDS
         with self._cond:
             while self._items or self._busy or self._spilling:
                 if not self._thread.is_alive():
                     return False
-                remaining = IDLE_CHECK_SECONDS if deadline is None else min(IDLE_CHECK_SECONDS, deadline - _monotonic())
-                if remaining <= 0:
+                now = _monotonic()
+                silent = now - max(self._answered, started)
+                if timeout is not None and silent >= timeout:
                     return False
-                self._wait(remaining)
+                if progress and now >= next_line:
+                    next_line = now + PROGRESS_EVERY_SECONDS
+                    self._progress_line(now - started, self._delivered - delivered, silent, timeout)
+                wait = IDLE_CHECK_SECONDS if timeout is None else min(IDLE_CHECK_SECONDS, timeout - silent)
+                self._wait(max(wait, 0.001))
         return True
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def _progress_line(self, elapsed: float, done: int, silent: float, timeout: float | None) -> None:
+        """Print how the drain is going on stderr (the caller holds the condition)."""
+        left = len(self._items) + (len(self._batch) - self._current if self._busy else 0)
+        spilled = " (and those kept on disk)" if self._spilling else ""
+        if silent >= 1.0 or done == 0:
+            limit = f"; giving up after {timeout:g} s ({_env.INSTRUMENT_EXIT_TIMEOUT})" if timeout is not None else ""
+            state = f"no answer from the backend for {silent:.0f} s{limit}"
+        else:
+            rate = done / elapsed
+            state = f"{rate:,.0f} a second, about {left / rate:.0f} s more"
+        print(f"instrument: run {self.name}: writing the queue: {left:,} records left{spilled}, {state}",
+              file=sys.stderr, flush=True)
+
+    def flush(self, timeout: float | None = None, *, progress: bool = False) -> bool:
         """Queue what the session holds back (:meth:`Target.release_held`), then :meth:`drain`."""
         self.target.release_held()
-        return self.drain(timeout)
+        return self.drain(timeout, progress=progress)
 
-    def close(self, timeout: float | None = None) -> tuple[bool, list[Record]]:
+    def close(self, timeout: float | None = None, *, progress: bool = False) -> tuple[bool, list[Record]]:
         """Drain (see :meth:`drain`), then stop the thread.
 
         Returns:
@@ -244,16 +303,19 @@ class Dispatcher:
         """
         if self._closed:
             return not (self._items or self._busy), []
-        drained = self.drain(timeout)
+        drained = self.drain(timeout, progress=progress)
         with self._cond:
             self._closed = True
             left: list[Record] = []
             if self._busy:
                 self._abandoned = True
+                self.in_flight = self._batch[self._current]
                 left.extend(self._batch[self._current + 1:])
                 del self._batch[self._current + 1:]
             left.extend(self._items)
             self._items.clear()
+            self._sizes.clear()
+            self._bytes = 0
             if self._spill is not None:
                 left.extend(self._take_spilled())
             self._spilling = False
@@ -298,7 +360,7 @@ class Dispatcher:
         return (
             self._waiters > 0
             or self._closed
-            or len(self._items) >= self.high_water
+            or self._high()
             or now - self._last_put >= QUIET_SECONDS
             or (self._oldest is not None and now - self._oldest >= MAX_LAG_SECONDS)
         )
@@ -319,7 +381,10 @@ class Dispatcher:
                         if self._due(now):
                             oldest = self._oldest
                             lagging = oldest is not None and now - oldest >= MAX_LAG_SECONDS
-                            batch = [items.popleft() for _ in range(min(len(items), BATCH))]
+                            count = min(len(items), BATCH)
+                            batch = [items.popleft() for _ in range(count)]
+                            sizes = self._sizes
+                            self._bytes -= sum(sizes.popleft() for _ in range(count))
                             if not items:
                                 self._oldest = None
                             break
@@ -344,6 +409,8 @@ class Dispatcher:
                     self._idle = False
                 self._busy = bool(batch)
                 self._progress = ticks
+                if batch:
+                    self._answered = now
             if batch:
                 self._write(batch, lagging, oldest)
             if self._clock() >= next_idle:
@@ -370,7 +437,8 @@ class Dispatcher:
                 report(Problem("backend", f"instrument: run {self.name}: writing a {type(record).__name__} "
                                f"record failed ({type(error).__name__}: {error})"), once=True)
             self._progress = self._clock()
-            now = _monotonic()
+            now = self._answered = _monotonic()
+            self._delivered += 1
             if (
                 index < last
                 and not lagging
@@ -380,10 +448,21 @@ class Dispatcher:
                 and len(self._items) + last - index < self.high_water
             ):
                 with self._cond:  # yield to the writer: it runs Python, so do the rest in its next gap
-                    self._items.extendleft(reversed(batch[index + 1:]))
+                    rest = batch[index + 1:]
+                    sizes = [record_bytes(record) for record in rest]
+                    self._items.extendleft(reversed(rest))
+                    self._sizes.extendleft(reversed(sizes))
+                    self._bytes += sum(sizes)
                     if oldest is not None and (self._oldest is None or oldest < self._oldest):
                         self._oldest = oldest
                 break
+        try:
+            self.target.batch_written()
+        except Exception as error:  # the thread must outlive a failing hand-over
+            report(Problem("backend", f"instrument: run {self.name}: handing records to the backend failed "
+                           f"({type(error).__name__}: {error})"), once=True)
+        self._progress = self._clock()
+        self._answered = _monotonic()
         with self._cond:
             self._busy = False
             self._batch = []
@@ -453,8 +532,9 @@ _LIVE: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 _exit_registered = False
 _forked = False
 
-#: When the process must be done exiting (monotonic seconds), set when the main thread ended:
-#: finishing runs afterwards (atexit) shares this one ``INSTRUMENT_EXIT_TIMEOUT`` with the drain.
+#: When the process must be done exiting (monotonic seconds), set once the drain at exit ended:
+#: ``INSTRUMENT_EXIT_TIMEOUT`` after it for finishing the runs and wandb's teardown when every
+#: queue was written, no more than a short grace when a backend stopped answering.
 exit_deadline: float | None = None
 
 
@@ -478,21 +558,29 @@ def _drain_at_exit() -> None:
     if _forked:
         return
     timeout = _env.exit_timeout()
-    exit_deadline = time.monotonic() + timeout
+    answered = True
     for dispatcher in list(_LIVE):
-        if not dispatcher.flush(max(0.0, exit_deadline - time.monotonic())):
+        if not dispatcher.flush(timeout, progress=True):
+            answered = False
+            exit_deadline = time.monotonic()  # what comes next (keeping, finishing) gets a short grace
             try:
                 dispatcher.target.keep_at_exit()
             except Exception as error:  # exiting anyway
                 report(Problem("backend", f"instrument: run {dispatcher.name}: keeping its queue at exit failed "
                                f"({type(error).__name__}: {error})"), once=True)
+    exit_deadline = time.monotonic() + (timeout if answered else 0.0)
+
+
+#: Seconds that finishing and wandb's teardown still get at exit once a backend stopped answering.
+EXIT_GRACE_SECONDS = 1.0
 
 
 def exit_time_left(timeout: float) -> float:
-    """Return *timeout*, cut to what is left of the exit deadline once the main thread ended."""
+    """Return *timeout*, cut to what is left of the exit deadline once the main thread ended
+    (never less than :data:`EXIT_GRACE_SECONDS`)."""
     if exit_deadline is None:
         return timeout
-    return max(min(timeout, exit_deadline - time.monotonic()), min(timeout, 1.0))
+    return max(min(timeout, exit_deadline - time.monotonic()), min(timeout, EXIT_GRACE_SECONDS))
 
 
 def _after_fork_in_child() -> None:

@@ -25,6 +25,11 @@ WANDB_MODE = "WANDB_MODE"
 #: wandb's API key; its presence (or a ``~/.netrc`` entry for a W&B host) means "online".
 WANDB_API_KEY = "WANDB_API_KEY"
 
+#: wandb's switch for its error reports and usage telemetry (``true`` by default). instrument
+#: sets it to ``false`` while an offline run starts, unless it is set: see
+#: ``_backends.wandb.silence_telemetry``.
+WANDB_ERROR_REPORTING = "WANDB_ERROR_REPORTING"
+
 #: wandb's root folder for runs (``<WANDB_DIR>/wandb/...``); default: the working directory.
 WANDB_DIR = "WANDB_DIR"
 
@@ -51,9 +56,12 @@ WANDB_SILENT = "WANDB_SILENT"
 #: from warnings into exceptions. Default off; the pytest fixture turns it on.
 INSTRUMENT_STRICT = "INSTRUMENT_STRICT"
 
-#: Seconds that finishing a run may take (wandb's upload at the end, a hung backend, a thread
-#: still writing) before instrument gives up with a warning that says where the unsynced data
-#: is. Default 30; also passed to wandb as its ``finish_timeout`` setting.
+#: Seconds without an answer from wandb after which finishing a run gives up: the queue's drain
+#: at exit goes on as long as wandb keeps taking records (a progress line on stderr after a few
+#: seconds) and stops once it took none for this long; finishing the run and wandb's own
+#: teardown at exit are bounded by it too. Past it the records wandb did not write are kept in a
+#: journal (``python -m instrument replay``), and at exit a wandb-core that still does not answer
+#: is stopped (SIGKILL), with a warning. Default 30; also wandb's ``finish_timeout`` setting.
 INSTRUMENT_EXIT_TIMEOUT = "INSTRUMENT_EXIT_TIMEOUT"
 
 #: ``1``/``true`` makes every run write to wandb on the calling thread, in call order (debugging,
@@ -64,6 +72,17 @@ INSTRUMENT_SYNC = "INSTRUMENT_SYNC"
 #: How many records (history rows, summary updates, ...) a run's queue holds before a writer
 #: waits for the dispatcher thread (backpressure; nothing is dropped). Default 10000.
 INSTRUMENT_QUEUE_SIZE = "INSTRUMENT_QUEUE_SIZE"
+
+#: How many bytes of records (an estimate: about 100 bytes per plain number, the size of arrays
+#: and strings) a run's queue holds before a writer waits, as ``INSTRUMENT_QUEUE_SIZE`` does for
+#: their count. Default 67108864 (64 MiB); a quarter of it bounds the calls kept for a wandb-core
+#: that stops answering.
+INSTRUMENT_QUEUE_BYTES = "INSTRUMENT_QUEUE_BYTES"
+
+#: ``0``/``false`` sends every history row through ``run.log``. Default on: rows of plain numbers
+#: go to wandb-core by a faster route that writes the same ``.wandb`` records (only with the wandb
+#: version it was checked against; anything else goes through ``run.log``).
+INSTRUMENT_FAST_ROUTE = "INSTRUMENT_FAST_ROUTE"
 
 #: Seconds the backend may make no progress while a writer waits on a full queue; after that,
 #: records are kept in an on-disk journal (``<WANDB_DIR>/wandb/instrument-queue-<run id>-*/``)
@@ -130,6 +149,16 @@ def is_synchronous(environ: Mapping[str, str] = os.environ) -> bool:
 def queue_size(environ: Mapping[str, str] = os.environ) -> int:
     """Return a run queue's bound in records from ``INSTRUMENT_QUEUE_SIZE`` (default 10000)."""
     return int(_positive(environ, INSTRUMENT_QUEUE_SIZE, 10_000))
+
+
+def queue_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """Return a run queue's bound in bytes from ``INSTRUMENT_QUEUE_BYTES`` (default 64 MiB)."""
+    return int(_positive(environ, INSTRUMENT_QUEUE_BYTES, 64 * 1024 * 1024))
+
+
+def fast_route(environ: Mapping[str, str] = os.environ) -> bool:
+    """Return whether ``INSTRUMENT_FAST_ROUTE`` allows the fast route into wandb-core (default yes)."""
+    return environ.get(INSTRUMENT_FAST_ROUTE, "").strip().lower() not in {"0", "false", "no", "off"}
 
 
 def stall_timeout(environ: Mapping[str, str] = os.environ) -> float:

@@ -21,7 +21,16 @@ from collections.abc import Callable
 import attrs
 
 from instrument import _env
-from instrument._backends.base import Backend, BackendRun, RunSpec, ValuesDropped, new_run_id
+from instrument._backends.base import (
+    Backend,
+    BackendRun,
+    BufferedRun,
+    Call,
+    RunSpec,
+    Stopped,
+    ValuesDropped,
+    new_run_id,
+)
 from instrument._backends.call_journal import CallJournal, new_call_journal_folder
 from instrument._problems import InstrumentationError, Problem, report
 from instrument._records import Point, Record, SummaryUpdate
@@ -61,6 +70,7 @@ class FaultPolicy:
         self.broken: BackendRun | None = None
         self._on_spill = on_spill
         self._faults: set[str] = set()
+        self.stopped = False  # the backend was stopped at exit and what it lost is kept
 
     def fault(self, kind: str, message: str) -> None:
         """Warn about *message* unless a fault of *kind* was already warned about for this run."""
@@ -71,10 +81,16 @@ class FaultPolicy:
         report(Problem("backend", f"instrument: {message.rstrip('.')}{goes_on}"))
 
     def start(self) -> BackendRun | None:
-        """Start the run, falling back to offline, then to a call journal; None if all failed (warned)."""
+        """Start the run, falling back to offline, then to a call journal; None if all failed (warned).
+
+        None without a word when the backend was stopped at exit meanwhile (:meth:`keep_lost`
+        kept the records already).
+        """
         try:
             return self.backend.start(self.spec)
         except Exception as error:  # never raise into user code
+            if self.stopped:
+                return None
             failure = f"starting run {self.spec.id} ({self.spec.mode}) failed ({describe(error)})"
         if self.spec.mode in ("online", "run"):
             offline = attrs.evolve(self.spec, mode="offline")
@@ -127,9 +143,23 @@ class FaultPolicy:
         except Exception as error:  # a backend fault: never raise into user code
             self._spill_from(record, run, error, write)
 
-    def _spill_from(self, record: Record, run: BackendRun, error: Exception, write: Write) -> None:
-        """Keep *record*, whose write to *run* raised *error*, and every later record in a journal."""
-        kind = type(record).__name__
+    def send(self, run: BackendRun) -> None:
+        """Hand over what *run* holds back (a :class:`BufferedRun`), unless the run spilled already.
+
+        If that fails, the rows it held and every later record of the run go to a call journal,
+        as after any failed call.
+        """
+        if self.spill is not None or not isinstance(run, BufferedRun):
+            return
+        try:
+            run.send_pending()
+        except Exception as error:  # a backend fault: never raise into user code
+            self._spill_from(None, run, error, None)
+
+    def _spill_from(self, record: Record | None, run: BackendRun, error: Exception, write: Write | None) -> None:
+        """Keep *record*, whose write to *run* raised *error*, and every later record in a journal;
+        first the calls *run* held back and never handed over (a :class:`BufferedRun`)."""
+        kind = type(record).__name__ if record is not None else "history"
         failure = f"writing a {kind} record to run {self.spec.id} failed ({describe(error)})"
         if isinstance(run, CallJournal):
             self.fault("journal", f"{failure}; the record was dropped")
@@ -145,7 +175,19 @@ class FaultPolicy:
         self.fault("spill", f"{failure}; the values written before are in {location(run)}, this record and "
                    f"every later one of the run are kept in the journal {journal.folder}; once the run is "
                    f"over, write them into an offline run with `python -m instrument replay {journal.folder}`")
-        self.call(record, journal, write)
+        if isinstance(run, BufferedRun):
+            self.write_calls(run.unsent(), journal)
+        if record is not None and write is not None:
+            self.call(record, journal, write)
+
+    def write_calls(self, calls: list[Call], journal: CallJournal) -> None:
+        """Write backend *calls* (a method name and its arguments each) into *journal*, in order."""
+        for method, args in calls:
+            try:
+                getattr(journal, method)(**args)
+            except Exception as error:  # one call that cannot be kept must not lose the others
+                self.fault("journal", f"a {method} call of run {self.spec.id} could not be kept in the journal "
+                           f"{journal.folder} ({describe(error)}); it was dropped")
 
     def keep(self, records: list[Record], run: BackendRun | None, write: Write, *, timeout: float,
              busy: bool) -> None:
@@ -176,12 +218,68 @@ class FaultPolicy:
         self.fault("finish_undelivered", f"{failure}; they are kept in the journal {where}{lost}; once the run is "
                    f"over, write them into an offline run with `python -m instrument replay {where}`")
 
-    def finish(self, run: BackendRun, exit_code: int, reassert: dict[str, object], timeout: float) -> None:
+    def keep_lost(self, calls: list[Call], records: list[Record], run: BackendRun | None, write: Write, *,
+                  stopped: Stopped, memory_dropped: int = 0) -> None:
+        """At interpreter exit, after the backend stopped answering and was stopped: keep what it lost.
+
+        Writes *calls* (what the backend took and never wrote durably) and then *records* (what
+        it never took) into the run's call journal, finishes the journal with the program's exit
+        status, and says once, accurately, what happened and where everything is.
+
+        Args:
+            calls: backend calls, in order (:meth:`BufferedRun.unwritten`).
+            records: prepared records the backend never took, in order.
+            run: the run they were for (its folder holds what the backend did write).
+            write: the session's backend calls for one record.
+            stopped: what stopping the backend did.
+            memory_dropped: rows handed to the backend in its last seconds that were not kept in
+                memory (over their bytes bound): they may be missing.
+        """
+        self.stopped = True
+        stop = (f"run {self.spec.id}: wandb did not answer for {stopped.waited:g} s at exit "
+                f"({_env.INSTRUMENT_EXIT_TIMEOUT})")
+        if stopped.killed is not None:
+            stop += f", so instrument stopped wandb-core (pid {stopped.killed}) with SIGKILL to let the process exit"
+        where = location(run) if run is not None and not isinstance(run, CallJournal) else None
+        written = f"what wandb wrote is in {where}" if where and os.path.isdir(where) else "wandb wrote nothing"
+        dropped = (f"; {memory_dropped} row(s) handed to wandb in its last seconds were more than instrument keeps "
+                   f"in memory ({_env.INSTRUMENT_QUEUE_BYTES}) and may be missing") if memory_dropped else ""
+        if not calls and not records:
+            upload = f"; upload it with `instrument sync {where}`" if where and os.path.isdir(where) else ""
+            self.fault("finish_timeout", f"{stop}; {written}, nothing is missing from it{dropped}{upload}")
+            return
+        journal = self.spill
+        if journal is None:
+            try:
+                journal = self._open_journal(reason=stop, partial=where)
+            except OSError as error:
+                self.fault("finish_timeout", f"{stop}; {written}; {len(calls) + len(records)} call(s) it never wrote "
+                           f"could not be kept: no journal could be created ({error}){dropped}")
+                return
+            self.spill = journal
+            self._on_spill(journal, False)
+            if run is not None and not isinstance(run, CallJournal):
+                self.broken = run
+        self.write_calls(calls, journal)
+        for record in records:
+            self.call(record, journal, write)
+        journal.finish(stopped.exit_code)
+        rows = sum(method == "log" for method, _ in calls) + sum(isinstance(r, Point) for r in records)
+        others = sum(method not in ("log", "define_metric") for method, _ in calls) + len(records) - rows
+        what = f"{rows} history row(s)" + (f" and {others} other record(s)" if others else "")
+        none_twice = " (none of those already in the run folder)" if where and os.path.isdir(where) else ""
+        self.fault("finish_timeout", f"{stop}; {written}; the {what} it never wrote are kept in the journal "
+                   f"{journal.folder}{none_twice}; write them into the run with "
+                   f"`python -m instrument replay {journal.folder}`{dropped}")
+
+    def finish(self, run: BackendRun, exit_code: int, reassert: dict[str, object], timeout: float, *,
+               on_timeout: Callable[[], bool] | None = None) -> None:
         """Re-assert *reassert* in the summary and finish *run* (and its journal) within *timeout* s.
 
         An adopted run is left running (its backend run only writes what waits for its owner's
-        rows). Past *timeout*, or if finishing fails, one warning says where the data not yet
-        synced is.
+        rows). Past *timeout*, *on_timeout* is called (at interpreter exit the session stops the
+        backend and keeps what it lost); unless it returns True, and whenever finishing fails, one
+        warning says where the data not yet synced is.
         """
         spill, broken, adopted = self.spill, self.broken, self.adopted
 
@@ -195,6 +293,8 @@ class FaultPolicy:
                 (broken or run).finish(exit_code)  # points waiting for its owner's rows
 
         done, error = bounded(close, timeout, name=f"instrument-finish-{self.spec.id}")
+        if not done and on_timeout is not None and on_timeout():
+            return
         if not done:
             self.fault("finish_timeout", f"finishing run {self.spec.id} took more than {timeout:g} s "
                        f"({_env.INSTRUMENT_EXIT_TIMEOUT}); instrument gave up waiting. {unsynced(run)}")

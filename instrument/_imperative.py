@@ -312,11 +312,14 @@ def flush(timeout: float | None = None) -> bool:
     themselves.
 
     Args:
-        timeout: seconds to wait at most; default ``INSTRUMENT_EXIT_TIMEOUT`` (30).
+        timeout: seconds wandb may go without taking a record before the wait gives up (the
+            wait goes on as long as wandb keeps taking them; a progress line on stderr past a
+            few seconds); default ``INSTRUMENT_EXIT_TIMEOUT`` (30).
 
     Returns:
-        True if everything was handed to wandb in time; False if a queue still held records
-        (they stay queued, or on disk if the backend stalled; nothing is dropped).
+        True if everything was handed to wandb; False if a queue still held records when wandb
+        stopped answering (they stay queued, or on disk if the backend stalled; nothing is
+        dropped).
     """
     return _linkage.flush_state(timeout)
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
-from instrument import _env, _family, _lifecycle, _ranks
-from instrument._backends.base import Backend, BackendRun, RunSpec, new_run_id
+from instrument import _dispatch, _env, _family, _lifecycle, _ranks
+from instrument._backends import wandb_core
+from instrument._backends.base import Backend, BackendRun, RunSpec, Stopped, new_run_id
 from instrument._backends.disabled import DisabledBackend
 from instrument._backends.wandb import WandbBackend
 from instrument._config import nan_config_problems
@@ -186,7 +186,8 @@ def new_session(
 
     production = _state.backend is None
     synchronous = settings.synchronous or options.synchronous or _env.is_synchronous(environ)
-    session = Session(spec, _backend(spec.mode), on_start=started, synchronous=synchronous, environ=environ)
+    session = Session(spec, _backend(spec.mode), on_start=started, synchronous=synchronous, environ=environ,
+                      stop_backend=stop_wandb_at_exit if production and spec.mode != "disabled" else None)
     if production and not session.synchronous:
         _lifecycle.watch_exit_code()  # the program may fail before the dispatcher thread started the run
     if production and spec.mode != "disabled":
@@ -200,9 +201,50 @@ def new_session(
 
 def _on_start(session: Session) -> None:
     if _state.backend is None:
-        _lifecycle.finish_at_exit(finish_state)  # after wandb.init registered wandb's teardown
+        _lifecycle.finish_at_exit(_finish_at_exit)  # after wandb.init registered wandb's teardown
         if session.spec.mode != "disabled":
             _lifecycle.finish_on_sigterm(finish_state)  # a preempted job (SLURM, Kubernetes) finishes its runs
+
+
+_exiting = False
+_stopped: Stopped | None = None
+_stop_lock = threading.Lock()
+
+
+def _finish_at_exit(exit_code: int) -> None:
+    """Interpreter exit: finish every run, tear wandb down, bounded (:func:`stop_wandb_at_exit`), then
+    keep what the drain at exit could not write (:meth:`Session.keep_held_at_exit`)."""
+    global _exiting
+    _exiting = True
+    finish_state(exit_code)
+    stopped = stop_wandb_at_exit()
+    with _lock:
+        sessions = list(_state.sessions)
+    for session in sessions:
+        session.keep_held_at_exit()
+    if stopped is not None and stopped.killed is not None and not any(s.lost_at_exit for s in sessions):
+        report(Problem("backend", f"instrument: wandb-core (pid {stopped.killed}) did not end within what was left "
+                       f"of {_env.INSTRUMENT_EXIT_TIMEOUT} ({stopped.waited:g} s) after every run was finished; it "
+                       "was stopped with SIGKILL so that the process could exit (the runs were written in full)"))
+
+
+def stop_wandb_at_exit() -> Stopped | None:
+    """At interpreter exit, tear wandb down (once) within what is left of ``INSTRUMENT_EXIT_TIMEOUT``.
+
+    wandb's own teardown waits for wandb-core without a limit; run here, a wandb-core that does
+    not answer within the time left is killed, and the process exits with its own status.
+    Returns what stopping did, or None when the interpreter is not exiting (the drain at exit
+    has not run and runs are not being finished at exit).
+    """
+    global _stopped
+    if not (_exiting or _dispatch.exit_deadline is not None) or _lifecycle._forked:  # noqa: SLF001 - a forked child stops nothing
+        return None
+    with _stop_lock:
+        if _stopped is None:
+            waited = _env.exit_timeout()
+            killed = wandb_core.teardown(_lifecycle.exit_code(), _dispatch.exit_time_left(waited))
+            _stopped = Stopped(killed=killed, exit_code=_lifecycle.exit_code(), waited=waited)
+        return _stopped
 
 
 def finish_state(exit_code: int) -> None:
@@ -224,18 +266,19 @@ def finish_state(exit_code: int) -> None:
 
 
 def flush_state(timeout: float | None = None) -> bool:
-    """Write what every run of the current state holds or queued; True if done within *timeout* s.
+    """Write what every run of the current state holds or queued; True if all of it was taken.
 
-    *timeout* defaults to ``INSTRUMENT_EXIT_TIMEOUT``. What this process's workers journaled so
-    far is written first.
+    Each run's wait gives up once its backend took nothing for *timeout* seconds (default
+    ``INSTRUMENT_EXIT_TIMEOUT``); it goes on while the backend keeps taking records. What this
+    process's workers journaled so far is written first.
     """
-    deadline = time.monotonic() + (_env.exit_timeout() if timeout is None else timeout)
+    timeout = _env.exit_timeout() if timeout is None else timeout
     drain_workers()
     with _lock:
         sessions = [s for s in dict.fromkeys((*_state.sessions, _state.adopted)) if s is not None and not s.finished]
     done = True
     for session in sessions:
-        done = session.flush(max(0.0, deadline - time.monotonic())) and done
+        done = session.flush(timeout) and done
     return done
 
 

@@ -91,3 +91,48 @@ class SendAlert:
 
 
 Record = Point | SummaryUpdate | ConfigUpdate | SaveFile | LogArtifact | SendAlert | DeclareChart
+
+
+def approx_bytes(value: Any) -> int:
+    """Return a rough estimate of the memory *value* holds, in bytes (a row, a call's arguments).
+
+    Plain numbers count as a boxed value (a dict entry and its key string count in their dict);
+    strings by their length, arrays by their buffer; dicts and lists by their items.
+    """
+    kind = value.__class__
+    if kind is float or kind is int or kind is bool or value is None:
+        return 32
+    if kind is str or kind is bytes:
+        return 56 + len(value)
+    if kind is dict:
+        return 64 + sum(70 + len(key) + approx_bytes(item) if key.__class__ is str else 100 + approx_bytes(item)
+                        for key, item in value.items())
+    if kind is list or kind is tuple:
+        return 56 + sum(8 + approx_bytes(item) for item in value)
+    nbytes = getattr(value, "nbytes", None)  # numpy arrays, torch tensors of the CPU
+    if isinstance(nbytes, int):
+        return 112 + nbytes
+    if attrs.has(kind):  # instrument's media values: Image, Table, Histogram
+        return 64 + sum(approx_bytes(getattr(value, field.name)) for field in attrs.fields(kind))
+    size = getattr(value, "size", None)  # a PIL image: width x height, up to 4 bytes a pixel
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(n, int) for n in size):
+        width, height = size
+        return int(256 + 4 * width * height)
+    return 256
+
+
+_PLAIN = frozenset({int, float, bool})
+
+
+def record_bytes(record: Record) -> int:
+    """Return a rough estimate of the memory *record* holds while it waits in a queue, in bytes.
+
+    A row of plain numbers costs about 128 bytes a key (measured: a 1,000-key row of floats under
+    fresh key strings takes 104 to 124 KiB); anything else is walked with :func:`approx_bytes`.
+    """
+    values = getattr(record, "values", None)
+    if values.__class__ is not dict:
+        return 512
+    if _PLAIN.issuperset(map(type, values.values())):
+        return 256 + 128 * len(values)
+    return 256 + approx_bytes(values)

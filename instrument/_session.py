@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from instrument import _dispatch, _env
-from instrument._backends.base import Backend, BackendRun, RunSpec
+from instrument._backends.base import Backend, BackendRun, BufferedRun, Call, RunSpec, Stopped
 from instrument._backends.call_journal import CallJournal
 from instrument._config import deep_merge, nan_config_problems
 from instrument._dispatch import Clock, Dispatcher
@@ -94,6 +94,10 @@ class Session:
             ``INSTRUMENT_EXIT_TIMEOUT`` and ``WANDB_DIR`` are read.
         clock: monotonic seconds for coalescing and the dispatcher's idle and stall timers
             (default ``time.monotonic``); tests pass one they move.
+        stop_backend: at interpreter exit, stops the backend (wandb's teardown, bounded; a
+            wandb-core that does not answer is killed) and says what that did; returns None when
+            the interpreter is not exiting. Called when the backend stopped answering, so that
+            what it never wrote can be found and kept.
     """
 
     def __init__(
@@ -107,8 +111,10 @@ class Session:
         synchronous: bool = False,
         environ: Mapping[str, str] = os.environ,
         clock: Clock = time.monotonic,
+        stop_backend: Callable[[], Stopped | None] | None = None,
     ) -> None:
         self.backend = backend
+        self._stop_backend = stop_backend
         self._run = run
         self._on_start = on_start
         self._before_finish = before_finish
@@ -138,11 +144,14 @@ class Session:
         self.synchronous = bool(synchronous or run is not None or getattr(backend, "synchronous", False))
         self._held: dict[str, _Held] = {}
         self._closing = False
+        self._held_at_exit: tuple[list[Record], float] | None = None  # left by the drain at exit, with its silence
+        self.lost_at_exit = False  # the backend was stopped at exit and what it lost was kept (and said)
         self._write_lock: Any = self._lock if self.synchronous else threading.Lock()
         self._dispatcher = Dispatcher(
             self,
             name=spec.id,
             bound=_env.queue_size(environ),
+            bytes_bound=_env.queue_bytes(environ),
             stall_timeout=_env.stall_timeout(environ),
             spill_root=_env.journal_root(environ),
             synchronous=self.synchronous,
@@ -271,31 +280,72 @@ class Session:
         Returns:
             True if everything was handed to the backend in time.
         """
-        return self._dispatcher.flush(timeout)
+        return self._dispatcher.flush(timeout, progress=True)
 
-    def _settle(self, timeout: float, waited: float | None = None) -> None:
+    def _settle(self, timeout: float, waited: float | None = None) -> bool:
         """Before finishing: write the held rows, refuse new records, drain the queue (no lock held).
 
-        What the backend did not take within *timeout* seconds (it hangs) goes to the call
-        journal, as after a failed call, so ``python -m instrument replay`` can write it.
-        *waited* is the time the warning names when someone else already waited (the drain at
-        exit).
+        The drain goes on while the backend answers and gives up once it was silent for
+        *timeout* seconds. What it did not take then goes to the call journal, as after a failed
+        call, so ``python -m instrument replay`` can write it; at interpreter exit the backend is
+        stopped first and what it took but never wrote goes there too (:meth:`_lost_at_exit`).
+        *waited* is the silence the warning names when someone else already waited (the drain at
+        exit). Returns whether the backend answered.
         """
         before, self._before_finish = self._before_finish, None
         if before is not None and not self.finished:
             before(self)
         if not self._write_lock.acquire(timeout=timeout):
-            return  # a writer is stuck in a synchronous backend call: finish gives up on it below
+            return False  # a writer is stuck in a synchronous backend call: finish gives up on it below
         try:
             if not (self.finished or self._closing):
                 self._release_all_locked()
                 self._closing = True
         finally:
             self._write_lock.release()
-        _, left = self._dispatcher.close(timeout)
+        answered, left = self._dispatcher.close(timeout, progress=True)
+        silence = timeout if waited is None else waited
+        if self._run is None and self._dispatcher.in_flight is not None:
+            left.insert(0, self._dispatcher.in_flight)  # starting the run hung: it never reached the backend
         if left:
-            self._policy.keep(left, self._run, self._write_record, timeout=timeout if waited is None else waited,
-                              busy=self._dispatcher.busy)
+            if self._stop_backend is not None and _dispatch.exit_deadline is not None and self._run is not None:
+                self._held_at_exit = (left, silence)  # the run is finished first, then they are kept
+            elif not self._lost_at_exit(left, silence):
+                self._policy.keep(left, self._run, self._write_record, timeout=silence, busy=self._dispatcher.busy)
+        return answered
+
+    def keep_held_at_exit(self) -> None:
+        """At interpreter exit, once every run was finished and wandb stopped: keep the records the
+        drain at exit left (a backend that stopped answering), with what the backend lost."""
+        held, self._held_at_exit = self._held_at_exit, None
+        if held is not None:
+            left, silence = held
+            if not self._lost_at_exit(left, silence):
+                self._policy.keep(left, self._run, self._write_record, timeout=silence, busy=self._dispatcher.busy)
+
+    def _lost_at_exit(self, left: list[Record], silence: float) -> bool:
+        """At interpreter exit, once the backend stopped answering: stop it, then keep in the call
+        journal what it took and never wrote and the records *left* it never took; the run is then
+        finished. Returns False, doing nothing, when the interpreter is not exiting."""
+        if self._stop_backend is None:
+            return False
+        self._policy.stopped = True  # starting the run fails from here on because of this: no warning
+        stopped = self._stop_backend()
+        if stopped is None:
+            self._policy.stopped = False
+            return False
+        held, self._held_at_exit = self._held_at_exit, None
+        if held is not None:
+            left = held[0] + left
+        run = self._run
+        calls: list[Call] = run.unwritten() if isinstance(run, BufferedRun) else []
+        dropped = getattr(run, "rows_dropped_from_memory", 0)
+        self.lost_at_exit = True
+        self._policy.keep_lost(calls, left, run, self._write_record, stopped=stopped,
+                               memory_dropped=dropped if isinstance(dropped, int) else 0)
+        self.finished = True
+        self.exit_code = stopped.exit_code
+        return True
 
     # Calling thread: checks, steps, coalescing ------------------------------------------------------
     def _prepare(self, record: Record, out: list[Record], found: Found) -> None:
@@ -419,6 +469,12 @@ class Session:
         """The drain at exit timed out: close the queue and keep its records in the call journal."""
         self._settle(0.0, waited=_env.exit_timeout(self._environ))
 
+    def batch_written(self) -> None:
+        """Hand over what the run holds back for a batch (the wandb backend's fast route)."""
+        run = self._run
+        if run is not None:
+            self._policy.send(run)
+
     def deliver(self, record: Record) -> None:
         """Write one prepared record to the run, starting the run on the first one."""
         run = self._run
@@ -499,9 +555,10 @@ class Session:
         that says where the data not yet synced is. Never raises.
         """
         timeout = _dispatch.exit_time_left(_env.exit_timeout(self._environ)) if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        self._settle(timeout)  # drain the queue first: the rest of the time is for the backend's finish
-        timeout = max(deadline - time.monotonic(), min(timeout, 1.0))
+        if not self._settle(timeout):  # the backend stopped answering: a short grace for its finish
+            timeout = min(timeout, _dispatch.EXIT_GRACE_SECONDS)
+        if self.finished:  # what the backend lost at exit was kept; the run's journal is finished
+            return
         if not self._lock.acquire(timeout=timeout):
             self._policy.fault("finish_timeout", f"finishing run {self.id}: another thread kept writing to it for "
                                f"more than {timeout:g} s ({_env.INSTRUMENT_EXIT_TIMEOUT}); instrument gave up "
@@ -516,7 +573,9 @@ class Session:
             self.exit_code = exit_code
             if self._run is not None:
                 reassert = {k: self._owned_summary[k] for k in self._overwritten}
-                self._policy.finish(self._run, exit_code, reassert, timeout)
+                silence = timeout
+                self._policy.finish(self._run, exit_code, reassert, timeout,
+                                    on_timeout=lambda: self._lost_at_exit([], silence))
         finally:
             self._lock.release()
 

@@ -1,16 +1,8 @@
 """Read the ``.wandb`` transaction log of an offline run back into plain Python data.
 
 wandb 0.31 ships no Python reader for ``<root>/wandb/offline-run-*/run-<id>.wandb``, so this
-module decodes the file itself. The framing is wandb-core's LevelDB-log variant (checked
-against files written by wandb 0.31.0):
-
-* a 7-byte header: ``b":W&B"``, magic ``0xBEE1`` (uint16, little-endian), version ``0``;
-* then 32 KiB blocks (the header counts as part of block 0) of chunks, each with a 7-byte
-  header: CRC (uint32 LE), payload length (uint16 LE), type (FULL=1, FIRST=2, MIDDLE=3, LAST=4);
-  a block tail shorter than a chunk header is zero padding;
-* the CRC is the plain IEEE CRC-32 (``zlib.crc32``, *not* LevelDB's masked CRC-32C) of the
-  type byte followed by the payload; it is verified and a mismatch raises :class:`RunFileError`;
-* each record payload is a serialized ``wandb.proto.wandb_internal_pb2.Record``.
+module decodes the file itself: :mod:`instrument._transaction_log` splits it into records (each
+a serialized ``wandb.proto.wandb_internal_pb2.Record``), checking every chunk's checksum.
 
 A file that ends mid-chunk or mid-record (its writer was killed) is read up to its last
 complete record and reported with ``truncated=True``. wandb itself is imported lazily, only
@@ -25,30 +17,22 @@ import json
 import os
 import pathlib
 import re
-import struct
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
+from instrument._transaction_log import RunFileError, split_records
 from instrument._verdicts import summary_report
 
 __all__ = [
     "RunFile", "RunFileError", "find_run_files", "format_report", "last_steps", "read_run_file", "read_runs",
 ]
 
-_HEADER = struct.Struct("<4sHB")  # ident, magic, version
-_IDENT, _MAGIC, _VERSION = b":W&B", 0xBEE1, 0
-_CHUNK = struct.Struct("<IHB")  # crc32, payload length, chunk type
-_BLOCK = 32 * 1024
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+_split_records = split_records  # its name before the framing moved to instrument._transaction_log
+
 _STAMP = re.compile(r"run-(\d{8}_\d{6})-[^/\\]*$")
 _INTERNAL_SERIES = frozenset({"_step", "_runtime", "_timestamp"})
-
-
-class RunFileError(ValueError):
-    """A file that is not a readable ``.wandb`` transaction log; the message names the file."""
 
 
 @attrs.frozen
@@ -133,7 +117,7 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
         data = path.read_bytes()
     except OSError as exc:
         raise RunFileError(f"{path}: cannot read: {exc}") from exc
-    payloads, truncated = _split_records(data, path)
+    payloads, truncated = split_records(data, path)
     record_class, records = _proto().Record, []
     for number, payload in enumerate(payloads, 1):
         try:
@@ -159,7 +143,7 @@ def last_steps(path: str | os.PathLike[str]) -> dict[str, int]:
         data = path.read_bytes()
     except OSError as exc:
         raise RunFileError(f"{path}: cannot read: {exc}") from exc
-    payloads, _ = _split_records(data, path)
+    payloads, _ = split_records(data, path)
     record_class = _proto().Record
     axes: set[str] = set()
     largest: dict[str, int] = {}
@@ -255,51 +239,6 @@ def format_report(runs: Iterable[RunFile]) -> str:
 
 
 # -- framing ----------------------------------------------------------------------------------
-
-
-def _split_records(data: bytes, path: pathlib.Path) -> tuple[list[bytes], bool]:
-    """Return the record payloads of a whole file and whether it ends inside a record."""
-    if len(data) < _HEADER.size:
-        raise RunFileError(f"{path}: not a wandb file: {len(data)} bytes, shorter than the header")
-    ident, magic, version = _HEADER.unpack_from(data)
-    if ident != _IDENT or magic != _MAGIC:
-        raise RunFileError(f"{path}: not a wandb file: bad magic {data[:6]!r}")
-    if version != _VERSION:
-        raise RunFileError(f"{path}: unsupported .wandb version {version}")
-    records: list[bytes] = []
-    parts: list[bytes] | None = None  # chunks of a record begun by FIRST
-    pos = _HEADER.size
-    while pos < len(data):
-        room = _BLOCK - pos % _BLOCK
-        if room < _CHUNK.size:  # zero trailer of a block
-            pos += room
-            continue
-        if pos + _CHUNK.size > len(data):
-            return records, True
-        crc, length, kind = _CHUNK.unpack_from(data, pos)
-        if crc == length == kind == 0:  # zero-filled tail (preallocated or crashed writer)
-            return records, True
-        end = pos + _CHUNK.size + length
-        if end > len(data):
-            return records, True
-        if length > room - _CHUNK.size:
-            raise RunFileError(f"{path}: corrupt: chunk at offset {pos} overflows its block")
-        if zlib.crc32(data[pos + 6 : end]) != crc:  # over the type byte and the payload
-            raise RunFileError(f"{path}: corrupt: checksum mismatch in chunk at offset {pos}")
-        payload = data[pos + _CHUNK.size : end]
-        if kind == _FULL and parts is None:
-            records.append(payload)
-        elif kind == _FIRST and parts is None:
-            parts = [payload]
-        elif kind in (_MIDDLE, _LAST) and parts is not None:
-            parts.append(payload)
-            if kind == _LAST:
-                records.append(b"".join(parts))
-                parts = None
-        else:
-            raise RunFileError(f"{path}: corrupt: unexpected chunk type {kind} at offset {pos}")
-        pos = end
-    return records, parts is not None
 
 
 # -- folding records into a RunFile -----------------------------------------------------------

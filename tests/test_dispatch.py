@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,11 @@ import pytest
 from helpers import eventually, run_script, wandb_env
 
 import instrument
-from instrument import _linkage, _runtime
+from instrument import _dispatch, _linkage, _runtime
 from instrument._backends.call_journal import read_call_journal
 from instrument._dispatch import Dispatcher
 from instrument._journal import JournalReader
-from instrument._records import Point, SummaryUpdate
+from instrument._records import Point, SummaryUpdate, record_bytes
 from instrument._session import Session
 from instrument.runfile import read_runs
 from instrument.testing import RecordedRun, RecordingBackend, RunSpec, recording, use_backend
@@ -56,6 +57,9 @@ class Delivering:
 
     def keep_at_exit(self) -> None:
         """Nothing to keep."""
+
+    def batch_written(self) -> None:
+        """Nothing is held back."""
 
 
 # The dispatcher on its own -----------------------------------------------------------------------
@@ -98,6 +102,68 @@ def test_a_full_queue_blocks_the_writer_until_the_backend_makes_room() -> None:
         thread.join(30)
     assert dispatcher.drain(30)
     assert list(range(20)) == delivered
+    dispatcher.close(30)
+
+
+def test_a_queue_full_in_bytes_blocks_the_writer_until_the_backend_makes_room() -> None:
+    """Wide rows fill the queue's bytes before its count: the writer waits there; nothing is dropped."""
+    gate = threading.Event()
+    delivered: list[Any] = []
+
+    def deliver(record: Any) -> None:
+        gate.wait()
+        delivered.append(record.values["k0"])
+
+    row = {f"k{j}": float(j) for j in range(1000)}  # about 128 KB a row by the estimate
+    dispatcher = Dispatcher(Delivering(deliver), name="bytes", bound=10_000, bytes_bound=3 * record_bytes(Point(row)))
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(12):
+            dispatcher.put([Point({**row, "k0": float(i)})])
+            dispatcher.wait_for_room()
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        eventually(lambda: dispatcher._busy and dispatcher._waiters == 1 and len(dispatcher._items) == 3)
+        assert (False, [], 3) == (done.is_set(), delivered, len(dispatcher._items))
+    finally:
+        gate.set()
+        thread.join(30)
+    assert dispatcher.drain(30)
+    assert [float(i) for i in range(12)] == delivered
+    dispatcher.close(30)
+
+
+def test_the_drain_goes_on_while_the_backend_answers_and_says_how_it_goes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A drain far longer than its timeout still succeeds while records keep going, with progress
+    lines on stderr; a backend that stops answering ends it after the timeout of silence."""
+    monkeypatch.setattr(_dispatch, "PROGRESS_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(_dispatch, "PROGRESS_EVERY_SECONDS", 0.3)
+    gate = threading.Event()
+    delivered: list[Any] = []
+
+    def deliver(record: Any) -> None:
+        if record == "hang":
+            gate.wait()
+        time.sleep(0.05)
+        delivered.append(record)
+
+    dispatcher = Dispatcher(Delivering(deliver), name="progress")
+    dispatcher.put(list(range(30)))  # 1.5 s of work, ten times the timeout below
+    assert dispatcher.drain(0.15, progress=True)
+    assert list(range(30)) == delivered
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("instrument: run progress")]
+    assert lines and all("records left" in line and "a second, about" in line for line in lines)
+    dispatcher.put(["hang", 30])
+    try:
+        assert not dispatcher.drain(0.5)
+    finally:
+        gate.set()
     dispatcher.close(30)
 
 
@@ -533,6 +599,27 @@ def test_a_script_ending_right_after_its_first_record_keeps_it_and_its_exit_code
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_c19_wide_rows_and_a_short_exit_timeout_lose_no_row(wandb_root: Path) -> None:
+    """3,000 rows of 1,000 keys and INSTRUMENT_EXIT_TIMEOUT=5: the drain at exit outlasts the
+    timeout while wandb keeps taking rows, and every row is in the .wandb file."""
+    result = run_script(wandb_root, """
+        import instrument
+
+        @instrument.training_stage("wide")
+        def step(i):
+            return {f"m{j}": i + j / 1000 for j in range(1000)}
+
+        for i in range(3000):
+            step(i)
+    """, env=wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="5"), timeout=600)
+    assert "InstrumentationWarning" not in result.stderr, result.stderr
+    (run,) = read_runs(wandb_root / "wandb")
+    assert 3000 == len(run.history)
+    assert [(i, i + 0.999) for i in range(3000)] == run.series("wide/m999")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(wandb_root: Path) -> None:
     """wandb's ``log`` hangs from the sixth row on and the script just ends: it exits within the exit
     timeout, the run holds rows 0..4, and ``python -m instrument replay`` writes the queued rest."""
@@ -556,7 +643,7 @@ def test_a_hung_log_at_exit_leaves_the_rest_of_the_run_in_a_replayable_journal(w
             step(i)
         instrument.flush(timeout=0.5)
     """, env=wandb_env(wandb_root, INSTRUMENT_EXIT_TIMEOUT="3"))
-    (message,) = [m for m in re.findall(r"InstrumentationWarning: (.*)", result.stderr) if "did not take" in m]
+    (message,) = [m for m in re.findall(r"InstrumentationWarning: (.*)", result.stderr) if "never wrote" in m]
     folder = Path(message.split("python -m instrument replay ", 1)[1].split("`", 1)[0])
     _, calls, _ = read_call_journal(folder)
     kept = [args["row"]["op/i"] for method, args in calls if method == "log"]

@@ -20,12 +20,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 LAYERS: dict[str, frozenset[str]] = {
     "leaf": frozenset({"_env", "_kinds", "_values", "_records", "_problems", "_media", "_config", "_settings",
                        "_keys", "_foreign", "_redact", "_options", "_context_file", "_wrapping", "_gates",
-                       "_verdicts", "_ranks", "_reduce", "_family", "runfile"}),
+                       "_verdicts", "_ranks", "_reduce", "_family", "runfile", "_transaction_log"}),
     "gates": frozenset({"_gatefiles", "_gating"}),
     "routing": frozenset({"_routing"}),
     "backends": frozenset({"_journal", "_workers", "_backends", "_backends.base", "_backends.disabled",
-                           "_backends.recording", "_backends.wandb", "_backends.wandb_sharing",
-                           "_backends.call_journal"}),
+                           "_backends.recording", "_backends.wandb", "_backends.wandb_sharing", "_backends.wandb_fast",
+                           "_backends.wandb_core", "_backends.call_journal"}),
     "dispatch": frozenset({"_dispatch"}),
     "session": frozenset({"_session", "_fault_policy"}),
     "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
@@ -57,8 +57,10 @@ ALLOWED: dict[str, frozenset[str]] = {
 LAZY_SEAM = {"_runtime": frozenset({"routing", "linkage", "gates"})}
 
 #: The only modules that import wandb (each lazily, inside a function): the wandb backend (with the
-#: part of it that shares runs with other code) and the run-file reader.
-WANDB_IMPORTERS = frozenset({"_backends.wandb", "_backends.wandb_sharing", "runfile"})
+#: parts of it that share runs with other code, take the fast route into wandb-core and bound its
+#: teardown) and the run-file reader.
+WANDB_IMPORTERS = frozenset({"_backends.wandb", "_backends.wandb_sharing", "_backends.wandb_fast",
+                             "_backends.wandb_core", "runfile"})
 
 
 def module_name(path: Path) -> str:

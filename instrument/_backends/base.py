@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -108,6 +108,46 @@ class BackendRun(Protocol):
 
     def location(self) -> str:
         """Return where the run's data lives (a folder, or a short description)."""
+
+
+#: A backend call as a call journal stores it: the method's name and its keyword arguments.
+Call = tuple[str, dict[str, Any]]
+
+
+@runtime_checkable
+class BufferedRun(Protocol):
+    """A run that holds some calls back to hand them over together, and that can say which of the
+    calls it was given its backend never made durable (the wandb backend's fast route)."""
+
+    def send_pending(self) -> None:
+        """Hand over every call held back (the dispatcher's batch ended, or another call comes).
+
+        Raises:
+            Exception: whatever the backend raises; the calls stay for :meth:`unsent`.
+        """
+
+    def unsent(self) -> list[Call]:
+        """Return, once, the calls held back that a failed :meth:`send_pending` never handed over."""
+
+    def unwritten(self) -> list[Call]:
+        """Return, once, the calls that the backend's process, stopped because it no longer
+        answered, took but never wrote to the run's file (plus those never handed over), in order."""
+
+
+@attrs.frozen
+class Stopped:
+    """What stopping the backend at interpreter exit did, once it stopped answering.
+
+    Attributes:
+        killed: the pid of the backend's process killed because it did not end in time (wandb-core),
+            or None when it ended by itself.
+        exit_code: the exit status the program ends with (the journal of a lost run records it).
+        waited: the seconds the backend was given to answer (``INSTRUMENT_EXIT_TIMEOUT``).
+    """
+
+    killed: int | None
+    exit_code: int
+    waited: float
 
 
 class Backend(Protocol):

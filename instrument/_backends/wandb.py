@@ -13,17 +13,21 @@ import glob
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from instrument import _env, runfile
 from instrument._backends import wandb_sharing
-from instrument._backends.base import BackendRun, RunSpec, ValuesDropped
+from instrument._backends.base import BackendRun, Call, RunSpec, ValuesDropped
+from instrument._backends.wandb_core import Retained, file_rows
+from instrument._backends.wandb_fast import HistoryWriter
 from instrument._foreign import ForeignValue, PlotlyFigure, materialize
 from instrument._keys import metric_name
 from instrument._kinds import is_plotly_figure, type_name
 from instrument._media import is_image_batch, pictures
+from instrument._records import approx_bytes
 from instrument._values import Histogram, Image, Table
 
 #: Seconds between flushes of wandb's transaction log. wandb's default is 15 s, so a SIGKILLed
@@ -133,12 +137,24 @@ def _files_of(source: Path, shown: str) -> list[Path]:
     return matches
 
 
+#: Seconds a call to a run is kept after the newest one, for a wandb-core that stops answering:
+#: several flush intervals of its transaction log (what it took since its last flush is lost).
+RETAIN_SECONDS = 5 * FLUSH_INTERVAL_SECONDS
+
+
 class WandbRun:
     """A live ``wandb.Run`` behind the :class:`~instrument._backends.base.BackendRun` protocol.
 
     *owned*: instrument started it (else it is a guest in a run other code started: it never
     finishes it, never moves its step and keeps its owner's config values; see
     :mod:`instrument._backends.wandb_sharing`).
+
+    A run instrument started is also a :class:`~instrument._backends.base.BufferedRun`: while its
+    rows are its own (no other code logged into it with ``step=``), rows of plain numbers take
+    the fast route into wandb-core (:mod:`instrument._backends.wandb_fast`), handed over together
+    by :meth:`send_pending` (and before any other call, ours or other code's), and the calls of the
+    last :data:`RETAIN_SECONDS` are kept (at most a quarter of ``INSTRUMENT_QUEUE_BYTES``) to find
+    what a wandb-core that had to be stopped never wrote (:meth:`unwritten`).
     """
 
     def __init__(self, run: Any, *, owned: bool) -> None:
@@ -148,6 +164,11 @@ class WandbRun:
         self._dropped: list[tuple[str, str, str]] = []  # values of the row being written that wandb refused
         self.shared = wandb_sharing.SharedRun(run, owned=owned, write=self._write_row)
         self._at_end: dict[Path, Path] = {}  # copy in the files folder -> its source ("end" policy)
+        self._fast = HistoryWriter.attach(run) if owned and _env.fast_route() else None
+        self._retained = Retained(RETAIN_SECONDS, _env.queue_bytes() // 4) if owned else None
+        self._unsent: list[Call] = []
+        if self._fast is not None:
+            self.shared.before_others = self._send_before_others
 
     @property
     def native(self) -> Any:
@@ -170,9 +191,20 @@ class WandbRun:
             ValuesDropped: after the row was written, naming the values that were not.
             Exception: whatever wandb raises for the plain values (the run's fault).
         """
+        fast, rows = self._fast, self.shared.rows
+        if fast is not None:
+            with rows.lock:
+                if rows.own_rows and fast.add(row):  # plain numbers in instrument's own rows
+                    rows.committed += 1
+                    self._keep("log", {"row": row}, 64 + 100 * len(row))
+                    if fast.full:
+                        self.send_pending()
+                    return
+        self._keep("log", {"row": row}, None)
+        self.send_pending()
         self._dropped = []
         if _all_plain(row):  # numbers and strings (the common case): nothing to convert
-            self.shared.rows.write(row)
+            rows.write(row)
             return
         converted: dict[str, Any] = {}
         for key, value in row.items():
@@ -203,6 +235,8 @@ class WandbRun:
         declared = metric_name(name)
         if declared is None:
             return
+        self._keep("define_metric", {"name": name, "step_metric": step_metric, "summary": summary}, 200)
+        self.send_pending()
         kwargs: dict[str, Any] = {}
         if step_metric:
             kwargs["step_metric"] = metric_name(step_metric) or step_metric
@@ -216,6 +250,8 @@ class WandbRun:
         Raises:
             ValuesDropped: after the rest was written, naming the values that were not.
         """
+        self._keep("update_summary", {"values": values}, None)
+        self.send_pending()
         self.shared.before_summary(values)
         plain, media = _split(values)
         dropped: list[tuple[str, str, str]] = []
@@ -237,6 +273,7 @@ class WandbRun:
         The panel also goes into wandb's own copy of that section: wandb sends the whole section
         again when an image with boxes or masks is logged, which would otherwise erase the chart.
         """
+        self.send_pending()
         internal = self.run.config["_wandb"]
         internal.setdefault("visualize", {})[key] = spec
         self.run._config_callback(key=("_wandb", "visualize", key), val=spec)  # noqa: SLF001
@@ -244,10 +281,71 @@ class WandbRun:
     def update_config(self, values: dict[str, Any]) -> None:
         """Write *values* into ``run.config``; in a run other code started, a key whose value that
         code set keeps its value (one warning per key, naming both values)."""
+        self._keep("update_config", {"values": values}, None)
+        self.send_pending()
         if not self.owned:
             values = self.shared.config_to_write(values)
         if values:
             self.run.config.update(values, allow_val_change=True)
+
+    def _keep(self, method: str, args: dict[str, Any], size: int | None) -> None:
+        """Keep the call for :meth:`unwritten` (owned runs only)."""
+        if self._retained is not None:
+            self._retained.add(time.monotonic(), method, args, approx_bytes(args) if size is None else size)
+
+    def send_pending(self) -> None:
+        """Hand the rows the fast route holds to wandb-core (see :class:`BufferedRun`).
+
+        Raises:
+            Exception: what wandb's connection raises; the rows are then in :meth:`unsent`.
+        """
+        fast = self._fast
+        if fast is None or not fast.pending:
+            return
+        with self.shared.rows.lock:  # serialised with other code's log calls
+            try:
+                fast.send()
+            except Exception:
+                self._unsent += [("log", {"row": row}) for row in fast.pending]
+                fast.pending = []
+                self._fast = None  # a broken connection: run.log raises for what comes next
+                raise
+
+    def _send_before_others(self) -> None:
+        """Other code is about to log into this run: our rows go first (their failure waits for
+        the next call of ours, which the fault policy sees)."""
+        with contextlib.suppress(Exception):  # never raise into other code's log call: see unsent()
+            self.send_pending()
+
+    def unsent(self) -> list[Call]:
+        """Return, once, the rows a failed :meth:`send_pending` never handed to wandb-core."""
+        calls, self._unsent = self._unsent, []
+        return calls
+
+    def unwritten(self) -> list[Call]:
+        """Return, once, what a stopped wandb-core never wrote to the run's ``.wandb`` file.
+
+        Compares the calls kept (the last :data:`RETAIN_SECONDS`) with the end of the file
+        (:meth:`Retained.unwritten`), then adds the rows never handed over. Call it only once
+        wandb-core is gone: a live one may still write.
+        """
+        calls: list[Call] = []
+        if self._retained is not None:
+            retained, self._retained = self._retained, None
+            sync_file = getattr(self.run.settings, "sync_file", None)
+            rows = file_rows(sync_file, max(4 * 1024 * 1024, 4 * retained.bytes)) if sync_file else []
+            calls = retained.unwritten(rows)
+        fast = self._fast
+        pending = [("log", {"row": row}) for row in fast.pending] if fast is not None else []
+        if fast is not None:
+            fast.pending = []
+        known = {id(args["row"]) for method, args in calls if method == "log"}
+        return calls + [call for call in self.unsent() + pending if id(call[1]["row"]) not in known]
+
+    @property
+    def rows_dropped_from_memory(self) -> int:
+        """Rows let go from the kept calls to stay within their bytes while still recent."""
+        return self._retained.dropped_rows if self._retained is not None else 0
 
     def save(self, path: str, base_path: str | None, policy: str) -> None:
         """Save the file (every file of a folder, every match of a glob) at *path* under
@@ -263,6 +361,7 @@ class WandbRun:
         Raises:
             FileNotFoundError: nothing matches *path*.
         """
+        self.send_pending()
         source = Path(path)
         base = Path(base_path) if base_path else source.parent
         files_root = Path(self.run.settings.files_dir)
@@ -284,6 +383,7 @@ class WandbRun:
         ``log_artifact`` works and ``wait()`` would raise)."""
         import wandb
 
+        self.send_pending()
         artifact = wandb.Artifact(name=name, type=type, description=description, metadata=metadata)
         if Path(path).is_dir():
             artifact.add_dir(path)
@@ -293,14 +393,17 @@ class WandbRun:
 
     def log_wandb_artifact(self, artifact: Any, aliases: tuple[str, ...]) -> None:
         """Log a ``wandb.Artifact`` the user built, as it is."""
+        self.send_pending()
         self.run.log_artifact(artifact, aliases=list(aliases) or None)
 
     def alert(self, title: str, text: str, level: str) -> None:
+        self.send_pending()
         self.run.alert(title=title, text=text, level=level)
 
     def finish(self, exit_code: int) -> None:
         """Finish instrument's run with *exit_code*; in a guest run only write the points still
         waiting for the owner's rows (the owner finishes its run)."""
+        self.send_pending()
         for target, source in self._at_end.items():
             if source.is_file():  # the final contents; a source deleted meanwhile keeps the first copy
                 _copy(source, target)
@@ -377,7 +480,10 @@ class WandbBackend:
             silent=True,
         )
         init = wandb_sharing.original_init()  # wandb's own, not the guard that waits for this very run
-        with _wandb_mode_env(spec.mode), _without_resume_env(spec.resume):
+        offline = spec.mode not in _ONLINE_MODES
+        if offline:
+            silence_telemetry()
+        with _wandb_mode_env(spec.mode), _without_resume_env(spec.resume), _no_error_reporting(offline):
             run = init(
                 id=spec.id,
                 project=spec.project,
@@ -423,12 +529,53 @@ class WandbBackend:
         run = getattr(wandb, "run", None) if wandb is not None else None
         if run is None or run.id in _OURS or getattr(run, "disabled", False):
             return None
+        if getattr(run.settings, "mode", "online") not in _ONLINE_MODES:
+            silence_telemetry()
         guest = _GUESTS.get(run.id)
         if guest is None or guest.run is not run:
             guest = _GUESTS[run.id] = WandbRun(run, owned=False)
         return guest
 
 
+#: wandb's modes that talk to a server; in every other mode instrument keeps wandb off the network.
+_ONLINE_MODES = frozenset({"online", "run", "shared"})
+
+
+def silence_telemetry() -> None:
+    """Keep wandb's own usage telemetry off the network for the rest of the process.
+
+    wandb 0.31 measures its ``run.log`` encoding with OpenTelemetry and, at exit, exports the
+    measurements to the W&B server, even for an offline run whose mode was given to
+    ``wandb.init`` (only its process-wide settings, such as ``WANDB_MODE``, stop it): a DNS
+    query and a connection attempt from a run that promises no network. This turns the
+    telemetry off (it is wandb's, not the run's data) and marks a telemetry exporter that already
+    exists as having no server to send to, so nothing is sent at exit. Any doubt (another wandb
+    version): nothing is changed.
+    """
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+
+        opentelemetry_proxy.disable()
+        proxy = getattr(opentelemetry_proxy, "_singleton_telemetry_proxy", None)
+        if proxy is not None and hasattr(proxy, "_server_supports_proxy"):
+            proxy._server_supports_proxy = False  # noqa: SLF001 - no public switch: exporters then drop, never probe
+    except Exception:  # noqa: S110 - telemetry is wandb's own business; the run goes on
+        pass
+
+
+@contextlib.contextmanager
+def _no_error_reporting(offline: bool) -> Iterator[None]:
+    """While an offline run starts, tell wandb ``WANDB_ERROR_REPORTING=false`` unless the user
+    set it: the wandb-core process that the first run starts then reports no errors over the
+    network either (it reads the variable once, when it is started)."""
+    if not offline or _env.WANDB_ERROR_REPORTING in os.environ:
+        yield
+        return
+    os.environ[_env.WANDB_ERROR_REPORTING] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(_env.WANDB_ERROR_REPORTING, None)
 def steps_in_summary(summary: Any) -> dict[str, int]:
     """Return each stage's last step from a run's summary: ``{stage: n}`` for every whole-number
     summary key ``<stage>/step`` (a step axis's summary is its last value)."""

@@ -94,6 +94,11 @@ class Rows:
         step = getattr(self.run, "_local_step", None)  # wandb 0.31: the step a step-less log goes to
         return step if isinstance(step, int) else int(self.run.step)
 
+    @property
+    def own_rows(self) -> bool:
+        """Whether instrument's rows are committed one each, with none waiting (the step is ours)."""
+        return self.posture == OWN and not self._held
+
     def write(self, row: dict[str, Any]) -> None:
         """Write one point (a history row of instrument's keys)."""
         with self.lock:
@@ -190,6 +195,7 @@ class SharedRun:
         self.rows = Rows(run, write or self.log, guest=not owned)
         self.settle: Callable[[float], object] = lambda timeout: True  # the session writes what it queued
         self.finished_elsewhere: Callable[[str | None], None] = lambda call: None
+        self.before_others: Callable[[], None] = lambda: None  # instrument's rows held back go first
         self._finishing = False  # instrument finishes it itself
         self._config_written: dict[str, Any] = {}  # leaf path -> the value instrument wrote last
         self._summary_written: dict[str, Any] = {}  # key -> the plain value instrument wrote last
@@ -363,6 +369,7 @@ def _guard_log(shared: SharedRun) -> None:
     @functools.wraps(original)
     def log(data: Any, step: Any = None, commit: Any = None, *args: Any, **kwargs: Any) -> Any:
         with rows.lock:
+            shared.before_others()
             rows.observe(step, _caller)
             if isinstance(data, Mapping):
                 shared.logged(data)
