@@ -82,6 +82,8 @@ class WandBContext:
         """That run's W&B page once it started online; None offline, disabled or not started yet."""
         session = self._session()
         native = session.native() if session is not None and session.started else None
+        if native is None or getattr(native, "offline", False) is True:  # wandb's url warns offline
+            return None
         url = getattr(native, "url", None)
         return url if isinstance(url, str) and url else None
 

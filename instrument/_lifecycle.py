@@ -188,6 +188,11 @@ def forget_sigterm(close: Finisher, *, runs_left: bool) -> None:
             pass
 
 
+def terminating() -> bool:
+    """Return whether SIGTERM is finishing this process's runs, the process ending right after."""
+    return _sigterm_finishing.is_set() or _sigterm_finished.is_set()
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     # The main thread may have been interrupted while holding a lock (wandb's console wrapper,
     # a run's lock), so the runs are finished on a thread of their own while the main thread goes

@@ -57,6 +57,7 @@ class _State:
     def __init__(self, backend: Backend | None = None, settings: RunOptions | None = None) -> None:
         self.backend = backend  # None: production (wandb, or disabled), with the process's exit hooks
         self.pipelines: list[Session] = []
+        self.pipeline_threads: dict[str, int] = {}  # pipeline run id -> the thread that opened it
         self.standalone: Session | None = None
         self.training: dict[str, Session] = {}
         self.journals: dict[str, JournalSink] = {}
@@ -84,7 +85,11 @@ def backend_for(mode: str) -> Backend:
 
 
 def configure(settings: RunOptions) -> None:
-    """Make *settings* what standalone and training runs are started with (``instrument.configure``)."""
+    """Make *settings* what standalone and training runs are started with (``instrument.configure``).
+
+    A standalone or training run this process already has keeps what it was started with: that
+    is reported (an error in strict mode), the settings applying to runs started from now on.
+    """
     global _placement
     with _lock:
         _state.settings = settings
@@ -94,6 +99,11 @@ def configure(settings: RunOptions) -> None:
             sink.redact_secrets = settings.redact_secrets is not False
         for journal in _worker_journals.values():
             journal.redact_secrets = settings.redact_secrets is not False
+    running = own_sessions()
+    if running:
+        report(Problem("config", f"instrument.configure: run {running[-1].id} was started before this call and keeps "
+                       "what it was started with (project, name, tags, mode, ...); the settings apply to runs "
+                       "started from now on: call configure before the first record", "configure"))
 
 
 def settings() -> RunOptions:
@@ -148,10 +158,15 @@ def new_session(
 
     Secret-looking config keys are redacted unless ``options.redact_secrets`` (else
     ``configure(redact_secrets=...)``) is False. *on_start* is called with the session once its
-    run started (after the exit hooks are set).
+    run started (after the exit hooks are set). Once SIGTERM is finishing this process's runs,
+    the session is disabled: the process ends in a moment and would leave the run half written.
     """
     settings = _state.settings
     resolved = _resolve_mode(options.mode, environ)
+    if _state.backend is None and _lifecycle.terminating():  # a run started now would be cut short
+        report(Problem("backend", "instrument: SIGTERM finished this process's runs and is ending it; what is "
+                       "logged from now on is not kept (no new run is started)", "SIGTERM"), once=True)
+        resolved = _env.ResolvedMode("disabled", announce=False)
     config = options.config or {}
     for problem in nan_config_problems(config):
         report(problem, once=True)
@@ -602,10 +617,24 @@ def own_sessions() -> list[Session]:
 
 
 def push_pipeline(session: Session) -> None:
-    """Make *session* the run every call in this process writes to, until :func:`pop_pipeline`."""
+    """Make *session* the run every call in this process writes to, until :func:`pop_pipeline`.
+
+    A pipeline opened while another thread's pipeline is open warns once: a process writes to
+    one pipeline run at a time (the newest), and its subprocesses find the newest through
+    ``WANDB_CONTEXT_FILE``, so from then on both threads' records go to *session*.
+    """
+    me = threading.get_ident()
     with _lock:
+        others = [p.id for p in _state.pipelines if not p.finished and _state.pipeline_threads.get(p.id, me) != me]
         _state.pipelines.append(session)
+        _state.pipeline_threads[session.id] = me
         _state.disabled = None
+    if others:
+        report(Problem("shared", f"instrument.pipeline: run {session.id} was opened in thread "
+                       f"{threading.current_thread().name!r} while run {others[-1]} of another thread is open; a "
+                       f"process writes to one pipeline run at a time, the newest, so both threads' records and "
+                       f"subprocesses go to {session.id} until it ends: run concurrent pipelines in separate "
+                       "processes", "pipeline"), once=True)
 
 
 def pop_pipeline(session: Session) -> None:
@@ -613,6 +642,7 @@ def pop_pipeline(session: Session) -> None:
     with _lock:
         if session in _state.pipelines:
             _state.pipelines.remove(session)
+        _state.pipeline_threads.pop(session.id, None)
         _state.disabled = None
 
 

@@ -87,7 +87,7 @@ def promote(
     failed = [prefix for prefix in chosen if not suites[prefix].get("passed", False)]
     if failed and not force:
         raise ValueError(f"instrument.baselines.promote: the gates of {failed[0]!r} failed in run {data['run_id']}; "
-                         "pass force=True to promote it anyway")
+                         "promote it anyway with force=True (on the command line: `instrument baseline set`)")
     target = Path(root) if root is not None else sidecar.parent.parent.parent
     written = []
     for prefix in chosen:

@@ -57,11 +57,13 @@ def test_gate_check_against_a_given_baseline_prints_markdown(cli_runs: CliRuns, 
 def test_baseline_promote_refuses_a_failed_run_and_show_lists_the_store(
     cli_runs: CliRuns, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """promote writes nothing for a run whose gates failed (exit 2); set writes it anyway; show lists it."""
+    """promote writes nothing for a run whose gates failed (exit 2) and names the command that
+    writes it anyway, set, which does; show lists it."""
     runs = cli_runs.copy(tmp_path / "root")
     environ = {**runs.environ}
     status, _, err = run(runs, capsys, "baseline", "promote", runs.ids["cli-a"])
     assert 2 == status and "failed" in err
+    assert "instrument baseline set" in err, err
     assert not (runs.root / ".instrument" / "baselines").exists()
     assert 0 == main(["baseline", "promote", runs.ids["cli-b"]], environ)
     store = runs.root / ".instrument" / "baselines" / "cli-test" / "eval.json"

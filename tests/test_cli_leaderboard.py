@@ -79,3 +79,13 @@ def test_leaderboard_takes_the_direction_from_the_gates(cli_runs: CliRuns, capsy
     out, err = capsys.readouterr()
     assert (2, "") == (status, out)
     assert "--direction min|max is needed: no gate or baseline of these runs gives one for eval/mse" in err
+
+
+def test_a_where_no_run_matches_leaves_an_empty_board_not_a_direction_error(
+    cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gated metric with a --where that no run matches: exit 0, no rows, and stderr counts the
+    runs --where left out (the direction still comes from the gates of the runs left out)."""
+    status, out, err = board(cli_runs, capsys, "--format", "json", "--where", "config.lr=1")
+    assert (0, "min", []) == (status, json.loads(out)["direction"], json.loads(out)["rows"]), err
+    assert "--where" in err, err

@@ -84,3 +84,10 @@ def test_show_exits_2_for_what_is_not_a_run(cli_runs: CliRuns, capsys: pytest.Ca
         status, out, err = show(cli_runs, capsys, argument)
         assert (2, "") == (status, out)
         assert err.startswith(f"instrument show: {argument}: not a ")
+
+
+def test_show_finds_a_run_folder_named_as_wandb_lists_it(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run folder's name alone (as ``ls wandb`` prints it) names the run in ./wandb."""
+    folder = cli_runs.folder("cli-a")
+    status, out, err = show(cli_runs, capsys, folder.name)
+    assert (0, f"run {cli_runs.ids['cli-a']} (cli-a)") == (status, out.splitlines()[0]), err

@@ -91,6 +91,24 @@ def test_dry_run_lists_the_unsynced_runs(cli_runs: CliRuns, tmp_path: Path, caps
     assert not (tmp_path / ".instrument").exists()
 
 
+def test_a_journal_left_in_the_wandb_folder_is_named_and_not_counted_as_synced(
+    cli_runs: CliRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records instrument kept in a journal (a run that could not be started) are in no run: sync
+    and --dry-run name the journal with the replay command and exit 4, even when every run is synced."""
+    wandb_dir = copy_runs(cli_runs, tmp_path, "cli-a")
+    marker = next(wandb_dir.glob("*/run-*.wandb"))
+    marker.with_name(marker.name + ".synced").touch()
+    journal = wandb_dir / "instrument-journal-ab12cd34-xyz"
+    journal.mkdir()
+    (journal / "spill.jsonl").write_text("{}\n")
+    for dry_run in (["--dry-run"], []):
+        status = main(["sync", str(wandb_dir), *dry_run], {})
+        out = capsys.readouterr().out
+        assert 4 == status, out
+        assert any("instrument replay" in line and journal.name in line for line in out.splitlines()), out
+
+
 @pytest.mark.integration
 def test_a_run_still_being_written_is_skipped_and_shown_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A run whose process is alive is skipped by sync (exit 4) and shown as running."""

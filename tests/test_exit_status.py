@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -57,3 +58,32 @@ def test_interactive_session_records_the_interpreters_exit_status(wandb_root: Pa
     assert code == done.returncode, done.stderr
     (run,) = read_runs(wandb_root / "wandb")
     assert code == run.exit_code
+
+
+SIGTERM_MID_LOOP = """
+    import os
+    import signal
+
+    import instrument
+
+    @instrument.training_stage("operator")
+    def step(k):
+        return {"loss": float(k)}
+
+    step(0)
+    instrument.flush()  # the run has started
+    os.kill(os.getpid(), signal.SIGTERM)  # preempted: the run is finished while the loop goes on
+    for k in range(1, 10**7):
+        step(k)
+"""
+
+
+def test_sigterm_mid_loop_leaves_one_run_and_starts_none(wandb_root: Path) -> None:
+    """SIGTERM to a training loop that keeps logging while its run is being finished: the process
+    dies of SIGTERM, its run ends with exit code 143 and its first point, and no second run (a
+    folder the dying process would leave half written) is started."""
+    done = run_script(wandb_root, SIGTERM_MID_LOOP, check=False)
+    assert -signal.SIGTERM == done.returncode, done.stderr
+    assert 1 == len(list((wandb_root / "wandb").glob("*run-*"))), done.stderr
+    (run,) = read_runs(wandb_root / "wandb")
+    assert (143, (0, 0.0)) == (run.exit_code, run.series("operator/loss")[0])

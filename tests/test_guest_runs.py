@@ -43,6 +43,10 @@ GUEST = """
     def make_config():
         return {"lr": 0.2, "batch": 8}
 
+    @instrument.eval_summary(prefix="eval")
+    def evaluate():
+        return {"acc": 0.9}
+
     out = {}
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -56,6 +60,8 @@ GUEST = """
                 other(3 * (s - 40) + k)
             run.log({"train_loss": 1.0 / (s + 1)}, step=s)
         out["owner_step"] = run.step
+        run.summary["eval/acc"] = 0.3  # the owner's own summary key, which an eval then writes too
+        evaluate()
         run.finish()
         out["owner"] = [str(w.message) for w in seen if issubclass(w.category, instrument.InstrumentationWarning)]
 
@@ -112,6 +118,18 @@ def test_owner_config_value_is_kept_with_one_warning(guest: tuple[dict[str, RunF
     conflicts = [w for w in out["owner"] if "'lr'" in w]
     assert 1 == len(conflicts), out["owner"]
     assert "0.1" in conflicts[0] and "0.2" in conflicts[0]
+
+
+def test_an_eval_key_the_owner_set_in_its_summary_warns_once_when_the_run_ends(
+    guest: tuple[dict[str, RunFile], dict[str, Any], str, Path],
+) -> None:
+    """The owner set ``eval/acc`` = 0.3 in its summary, then an eval wrote 0.9: the summary keeps
+    the value written last, and one warning names the key and both values."""
+    runs, out, _, _ = guest
+    assert 0.9 == runs["owner"].summary["eval/acc"]
+    collisions = [w for w in out["owner"] if "'eval/acc'" in w]
+    assert 1 == len(collisions), out["owner"]
+    assert "0.9" in collisions[0] and "0.3" in collisions[0]
 
 
 def test_points_waiting_for_owner_rows_are_kept_and_warned_about_once(

@@ -550,3 +550,18 @@ def test_stage_exception_fails_its_run_and_system_exit_fails_the_pipeline(wandb_
     assert 1 == child_process["stderr"].count("Traceback (most recent call last)")
     assert (1, [0, 1, 2, 3, 4]) == (runs["train"].exit_code, [s for s, _ in runs["train"].series("operator/loss")])
     assert (3, [runs["train"].run_id]) == (runs["pipeline"].exit_code, runs["pipeline"].summary["pipeline/children"])
+
+
+def test_configure_after_the_first_record_says_the_run_keeps_its_settings() -> None:
+    """``configure(project=...)`` after a standalone run was started: the run keeps its project,
+    one warning names the run and says the settings apply to later runs (strict mode raises)."""
+    with recording(strict=False) as recorded:
+        instrument.log({"x": 1.0})
+        with pytest.warns(instrument.InstrumentationWarning, match="was started before this call"):
+            instrument.configure(project="late")
+        instrument.log({"x": 2.0})
+    with recording() as strict, pytest.raises(instrument.InstrumentationError, match="before the first record"):
+        instrument.log({"x": 1.0})
+        instrument.configure(project="late")
+    assert [None] == [run.project for run in recorded.runs]
+    assert 1 == len(strict.runs)

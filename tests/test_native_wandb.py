@@ -154,15 +154,18 @@ STANDALONE = """
 
     for i in range(3):
         step(i)
-    print(json.dumps({"same": same}))
+    print(json.dumps({"same": same, "url": instrument.current().url}))
 """
 
 
 def test_c14_native_calls_after_current_run_land_in_the_standalone_run(wandb_root: Path) -> None:
     """C14: after ``instrument.current().run`` in a stage's first call, wandb.log, config and
-    summary land in instrument's one standalone run, which is ``wandb.run``."""
-    done = run_script(wandb_root, STANDALONE)
+    summary land in instrument's one standalone run, which is ``wandb.run``; its ``url`` is None
+    offline, without a warning from wandb."""
+    env = {k: v for k, v in wandb_env(wandb_root).items() if k != "WANDB_SILENT"}  # wandb's own warnings shown
+    done = run_script(wandb_root, STANDALONE, env=env)
     assert [True, True, True] == last_json(done.stdout)["same"]
+    assert (None, "") == (last_json(done.stdout)["url"], "".join(x for x in done.stderr.splitlines() if "URL" in x))
     (run,) = read_runs(wandb_root / "wandb")
     assert [0.0, 1.0, 2.0] == [row["native/x"] for row in run.history if "native/x" in row]
     assert [(0, 0.5), (1, 0.5), (2, 0.5)] == run.series("operator/loss")
@@ -174,7 +177,7 @@ def test_c14_native_calls_after_current_run_land_in_the_standalone_run(wandb_roo
 FRAMEWORK_AFTER_CONFIG = """
     import time
 
-    import wandb
+    IMPORT_EARLY
 
     import instrument
 
@@ -186,18 +189,25 @@ FRAMEWORK_AFTER_CONFIG = """
 
     make_config()
     time.sleep(WAIT)
+    import wandb  # a framework's own import (Accelerate's tracker, HF's callback): maybe the first
+
     if wandb.run is None:
         wandb.init(project="x")
     wandb.config.update({"a": 1}, allow_val_change=True)
 """
 
 
-@pytest.mark.parametrize("wait", ["3", "0"])
-def test_framework_after_a_config_call_finds_instruments_run(wandb_root: Path, wait: str) -> None:
+@pytest.mark.parametrize(("wait", "late"), [("3", False), ("0", False), ("0", True)])
+def test_framework_after_a_config_call_finds_instruments_run(wandb_root: Path, wait: str, late: bool) -> None:
     """``@run_config``, then ``if wandb.run is None: wandb.init(project="x")`` and
-    ``wandb.config.update``, 3 s later or at once (the run still starting): no exception, one run
-    in instrument's project holding both values."""
-    run_script(wandb_root, FRAMEWORK_AFTER_CONFIG.replace("WAIT", wait))
+    ``wandb.config.update``, 3 s later or at once (the run still starting), also when wandb is
+    first imported after the call and no mode or key is set (Accelerate's ``init_trackers``):
+    no exception, never a request for an API key, one run in instrument's project holding both
+    values."""
+    code = FRAMEWORK_AFTER_CONFIG.replace("WAIT", wait)
+    code = code.replace("IMPORT_EARLY", "" if late else "import wandb")
+    env = {k: v for k, v in wandb_env(wandb_root).items() if not (late and k == "WANDB_MODE")}
+    run_script(wandb_root, code, env=env)
     (run,) = read_runs(wandb_root / "wandb")
     assert {"lr": 1e-3, "a": 1} == run.config
     assert "mine" == run.project

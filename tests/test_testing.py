@@ -328,12 +328,14 @@ def test_configure_carries_in_and_stays_inside() -> None:
     """Settings made before the block name its runs; settings made inside end with it."""
     with recording():
         instrument.configure(project="outer")
-        with recording() as inner:
+        with recording() as carried:
             train_step(1.0)
+        with recording() as inner:
             instrument.configure(project="changed")
+            train_step(1.0)
         with recording() as after:
             train_step(1.0)
-    assert ("outer", "outer") == (inner.run().project, after.run().project)
+    assert ("outer", "changed", "outer") == (carried.run().project, inner.run().project, after.run().project)
 
 
 class TestSpies:

@@ -142,3 +142,18 @@ def test_the_documented_thread_example_works_as_written() -> None:
         for thread in set(threading.enumerate()) - before:
             thread.join()
     assert [(0, 3.0)] == recorded.run().series("operator/grad_norm")
+
+
+def test_a_pipeline_opened_while_another_threads_pipeline_is_open_warns() -> None:
+    """Two threads each inside a pipeline at once: one warning names both runs and says that the
+    process writes to the newest (a process has one pipeline run at a time)."""
+    both_open = threading.Barrier(2)
+
+    def trial() -> None:
+        with instrument.pipeline(project="trials"):
+            both_open.wait()
+            both_open.wait()  # neither closes before both were opened
+
+    with recording(), pytest.warns(instrument.InstrumentationWarning, match="of another thread is open") as seen:
+        assert [] == run_together(trial, trial)
+    assert 1 == len([w for w in seen if "another thread" in str(w.message)])

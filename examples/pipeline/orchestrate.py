@@ -56,7 +56,8 @@ def report(pipeline_id: str) -> str:
     # its id, then the children it recorded in its summary.
     found = runfile.find_run_files(wandb_dir, pipeline_id)
     if not found:
-        return f"No run files for {pipeline_id} in {wandb_dir} (WANDB_MODE=disabled writes none).\n"
+        return (f"No run files for {pipeline_id} in {wandb_dir}: WANDB_MODE=disabled writes none, and where "
+                f"{wandb_dir.parent} is not writable wandb puts them elsewhere (its warning above names where).\n")
     pipeline_run = runfile.read_run_file(found[-1])
     children = pipeline_run.summary.get("pipeline/children", [])
     runs = [pipeline_run, *(runfile.read_run_file(runfile.find_run_files(wandb_dir, c)[-1]) for c in children)]

@@ -29,6 +29,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import wrapt
+
 from instrument._problems import Problem, report
 
 #: Points waiting for a row of a shared run before instrument warns, once per run, that they lag.
@@ -198,6 +200,7 @@ class SharedRun:
         self._config_written: dict[str, Any] = {}  # leaf path -> the value instrument wrote last
         self._summary_written: dict[str, Any] = {}  # key -> the plain value instrument wrote last
         self._logged: dict[str, Any] = {}  # key -> the plain value other code logged last
+        self._owner_summary: dict[str, Any] = {}  # guest: key -> the owner's value before instrument wrote it
         _watch_finish(run, self._on_finish)
         _guard_log(self)
         if owned:
@@ -232,64 +235,71 @@ class SharedRun:
         return out
 
     def before_summary(self, values: Mapping[str, Any]) -> None:
-        """In a guest run, warn where the owner's summary holds another value under a key
-        instrument is about to write (an eval key the owner logs too; reads the summary once)."""
-        if self.owned or not any(isinstance(v, int | float | str | bool) for v in values.values()):
+        """In a guest run, remember the owner's summary value under each plain key instrument is
+        about to write for the first time (compared when the run ends, :meth:`check_summary`)."""
+        if self.owned:
+            return
+        plain = int | float | str | bool
+        fresh = [k for k, v in values.items() if isinstance(v, plain) and k not in self._summary_written]
+        if not fresh:
             return
         try:
             current = dict(self.run.summary)
         except Exception:  # only a check
             return
-        for key, value in values.items():
-            theirs = current.get(key, _NOTHING)
-            if isinstance(value, int | float | str | bool) and isinstance(theirs, int | float | str | bool) \
-                    and not _same(theirs, self._summary_written.get(key, _NOTHING)):
-                self._collision(key, value, theirs)
+        for key in fresh:
+            if isinstance(current.get(key), plain):
+                self._owner_summary.setdefault(key, current[key])
 
     def wrote_summary(self, values: Mapping[str, Any]) -> None:
-        """Remember the plain summary values instrument wrote; warn where other code logged the
-        same key with another value."""
+        """Remember the plain summary values instrument wrote (compared with other code's when
+        the run ends, :meth:`check_summary`)."""
         for key, value in values.items():
             if isinstance(value, int | float | str | bool):
                 self._summary_written[key] = value
-                if key in self._logged:
-                    self._collision(key, value, self._logged[key])
 
     def logged(self, values: Mapping[str, Any]) -> None:
-        """Note what other code logs into the run (through ``run.log``/``wandb.log``)."""
+        """Note the plain values other code logs into the run (through ``run.log``/``wandb.log``)."""
         for key, value in values.items():
             if isinstance(value, int | float | str | bool) and isinstance(key, str):
                 self._logged[key] = value
-                if key in self._summary_written:
-                    self._collision(key, self._summary_written[key], value)
-
-    def _collision(self, key: str, ours: Any, theirs: Any) -> None:
-        if _same(ours, theirs):
-            return
-        kept = "instrument's value is written back at the end (an eval's summary key)" if self.owned else \
-            "the summary keeps the value written last (the run is the owner's)"
-        report(Problem("shared", f"instrument: key {key!r} of run {self.run.id}: instrument's evaluation wrote "
-                       f"{ours!r} to the summary and other code logs {theirs!r} under the same key; {kept}", key),
-               once=True)
 
     def check_summary(self) -> None:
-        """At the end: in instrument's run, write back the eval values that other code's series
-        overwrote in the summary; in a guest run, warn where the owner's summary differs."""
+        """At the end, for each summary key where instrument's eval wrote one plain value last and
+        other code another (the value it logged last; in a guest run, else the owner's summary):
+        warn once, naming both; in instrument's run, write the eval's value back.
+
+        Only at the end: while the run goes on, the two writers take turns (HF's Trainer logs
+        ``eval/*`` right after a ``compute_metrics`` eval returned, while instrument writes the
+        eval's values on its own thread), so their last values can be compared only once both
+        are done.
+        """
         if not self._summary_written:
             return
-        if self.owned:
-            back = {k: v for k, v in self._summary_written.items()
-                    if k in self._logged and not _same(v, self._logged[k])}
-            if back:
-                self.run.summary.update(back)
-            return
-        try:
-            current = dict(self.run.summary)
-        except Exception:  # only a check
-            return
-        for key in self._summary_written.keys() & current.keys():
-            if isinstance(current[key], int | float | str | bool):
-                self._collision(key, self._summary_written[key], current[key])
+        current: dict[str, Any] = {}
+        if not self.owned:
+            try:
+                current = dict(self.run.summary)
+            except Exception:  # only a check
+                current = {}
+        back = {}
+        for key, ours in self._summary_written.items():
+            theirs = self._logged.get(key, _NOTHING)
+            if theirs is _NOTHING and not self.owned:  # set in the summary by the owner, after ours or before
+                now = current.get(key, _NOTHING)
+                theirs = now if not _same(now, ours) else self._owner_summary.get(key, _NOTHING)
+            if isinstance(theirs, int | float | str | bool) and not _same(ours, theirs):
+                self._collision(key, ours, theirs)
+                back[key] = ours
+        if back and self.owned:
+            self.run.summary.update(back)
+
+    def _collision(self, key: str, ours: Any, theirs: Any) -> None:
+        kept = "instrument's value was written back (an eval's summary key)" if self.owned else \
+            "the summary keeps the value written last (the run is the owner's)"
+        report(Problem("shared", f"instrument: key {key!r} of run {self.run.id}: instrument's evaluation wrote "
+                       f"{ours!r} to the summary last and other code {theirs!r} under the same key; {kept}", key),
+               once=True)
 
     # Finishing -------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -416,11 +426,23 @@ _disabled: Any = None
 
 
 def expect(run_id: str) -> None:
-    """Note that run *run_id* will be started on another thread: ``wandb.init`` calls wait for it."""
+    """Note that run *run_id* will be started on another thread: ``wandb.init`` calls wait for it.
+
+    The guard on ``wandb.init`` is installed now if wandb is imported, else the moment any thread
+    imports it (before another thread can see the module): a library that imports wandb itself
+    and calls ``wandb.init`` at once (Accelerate's ``init_trackers``) would otherwise call wandb's
+    own ``init`` while the run's thread is still importing wandb, and be asked for an API key.
+    """
+    global _guard_on_import
     with _lock:
         _starting.setdefault(run_id, threading.Event())
-    if "wandb" in sys.modules:
-        install_init_guard()
+        hook = not _guard_on_import
+        _guard_on_import = True
+    if hook:
+        wrapt.register_post_import_hook(install_init_guard, "wandb")  # at once if wandb is imported
+
+
+_guard_on_import = False  # the import hook that installs the guard is registered
 
 
 def started(run_id: str) -> None:
@@ -439,10 +461,12 @@ def original_init() -> Callable[..., Any]:
     return _original_init
 
 
-def install_init_guard() -> None:
-    """Replace ``wandb.init`` by :func:`_guarded_init` once per process (idempotent)."""
+def install_init_guard(wandb: Any = None) -> None:
+    """Replace ``wandb.init`` by :func:`_guarded_init` once per process (idempotent); *wandb* is
+    the module, imported if not given."""
     global _original_init
-    import wandb
+    if wandb is None:
+        import wandb
 
     with _lock:
         if getattr(wandb.init, "__instrument_guard__", False):

@@ -30,7 +30,7 @@ class CommandError(Exception):
 
 
 #: The help of every RUN argument.
-RUN_HELP = "a run folder, its run-<id>.wandb file, or a run id in ./wandb"
+RUN_HELP = "a run folder (or its name in ./wandb), its run-<id>.wandb file, or a run id in ./wandb"
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

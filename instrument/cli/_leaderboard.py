@@ -125,8 +125,8 @@ def rank(
             left_out[reason] = left_out.get(reason, 0) + 1
             continue
         kept.append((run, value, as_number(flat.get(f"{metric}_stderr"))))
-    if direction is None:
-        direction = _direction(metric, [run for run, _, _ in kept])
+    if direction is None:  # with no run kept, the runs left out may still give it (a --where matching none)
+        direction = _direction(metric, [run for run, _, _ in kept] or list(latest.values()))
     sign = 1 if direction == "min" else -1
     kept.sort(key=lambda item: (math.isnan(item[1]), sign * item[1] if not math.isnan(item[1]) else 0, item[0].run_id))
     rows = []

@@ -108,6 +108,19 @@ def find_folders(paths: Iterable[str | os.PathLike[str]], environ: Mapping[str, 
     return sorted(unique.values(), key=lambda f: (_stamp(f.path), str(f.path)))
 
 
+def find_journals(paths: Iterable[str | os.PathLike[str]], environ: Mapping[str, str] = os.environ) -> list[Path]:
+    """Return the journals instrument left in the wandb folders *paths* select (as for
+    :func:`find_folders`): ``instrument-journal-*`` folders, records that are in no run until
+    ``instrument replay`` writes them into one."""
+    found: dict[str, Path] = {}
+    for path in [Path(p) for p in paths] or [default_wandb_dir(environ)]:
+        for wandb_dir in (path, path / "wandb"):
+            for journal in sorted(wandb_dir.glob("instrument-journal-*")) if wandb_dir.is_dir() else ():
+                if journal.is_dir():
+                    found.setdefault(os.path.realpath(journal), journal)
+    return list(found.values())
+
+
 def _wandb_files(path: Path) -> list[Path]:
     """Return the ``.wandb`` files that *path* selects (a file, a run folder, a wandb folder or its root)."""
     if path.is_file():
@@ -132,8 +145,9 @@ def resolve_run(argument: str, environ: Mapping[str, str] = os.environ) -> runfi
     """Read the run that a command's RUN argument names.
 
     Args:
-        argument: A ``.wandb`` file, a run folder, or a run id looked up in
-            :func:`default_wandb_dir` (the latest folder of that id when a run was resumed).
+        argument: A ``.wandb`` file, a run folder (also by its name alone, in
+            :func:`default_wandb_dir`), or a run id looked up there (the latest folder of that id
+            when a run was resumed).
         environ: Where ``WANDB_DIR`` is read.
 
     Returns:
@@ -144,6 +158,8 @@ def resolve_run(argument: str, environ: Mapping[str, str] = os.environ) -> runfi
             (exit status 2).
     """
     path = Path(argument)
+    if not path.exists() and (default_wandb_dir(environ) / argument).exists():
+        path = default_wandb_dir(environ) / argument  # a folder's name as ``ls wandb`` prints it
     if path.is_file():
         found = [path]
     elif path.is_dir():

@@ -60,8 +60,9 @@ def add_parser(commands: Any) -> None:
         "Runs already synced are left alone, runs still being written are skipped. One JSON line per attempt "
         "goes to .instrument/sync.jsonl beside wandb's folder. wandb's own retries are bounded unless the "
         "environment sets them: " + ", ".join(f"{k}={v}" for k, v in WANDB_KNOBS.items()) + ". "
-        "Exit status 0 when every run is synced, 4 when some are not (or, with --dry-run, would be synced), "
-        "2 for bad arguments.",
+        "A journal instrument left in the folder (records it could not write into a run) is named with its "
+        "'instrument replay' command. Exit status 0 when every run is synced, 4 when some are not (or, with "
+        "--dry-run, would be synced) or a journal is left, 2 for bad arguments.",
     )
     parser.add_argument("dirs", nargs="*", metavar="DIR", help="wandb folders, their parent folders, or run folders")
     parser.add_argument("--retries", type=at_least(0), default=3, metavar="N",
@@ -154,15 +155,19 @@ def run_sync(arguments: argparse.Namespace, environ: Mapping[str, str] = os.envi
     to_sync = [p for p in decided if p.reason is None]
     unsynced = [p for p in decided if p.reason in ("live", "unreadable")]
     already = [p for p in decided if p.reason == "synced"]
+    journals = _runs.find_journals(arguments.dirs, environ)
     for pending in decided:
         if pending.reason not in (None, "synced"):
             print(f"skipped {_name(pending.folder)}: {pending.reason}: {pending.detail}")
+    for journal in journals:
+        print(f"not in any run: {relative(journal)} (records instrument could not write); write them into an "
+              f"offline run with `instrument replay {relative(journal)}`, then sync again")
     if arguments.dry_run:
         print(f"would sync {len(to_sync)} run{'s' * (len(to_sync) != 1)}" + (":" if to_sync else ""))
         for pending in to_sync:
             print(f"  {_name(pending.folder)}" + (f" ({pending.detail})" if pending.detail else ""))
         print(f"already synced: {len(already)}")
-        return NOT_SYNCED if to_sync or unsynced else OK
+        return NOT_SYNCED if to_sync or unsynced or journals else OK
     failed = [p.folder for p in unsynced]
     synced = 0
     for pending in to_sync:
@@ -177,7 +182,7 @@ def run_sync(arguments: argparse.Namespace, environ: Mapping[str, str] = os.envi
     print(f"synced {synced} of {len(to_sync)} run{'s' * (len(to_sync) != 1)}; already synced: {len(already)}")
     if failed:
         print("not synced: " + ", ".join(f.run_id for f in failed) + " (each attempt is in .instrument/sync.jsonl)")
-    return NOT_SYNCED if failed else OK
+    return NOT_SYNCED if failed or journals else OK
 
 
 def _name(folder: _runs.RunFolder) -> str:
