@@ -173,7 +173,7 @@ def test_promote_refuses_a_failed_suite_unless_forced_and_keeps_other_metrics(tm
     """A failed suite is not promoted without force=True; promoting merges per metric."""
     _gatefiles.merge_store("p", "eval", {"old": BaselineValue(1.0)}, tmp_path)
     record(tmp_path, "bad", {"nrmse": 0.1}, suite(acc="> 0.5"))  # acc missing: the suite failed
-    with pytest.raises(ValueError, match="the gates of 'eval' failed in run bad; pass force=True"):
+    with pytest.raises(ValueError, match="the gates of 'eval' failed in run bad; promote it anyway with force=True"):
         baselines.promote("bad", root=tmp_path)
     assert {"old"} == set(baselines.load("p", "eval", tmp_path))
     baselines.promote("bad", force=True, root=tmp_path)
