@@ -552,17 +552,20 @@ def drain_workers() -> None:
 
 def drain_workers_at_exit() -> None:
     """The main thread ended: write what the workers journaled. A run this makes (the process
-    wrote nothing itself) is started now, so that the exit hooks, which run next, finish it (and
-    remove the inbox); a process with no run at all (a rank that writes nothing) removes it now."""
+    wrote nothing itself) is started now, inside threading's exit hooks (which wandb's imports
+    register more of, :func:`instrument._lifecycle.late_exit_hooks`), and written, so that the
+    exit hooks, which run next, finish it (and remove the inbox); a process with no run at all (a
+    rank that writes nothing) removes the inbox now."""
     global _inbox
     with _lock:
         before = len(_state.sessions)
-    drain_workers()
-    with _lock:
-        after = len(_state.sessions)
-    if after > before:
-        flush_state()
-    elif after == 0 and _inbox is not None:
+    with _lifecycle.late_exit_hooks():
+        drain_workers()
+        with _lock:
+            after = len(_state.sessions)
+        if after > before:
+            flush_state()
+    if after == 0 and _inbox is not None:
         inbox, _inbox = _inbox, None
         inbox.remove()
 

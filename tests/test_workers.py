@@ -4,6 +4,7 @@ parent writes to, through the record journal; real wandb offline in subprocesses
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from helpers import run_script, wandb_env
 
 import instrument
-from instrument import _family
+from instrument import _family, _lifecycle
 from instrument._problems import Problem
 from instrument._records import ConfigUpdate, Point, Record, SummaryUpdate
 from instrument._workers import Inbox, WorkerJournal, role_of
@@ -64,6 +65,23 @@ def test_an_inbox_someone_else_can_enter_is_refused(monkeypatch: pytest.MonkeyPa
     with pytest.warns(instrument.InstrumentationWarning, match="were not read"):
         Inbox(target).drain()
     assert ([], []) == (target.records, list(folder.iterdir()))
+
+
+def test_hooks_registered_inside_threadings_exit_hooks_run_after_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While threading runs its exit hooks, a block under ``late_exit_hooks`` may register hooks of
+    its own (elsewhere refused): they run when the block ends, newest first, and leave threading's
+    list and flag as they were."""
+    called: list[str] = []
+    hooks = [lambda: called.append("earlier")]
+    monkeypatch.setattr(threading, "_threading_atexits", hooks)
+    monkeypatch.setattr(threading, "_SHUTTING_DOWN", True)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        threading._register_atexit(called.append, "refused")  # type: ignore[attr-defined]
+    with _lifecycle.late_exit_hooks():
+        threading._register_atexit(called.append, "first")  # type: ignore[attr-defined]
+        threading._register_atexit(called.append, "second")  # type: ignore[attr-defined]
+        called.append("block")
+    assert (["block", "second", "first"], 1, True) == (called, len(hooks), threading._SHUTTING_DOWN)  # type: ignore[attr-defined]
 
 
 @pytest.mark.integration
@@ -146,3 +164,41 @@ if __name__ == "__main__":
     assert (list(range(16)), sorted([float(i) for i in range(8)] * 2)) == (
         [step for step, _ in fetched], sorted(value for _, value in fetched))
     assert ("", []) == (result.stderr, list(wandb_root.glob("instrument-workers-*")))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_parent_that_never_logs_writes_its_workers_values_into_a_run_at_exit(wandb_root: Path) -> None:
+    """A parent that logs nothing itself maps a stage and an eval over fork, spawn and forkserver
+    pools and ends: the run started at exit (inside threading's exit hooks, where wandb's imports
+    register hooks of their own) holds every worker's point and the eval, with exit code 0, nothing
+    is printed and the inbox is gone."""
+    result = run_script(wandb_root, """
+import multiprocessing, sys
+import instrument
+
+@instrument.training_stage("work")
+def work(i):
+    return {"i": float(i)}
+
+@instrument.eval_summary(prefix="check")
+def check(i):
+    return {"i": float(i)}
+
+def task(i):
+    work(i)
+    check(i)
+    return i
+
+if __name__ == "__main__":
+    for k, method in enumerate(("fork", "spawn", "forkserver")):
+        with multiprocessing.get_context(method).Pool(2) as pool:
+            pool.map(task, [10 * k, 10 * k + 1])
+    assert "wandb" not in sys.modules and "instrument._linkage" not in sys.modules
+""", env=wandb_env(wandb_root, TMPDIR=str(wandb_root)))
+    (run,) = read_runs(wandb_root / "wandb")
+    points = run.series("work/i")
+    assert list(range(6)) == [step for step, _ in points]
+    assert [0.0, 1.0, 10.0, 11.0, 20.0, 21.0] == sorted(value for _, value in points)
+    assert (True, 0, "") == (run.summary["check/i"] in (20.0, 21.0), run.exit_code, result.stderr)
+    assert [] == list(wandb_root.glob("instrument-workers-*"))
