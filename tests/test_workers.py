@@ -3,7 +3,9 @@ parent writes to, through the record journal; real wandb offline in subprocesses
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,8 +19,14 @@ from instrument._problems import Problem
 from instrument._records import ConfigUpdate, Point, Record, SummaryUpdate
 from instrument._workers import Inbox, WorkerJournal, role_of
 from instrument.runfile import read_runs
+from instrument.testing import recording
 
 TESTS = Path(__file__).resolve().parent
+
+
+def instrument_warnings(stderr: str) -> list[str]:
+    """Return the InstrumentationWarning messages a script printed."""
+    return re.findall(r"InstrumentationWarning: (.*)", stderr)
 
 
 class Collected:
@@ -202,3 +210,73 @@ if __name__ == "__main__":
     assert [0.0, 1.0, 10.0, 11.0, 20.0, 21.0] == sorted(value for _, value in points)
     assert (True, 0, "") == (run.summary["check/i"] in (20.0, 21.0), run.exit_code, result.stderr)
     assert [] == list(wandb_root.glob("instrument-workers-*"))
+
+
+def _in_worker(i: int) -> int:
+    """A pool task: one point of the stage ``worker`` and one eval value."""
+    _work(i)
+    _check(i)
+    return i
+
+
+@instrument.training_stage("worker")
+def _work(i: int) -> dict[str, float]:
+    return {"i": float(i)}
+
+
+@instrument.eval_summary(prefix="check")
+def _check(i: int) -> dict[str, float]:
+    return {"i": float(i)}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_values_reach_the_recording_whatever_mode_they_see(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``WANDB_MODE=disabled`` in the environment (as CI often sets it) a recording still gets
+    what its pool's workers wrote, once the parent reads them (``instrument.flush()``): the parent
+    records, so its workers write to it whatever mode they see themselves."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with recording() as recorded, multiprocessing.get_context(method).Pool(2) as pool:
+        pool.map(_in_worker, [0, 1])
+        instrument.flush()
+        run = recorded.run()
+        assert ([0.0, 1.0], True) == (sorted(value for _, value in run.series("worker/i")),
+                                      run.summary["check/i"] in (0.0, 1.0))
+
+
+def test_a_pool_that_outlives_a_recording_writes_into_the_next_one() -> None:
+    """A pool made once (a module-scoped fixture) serves several recordings in turn: each gets
+    exactly the values its own calls' workers wrote."""
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        for k in range(3):
+            with recording() as recorded:
+                pool.map(_work, [k])
+                instrument.flush()
+                assert [(0, float(k))] == recorded.run().series("worker/i")
+
+
+@pytest.mark.integration
+def test_values_a_worker_journals_after_its_parent_finished_are_named_in_a_warning(wandb_root: Path) -> None:
+    """A process the main thread never joined (Python waits for it only after the exit hooks
+    that finish the runs) and that logs after them: one warning names it and counts its record,
+    and the inbox is gone."""
+    result = run_script(wandb_root, """
+import multiprocessing, time
+import instrument
+
+@instrument.training_stage("worker")
+def work(i):
+    return {"i": float(i)}
+
+def late(i):
+    time.sleep(1.0)
+    work(i)
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("fork").Process(target=late, args=(0,))
+    child.start()
+    print(child.pid, flush=True)
+""", env=wandb_env(wandb_root, TMPDIR=str(wandb_root)))
+    pid = result.stdout.strip()
+    warned = (f"instrument: worker process {pid} was still running when this process's main thread ended and journaled 1 "
+              "record after its runs were finished; it was not written: join worker processes before the program ends")
+    assert ([warned], []) == (instrument_warnings(result.stderr), list(wandb_root.glob("instrument-workers-*")))
