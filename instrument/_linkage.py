@@ -147,7 +147,8 @@ def _resolve_mode(explicit: str | None, environ: Mapping[str, str]) -> _env.Reso
     """Resolve a run's mode; an unknown ``WANDB_MODE`` is reported once (an error when strict)."""
     resolved = _env.resolve_mode(explicit, environ)
     if resolved.unknown is not None:
-        report(Problem("config", _env.unknown_mode_message(resolved.unknown), _env.WANDB_MODE), once=True)
+        message = _env.unknown_mode_message(resolved.unknown, resolved.mode)
+        report(Problem("config", message, _env.WANDB_MODE), once=True)
     return resolved
 
 
