@@ -191,14 +191,17 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None, reduc
         reduce: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``: in a distributed job, the returned
             numbers (ints, floats, numpy scalars, one-element tensors; nested mappings too; not
             the ``step`` key) are reduced across the ranks with one packed ``all_reduce`` of the
-            default process group before rank 0 writes them (as Lightning's ``sync_dist``); the
-            function returns its own value unchanged. Every rank must call the stage (a
-            collective). Without an initialized ``torch.distributed`` process group it does
-            nothing. ``instrument.log`` points inside the call are not reduced. Default None.
+            default process group before they are written (by rank 0; under ``per_rank`` every
+            rank's run gets the reduced values), as Lightning's ``sync_dist``; strings and media
+            stay each rank's own, and the function returns its own value unchanged. Every rank
+            must call the stage (a collective). Ranks whose numeric keys differ keep their own
+            values, with a warning naming the function. Without an initialized
+            ``torch.distributed`` process group it does nothing. ``instrument.log`` points inside
+            the call are not reduced. Default None.
 
     Raises:
         ValueError: *name* is empty or not a string, a summary op is not one wandb accepts, or
-            *reduce* is not one of the reductions.
+            *reduce* is not None nor one of the reductions (any other type included).
         TypeError: the decorator was used bare (``@training_stage`` without a name), *summary*
             is not a mapping, or what is decorated is not a function.
     """
