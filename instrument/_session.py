@@ -542,7 +542,7 @@ class Session:
         run.log(row)
         if behind is not None and point.axis not in self._resume_warned:
             self._resume_warned.add(point.axis or "")
-            report(Problem("step_back", f"instrument: stage {point.axis!r} of the resumed run {self.id} recorded "
+            report(Problem("resumed", f"instrument: stage {point.axis!r} of the resumed run {self.id} recorded "
                            f"steps up to {behind[1]} before; step {behind[0]} is not past it (a loop restarted "
                            f"from an older checkpoint?); the point is kept on the {point.axis}/step axis",
                            f"{point.axis}/step"), once=True)
