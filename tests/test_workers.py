@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+import pool_work
 import pytest
 from helpers import run_script, wandb_env
 
@@ -212,23 +213,6 @@ if __name__ == "__main__":
     assert [] == list(wandb_root.glob("instrument-workers-*"))
 
 
-def _in_worker(i: int) -> int:
-    """A pool task: one point of the stage ``worker`` and one eval value."""
-    _work(i)
-    _check(i)
-    return i
-
-
-@instrument.training_stage("worker")
-def _work(i: int) -> dict[str, float]:
-    return {"i": float(i)}
-
-
-@instrument.eval_summary(prefix="check")
-def _check(i: int) -> dict[str, float]:
-    return {"i": float(i)}
-
-
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_workers_values_reach_the_recording_whatever_mode_they_see(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With ``WANDB_MODE=disabled`` in the environment (as CI often sets it) a recording still gets
@@ -236,10 +220,11 @@ def test_workers_values_reach_the_recording_whatever_mode_they_see(method: str, 
     records, so its workers write to it whatever mode they see themselves."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
     with recording() as recorded, multiprocessing.get_context(method).Pool(2) as pool:
-        pool.map(_in_worker, [0, 1])
+        pool.map(pool_work.work, [0, 1])
+        pool.map(pool_work.check, [0, 1])
         instrument.flush()
         run = recorded.run()
-        assert ([0.0, 1.0], True) == (sorted(value for _, value in run.series("worker/i")),
+        assert ([0.0, 1.0], True) == (sorted(value for _, value in run.series("work/i")),
                                       run.summary["check/i"] in (0.0, 1.0))
 
 
@@ -249,9 +234,9 @@ def test_a_pool_that_outlives_a_recording_writes_into_the_next_one() -> None:
     with multiprocessing.get_context("fork").Pool(1) as pool:
         for k in range(3):
             with recording() as recorded:
-                pool.map(_work, [k])
+                pool.map(pool_work.work, [k])
                 instrument.flush()
-                assert [(0, float(k))] == recorded.run().series("worker/i")
+                assert [(0, float(k))] == recorded.run().series("work/i")
 
 
 @pytest.mark.integration
