@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _key: str | None = None
 _forked_from: int | None = None  # in a forked child: the process it was forked from
@@ -87,12 +90,13 @@ def may_have_inbox() -> bool:
 
 
 def live_children() -> list[int]:
-    """Return the process ids of this process's multiprocessing children that still run (none
-    when multiprocessing was never imported)."""
+    """Return the process ids of this process's multiprocessing children that still run and that
+    multiprocessing waits for at exit (not daemonic: those it terminates); none when
+    multiprocessing was never imported."""
     process = sys.modules.get("multiprocessing.process")
     if process is None:
         return []
-    return [child.pid for child in process.active_children() if child.pid is not None]
+    return [child.pid for child in process.active_children() if child.pid is not None and not child.daemon]
 
 
 def after_children_end(callback: Callable[[], None]) -> None:

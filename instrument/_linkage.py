@@ -124,7 +124,8 @@ def push_backend(backend: Backend | None, *, inherit_settings: bool = True) -> o
         _state = _State(backend, previous.settings if inherit_settings else None)
         _placement = None
         _ranks.forget()  # a test may have set a launcher's variables for the block
-    _open_inbox()  # its workers write to it whatever their own view of the mode (WANDB_MODE=disabled in CI)
+    if backend is not None:  # its workers write to it whatever mode they see (WANDB_MODE=disabled in CI)
+        _open_inbox()
     return previous
 
 
@@ -297,11 +298,12 @@ def disabled() -> bool:
     """Return whether a record written now would certainly go nowhere.
 
     The decorators' fast path: when True they call the function and do nothing else. Computed
-    once per state (``configure``, a pipeline starting or ending, and finishing reset it): True
-    for a rank its policy keeps from writing and a worker whose parent writes nothing; else, for
-    a worker, False; else whether the mode is ``disabled`` (the pipeline's, else the context
-    file's, else ``configure(mode=)``/``WANDB_MODE``). Never True under a swapped backend or while
-    a ``wandb.run`` is active (a framework's run is logged into).
+    once per state (``configure``, a pipeline starting or ending, finishing, and placing the
+    process at its first record reset it): True for a rank its policy keeps from writing and a
+    worker whose parent writes nothing; else, for a worker, False; else whether the mode is
+    ``disabled`` (the pipeline's, else the context file's, else ``configure(mode=)``/
+    ``WANDB_MODE``). Never True under a swapped backend or while a ``wandb.run`` is active (a
+    framework's run is logged into).
     """
     answer = _state.disabled
     if answer is None:
@@ -318,9 +320,11 @@ def _active_wandb_run() -> bool:
 def _compute_disabled() -> bool:
     if _state.backend is not None:
         return False
-    where = placement()
-    if not where.writes:  # a worker writes to its parent's inbox; a rank that writes nothing, nowhere
-        return where.parent is None
+    where = _placement  # resolved at the first record (the rank may not be known before)
+    if where is None and _family.parent_pid() is not None:
+        where = placement()  # a worker: its parent's mode counts, not the one it sees
+    if where is not None and not where.writes:  # a worker writes to its parent's inbox; a rank
+        return where.parent is None  # that writes nothing, nowhere
     return _mode_disabled()
 
 
@@ -490,6 +494,7 @@ def placement(environ: Mapping[str, str] = os.environ) -> Placement:
             parent_writes = _ranks.writes(rank, policy) and (Inbox.is_read(parent) or not _mode_disabled())
             found = Placement(rank, policy, parent if parent_writes else None, False)
         _placement = found
+        _state.disabled = None  # a rank that writes nothing takes the decorators' fast path from now on
         return found
 
 

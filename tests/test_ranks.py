@@ -188,6 +188,22 @@ def test_a_rank_other_than_0_records_nothing_and_every_function_returns(monkeypa
     assert ([{"loss": 0.0}, {"acc": 0.5}, {"loss": 1.0}], []) == (returned, recorded.runs)
 
 
+def test_a_rank_that_writes_nothing_takes_the_decorators_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In production, rank 1 of 2 is placed at its first record; from then on linkage tells the
+    decorators that nothing would be written, so they only call their function."""
+    from instrument import _linkage
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    token = _linkage.push_backend(None)
+    try:
+        before = _linkage.disabled()  # not placed yet: torch.distributed may still be initialized
+        returned = train_step(0)
+        assert (False, {"loss": 0.0}, True) == (before, returned, _linkage.disabled())
+    finally:
+        _linkage.pop_backend(token)
+
+
 def test_per_rank_tags_the_run_and_puts_the_rank_in_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """``configure(rank_policy="per_rank")`` on rank 1 of 2 writes a run in the job's group (from
     the rendezvous id), tagged ``rank:1``, config ``instrument/rank``; a given run id gets the
