@@ -118,19 +118,23 @@ def as_number(value: object) -> int | float | bool | None:
     return None
 
 
-def as_step(value: object) -> int | None:
-    """Return *value* as an exact int step, or None if it is not a whole number.
+#: The steps wandb keeps exactly: a history value is a 64-bit int or else a float.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-    ``10``, ``10.0``, ``np.int64(10)`` and a 0-d tensor holding 10 give 10; ``10.5``, ``"10"``,
-    NaN and bools give None.
+
+def as_step(value: object) -> int | None:
+    """Return *value* as an exact int step, or None if it is not a whole number within 64 bits.
+
+    ``10``, ``10.0``, ``np.int64(10)`` and a 0-d tensor holding 10 give 10;
+    ``10.5``, ``"10"``, NaN, bools and ``2**70`` give None.
     """
     if isinstance(value, bool):
         return None
     number = as_number(value)
     if isinstance(number, bool) or number is None:
         return None
-    if isinstance(number, int):
-        return number
-    if math.isfinite(number) and number == int(number):
-        return int(number)
-    return None
+    if isinstance(number, float):
+        if not math.isfinite(number) or number != int(number):
+            return None
+        number = int(number)
+    return number if INT64_MIN <= number <= INT64_MAX else None

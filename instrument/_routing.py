@@ -53,6 +53,7 @@ from instrument._kinds import (
     is_wandb_artifact,
     is_wandb_value,
     module_of,
+    shown,
     tensor_to_numpy,
     type_name,
 )
@@ -146,10 +147,13 @@ def _is_plain_mapping(value: object) -> bool:
 class _Builder:
     """Accumulates the records of one routed value (one point, one summary update, ...)."""
 
-    def __init__(self, role: Role, prefix: str | None, function: str) -> None:
+    def __init__(self, role: Role, prefix: str | None, function: str, step: int | None = None) -> None:
         self.role = role
         self.prefix = prefix
         self.function = function
+        self.axis_key = join(prefix, "step") if prefix is not None else None  # the key of the prefix's axis
+        self.step = step  # the point's step: step= of instrument.log, else a step key, else None
+        self.eval_step: int | None = None  # the step of an eval's Series point, from its step key
         self.point: dict[str, Any] = {}
         self.eval_point: dict[str, Any] = {}
         self.summary: dict[str, Any] = {}
@@ -189,8 +193,12 @@ class _Builder:
 
     def add(self, key: str, value: Any, role: Role | None = None) -> None:
         """Route one leaf *value* under the final *key*; a conversion that fails drops it alone."""
+        role = role or self.role
+        if key == self.axis_key and (role == "series" or self.role == "series"):
+            self.add_step(key, value, role)
+            return
         try:
-            self._add(key, value, role or self.role)
+            self._add(key, value, role)
         except Exception as error:  # one value that cannot be converted costs only itself
             self.problem("unroutable", key, f"converting a {type_name(value)} failed "
                          f"({type(error).__name__}: {_first_line(error)})", "it was dropped")
@@ -251,6 +259,29 @@ class _Builder:
             self.problem("unroutable", key,
                          f"a value of type {type_name(value)} fits no rule (numbers, strings, mappings, "
                          "arrays, media, markers)", "it was dropped")
+
+    def add_step(self, key: str, value: Any, role: Role) -> None:
+        """Take a value under the axis key ``<prefix>/step`` as its point's step: a history point's
+        step is its axis value, so a value there would replace the step (a stage's summary holds
+        the axis' last step there). None is no step."""
+        if value is None or not self.claim(key):
+            return
+        if role == "summary":
+            self.problem("collision", key, f"the key is the step axis of stage {self.prefix!r}, whose last step "
+                         "wandb's summary holds; return the value under another key", "it was dropped")
+            return
+        exact = as_step(value)
+        given = self.step if self.role == "series" else None
+        if exact is None:
+            self.problem("bad_step", key, f"the step key is the point's step on {key} and must be a whole number "
+                         f"within 64 bits, got {shown(value)}; name a fractional progress otherwise (epoch)",
+                         "the next automatic step was used")
+        elif given is not None and given != exact:
+            self.problem("bad_step", key, f"step={given} and the step key {exact} differ", f"step={given} was used")
+        elif self.role == "series":
+            self.step = exact
+        else:
+            self.eval_step = exact
 
     def add_text(self, key: str, value: str) -> None:
         size = len(value) if len(value) * 4 <= LINE_MAX_BYTES else len(value.encode("utf-8", "replace"))
@@ -381,12 +412,12 @@ class _Builder:
                          f"an array of shape {shape} and dtype {dtype} is not guessed; wrap it in "
                          "instrument.Image(...) or instrument.Table(...)", "it was dropped")
 
-    def records(self, axis: str | None, step: int | None, summary: dict[str, str]) -> tuple[Record, ...]:
+    def records(self, axis: str | None, summary: dict[str, str]) -> tuple[Record, ...]:
         out: list[Record] = []
         if self.point:
-            out.append(Point(values=self.point, axis=axis, step=step, summary=summary, function=self.function))
+            out.append(Point(values=self.point, axis=axis, step=self.step, summary=summary, function=self.function))
         if self.eval_point:
-            out.append(Point(values=self.eval_point, axis=self.prefix, step=None, function=self.function))
+            out.append(Point(values=self.eval_point, axis=self.prefix, step=self.eval_step, function=self.function))
         if self.summary:
             out.append(SummaryUpdate(values=self.summary, owned=self.role == "summary", function=self.function))
         out.extend(self.other)
@@ -433,32 +464,25 @@ def route(
             ``"summary"`` for an eval (numbers -> ``run.summary``).
         prefix: the stage name or eval prefix put before every key; ``None`` for no prefix.
         function: the decorated function's qualified name, for messages.
-        step: an explicit step (``instrument.log(..., step=k)``); it wins over a ``step`` key of the
-            mapping, with a problem reported when the two differ.
+        step: an explicit step (``instrument.log(..., step=k)``) of a stage's point; it wins over
+            the mapping's ``step`` key, with a problem when the two differ. With no axis to go on
+            (an eval, no prefix) it is a problem and not used.
         summary: a stage's summary aggregations, ``{key: "min"}`` (keys without the prefix).
 
     Returns:
         The records in order (point, eval series point, summary update, then config, files,
         artifacts, alerts) and the problems found. Never raises for bad values.
     """
-    builder = _Builder(role, prefix, function)
     if value is None:
         return Routed((), ())
+    builder = _Builder(role, prefix, function, step)
+    if step is not None and (role == "summary" or prefix is None):
+        where = "an eval's values are summary keys" if role == "summary" else "outside a stage a row has no step axis"
+        builder.problem("bad_step", join(prefix, "step"), f"step={step} has no axis to go on: {where}",
+                        "the step was not used")
+        builder.step = None
     if _is_plain_mapping(value):
-        mapping = dict(value)
-        if role == "series" and "step" in mapping:
-            raw = mapping.pop("step")
-            from_key = as_step(raw)
-            if from_key is None:
-                builder.problem("bad_step", join(prefix, "step"),
-                                f"step must be a whole number, got {type(raw).__name__} {raw!r}",
-                                "the next automatic step was used")
-            elif step is not None and step != from_key:
-                builder.problem("bad_step", join(prefix, "step"),
-                                f"step={step} and the mapping's step key {from_key} differ", f"step={step} was used")
-            elif step is None:
-                step = from_key
-        builder.add_mapping(mapping, prefix, role)
+        builder.add_mapping(value, prefix, role)
     elif isinstance(value, Summary | Series):
         builder.add_mapping(value.values, prefix, "summary" if isinstance(value, Summary) else "series")
     elif isinstance(value, Config):
@@ -466,8 +490,10 @@ def route(
     else:
         builder.add(join(prefix, "value"), value)
     ops = {join(prefix, key): op for key, op in (summary or {}).items()}
-    axis = prefix if role == "series" else None
-    return Routed(builder.records(axis, step, ops), tuple(builder.problems))
+    records = builder.records(prefix if role == "series" else None, ops)
+    if not records and not builder.problems and builder.keys:
+        builder.problem("bad_step", next(iter(builder.keys)), "the point holds only its step", "nothing was written")
+    return Routed(records, tuple(builder.problems))
 
 
 _PLAIN_NUMBERS = (int, float, bool)
@@ -483,7 +509,7 @@ def route_numbers(
     than ``step``, every value exactly an ``int``, ``float`` or ``bool``, no nesting. For anything
     else it returns None and the caller uses :func:`route`. *summary* maps full keys to ops.
     """
-    if type(values) is not dict or not values:
+    if type(values) is not dict or not values or (step is not None and prefix is None):
         return None
     # Checked and built by C loops (map, set, zip): about 0.1 us a key. A key is in the table only
     # once it passed the key checks below, so a known key needs none.

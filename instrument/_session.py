@@ -389,6 +389,9 @@ class Session:
                 self._overwritten.add(key)  # wandb's summary now holds the series value
                 self._collision(key, found)
         axis = point.axis
+        if owned and axis is not None and f"{axis}/step" in owned:
+            self._overwritten.add(f"{axis}/step")  # an eval's summary key that is this axis
+            self._collision(f"{axis}/step", found)
         if axis is not None and not self._series_keys.issuperset(values):
             for key in values:
                 if key not in self._series_keys and metric_name(key) is None:

@@ -83,7 +83,8 @@ class Summary:
 class Series:
     """Send *values* (a mapping of numbers or media) to history as one point, also from an eval.
 
-    From an eval the point lands on the eval's own step axis ``<prefix>/step`` (0, 1, 2, ...).
+    From an eval the point lands on the eval's own step axis ``<prefix>/step`` (0, 1, 2, ...);
+    a ``step`` key of a ``Series`` returned as it is gives that point's step.
 
     Raises:
         TypeError: *values* is not a mapping.

@@ -182,8 +182,8 @@ def expected_keys(value: Any, prefix: str | None, role: str) -> list[str]:
 
     def walk(mapping: Mapping[Any, Any], path: str | None, top: bool) -> None:
         for key, leaf in mapping.items():
-            if top and role == "series" and key == "step":
-                continue  # the point's step, not a value (a bad one is a problem on "<prefix>/step")
+            if top and role == "series" and prefix is not None and key == "step":
+                continue  # a stage point's step, not a value (a bad one is a problem on "<prefix>/step")
             text = key_text(key)
             if text is None:
                 out.append(join(path, repr(key)))

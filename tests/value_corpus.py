@@ -218,6 +218,18 @@ def _non_finite(i: int) -> Any:
     return {"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "ok": 1.0}
 
 
+def _stepped(i: int) -> Any:
+    return {"loss": 1.0 / (i + 1), "step": 100 * i}
+
+
+def _series_step(i: int) -> Any:
+    return instrument.Series({"step": 10 * (i + 1), "point": float(i)})
+
+
+def _summary_step(i: int) -> Any:
+    return {"loss": 1.0} if i == 0 else instrument.Summary({"step": 3, "best": 0.5})
+
+
 def _nested(i: int) -> Any:
     return {"a": {"b": {"c": float(i)}, "d": i}, "e": None}
 
@@ -381,6 +393,10 @@ CASES: tuple[Case, ...] = (
     *both("numbers", _numbers, calls=3),
     *both("non_finite", _non_finite, calls=2),
     *both("nested", _nested, calls=2),
+    *both("bare", lambda i: 0.5 + i, calls=2),
+    Case("stepped", "stage", _stepped, calls=3),
+    Case("series_step_eval", "eval", _series_step, calls=2),
+    Case("summary_step", "stage", _summary_step, calls=2, dropped=("summary_step/step",), collides=True),
     Case("numpy_scalars", "stage", _numpy_scalars),
     *both("tensors", _tensors, calls=2),
     *both("arrays", _arrays),
