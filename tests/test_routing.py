@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import fractions
 import math
 import os
 import pathlib
@@ -385,10 +387,20 @@ def test_c10_nan_inf_and_objects() -> None:
 
 
 def test_as_number_and_as_step() -> None:
-    """as_number takes scalars of every kind; as_step only whole numbers."""
-    assert [1, 2.5, True, 3, 0.5] == [as_number(x) for x in (1, 2.5, True, np.int64(3), FakeTensor(0.5))]
-    assert [None, None] == [as_number(x) for x in ("1", np.zeros(2))]
-    assert [10, 10, None, None, None] == [as_step(x) for x in (10, 10.0, 10.5, True, math.nan)]
+    """as_number takes scalars of every kind, decimals and fractions as floats; as_step only whole
+    numbers within 64 bits."""
+    assert [1, 2.5, True, 3, 0.5, 1.5, 0.25] == [
+        as_number(x) for x in (1, 2.5, True, np.int64(3), FakeTensor(0.5), decimal.Decimal("1.5"),
+                               fractions.Fraction(1, 4))]
+    assert [None, None, None, None] == [as_number(x) for x in ("1", np.zeros(2), 1j, decimal.Decimal("sNaN"))]
+    assert [10, 10, 10, 2**63 - 1, None, None, None, None] == [
+        as_step(x) for x in (10, 10.0, decimal.Decimal(10), 2**63 - 1, 2**63, 10.5, True, math.nan)]
+
+
+def test_decimals_and_fractions_are_numbers() -> None:
+    """A ``Decimal`` and a ``Fraction`` from a stage are history values (floats), with no warning."""
+    routed = stage({"dec": decimal.Decimal("1.5"), "frac": fractions.Fraction(1, 3)})
+    assert ({"operator/dec": 1.5, "operator/frac": 1 / 3}, ()) == (only(routed, Point).values, routed.problems)
 
 
 def test_plain_config_keeps_nesting_of_dataclasses_attrs_and_omegaconf() -> None:
