@@ -260,8 +260,10 @@ class Image:
     figure (rendered as PNG at its size and dpi, as ``wandb.Image(figure)`` renders it), or the
     path of an image file. Arrays may be HxW, HxWx1/3/4 or CxHxW (C of 1, 3 or 4); uint8 is
     taken as it is; floats in 0..1 are scaled to 0..255, floats in -1..1 (a generative model's
-    range) mapped to 0..255 and floats in 0..255 taken as 8-bit values, each said once per key;
-    any other range is stretched to 0..255 with a warning naming the range. A batch NxHxWxC
+    range) mapped to 0..255, and floats that are whole numbers in 0..255 are the 8-bit values
+    they equal (the last two said once per key). Any other range (a 0..1 picture overshooting
+    to 1.2, normalised pixels, integers past 0..255) is stretched from its range to 0..255, a
+    single value out of range clipped, with a warning naming the range. A batch NxHxWxC
     (or NxCxHxW) becomes a list of images under one key (wandb keeps 108 of them). The array is
     copied and converted to uint8 HxW/HxWxC when the value is routed, so later changes to the
     caller's array do not show; other shapes are reported (key, shape, dtype) and dropped.

@@ -172,8 +172,8 @@ def test_float_image_0_to_1_scales_to_0_to_255_and_is_a_copy() -> None:
 
 
 def test_float_image_outside_known_ranges_is_stretched_with_a_warning() -> None:
-    """Float pixels outside 0..1, -1..1 and 0..255 are stretched to 0..255; an advisory problem names
-    the key and the range seen."""
+    """Float pixels outside 0..1, -1..1 and whole numbers in 0..255 are stretched to 0..255; an advisory
+    problem names the key and the range seen."""
     routed = evaluation({"img": instrument.Image(np.array([[-1.0, 0.5, 2.0]]))})
     assert [[0, 128, 255]] == only(routed, SummaryUpdate).values["eval/img"].data.tolist()
     assert [("converted", "eval/img", True)] == [(p.kind, p.key, "[-1, 2]" in p.message) for p in routed.problems]
@@ -181,16 +181,26 @@ def test_float_image_outside_known_ranges_is_stretched_with_a_warning() -> None:
 
 @pytest.mark.parametrize(("pixels", "expected", "note"), [
     ([[-1.0, 0.0, 1.0]], [[0, 128, 255]], "[-1, 1] were mapped"),
-    ([[0.0, 127.0, 255.0]], [[0, 127, 255]], "[0, 255] were taken as 8-bit"),
+    ([[0.0, 127.0, 200.0]], [[0, 127, 200]], "whole numbers in [0, 255], were taken as the 8-bit values"),
+    ([[0.0, 0.6, 1.2]], [[0, 128, 255]], "range over [0, 1.2]"),
+    ([[2.5, 2.5]], [[2, 2]], "all equal 2.5"),
     ([[0.0, 0.5, 1.0]], [[0, 128, 255]], None),
 ])
-def test_float_images_in_known_ranges_keep_their_pixels(pixels: Any, expected: Any, note: str | None) -> None:
-    """-1..1 (a generative model's output) is mapped, 0..255 taken as bytes, 0..1 scaled; the first two
-    are said (advisory), 0..1 is not."""
+def test_float_images_keep_their_pixels_or_say_what_was_done(pixels: Any, expected: Any, note: str | None) -> None:
+    """-1..1 (a generative model's output) is mapped, whole numbers in 0..255 taken as the bytes they
+    equal, a 0..1 image that overshoots stretched (not read as near-black bytes), a single value out of
+    range clipped, 0..1 scaled; each but 0..1 is said (advisory)."""
     routed = evaluation({"img": instrument.Image(np.array(pixels))})
     notes = [p.message for p in routed.problems]
     assert (expected, [note] if note else []) == (only(routed, SummaryUpdate).values["eval/img"].data.tolist(),
                                                   [note for m in notes if note and note in m])
+
+
+def test_integer_images_outside_bytes_are_stretched_or_clipped() -> None:
+    """An int16 image over [0, 300] is stretched to 0..255; one holding 300 alone is clipped to 255."""
+    stretched, clipped = (only(evaluation({"img": instrument.Image(np.array(pixels, np.int16))}), SummaryUpdate)
+                          .values["eval/img"].data.tolist() for pixels in ([[0, 150, 300]], [[300, 300]]))
+    assert ([[0, 128, 255]], [[255, 255]]) == (stretched, clipped)
 
 
 def test_unmarked_uint8_image_arrays_are_images() -> None:
