@@ -23,7 +23,7 @@ from instrument._kinds import (
     tensor_to_numpy,
     type_name,
 )
-from instrument._values import Histogram, Image, Table
+from instrument._values import DEFAULT_BINS, Histogram, Image, Table
 
 #: Channel counts an image array may have (last axis of HxWxC, first of CxHxW).
 IMAGE_CHANNELS = (1, 3, 4)
@@ -154,11 +154,15 @@ def pictures(image: Image) -> list[Any]:
     return [data]
 
 
-def histogram_values(array: Any) -> tuple[list[float], int]:
-    """Return the finite values of a numeric 1-D array as floats, and how many were left out."""
-    values = [float(x) for x in array.tolist()]
-    finite = [x for x in values if math.isfinite(x)]
-    return finite, len(values) - len(finite)
+def histogram_of(array: Any) -> tuple[Histogram, int]:
+    """Return the histogram of a numeric array's finite values, binned as ``wandb.Histogram(values)``
+    bins them (``numpy.histogram``, :data:`~instrument._values.DEFAULT_BINS` bins), and how many
+    values were left out (NaN, ±inf). One numpy pass: the record holds the bins, not the values."""
+    np = numpy()
+    values = np.asarray(array, dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    counts, edges = np.histogram(finite, bins=DEFAULT_BINS)
+    return Histogram(counts=counts.tolist(), bins=edges.tolist()), int(values.size - finite.size)
 
 
 def within_bins(histogram: Histogram) -> tuple[Histogram, str]:

@@ -64,7 +64,7 @@ from instrument._media import (
     TABLE_MAX_ROWS,
     artifact_name,
     dataframe_table,
-    histogram_values,
+    histogram_of,
     image_data,
     is_image_batch,
     within_bins,
@@ -80,7 +80,18 @@ from instrument._records import (
     SendAlert,
     SummaryUpdate,
 )
-from instrument._values import Alert, Artifact, Config, File, Histogram, Image, Series, Summary, Table
+from instrument._values import (
+    Alert,
+    Artifact,
+    Config,
+    File,
+    Histogram,
+    Image,
+    Series,
+    Summary,
+    Table,
+    histogram_pair,
+)
 
 Role = Literal["series", "summary"]
 
@@ -250,7 +261,7 @@ class _Builder:
             self.add_array(key, value.to_numpy(), role)  # a pandas Series: like a 1-D array
         elif isinstance(value, list | tuple | set | frozenset):
             hint = ("it looks like a (counts, bin_edges) pair: wrap it in instrument.Histogram(pair) for a "
-                    "histogram with exactly those bins" if _looks_like_pair(value) else
+                    "histogram with exactly those bins" if histogram_pair(value) is not None else
                     "wrap it in instrument.Histogram(values) for a distribution, or instrument.Table(columns, "
                     "rows) for rows")
             self.problem("unroutable", key, f"a {type(value).__name__} of {len(value)} values is not guessed: {hint}",
@@ -340,11 +351,9 @@ class _Builder:
         self.place_media(key, Image(data, caption=value.caption), role)
 
     def add_histogram(self, key: str, value: Histogram, role: Role) -> None:
-        if value.counts is None:
+        if value.counts is None and not all(map(math.isfinite, value.values)):
             finite = tuple(v for v in value.values if math.isfinite(v))
-            if len(finite) != len(value.values):
-                self.problem("non_finite", key,
-                             f"histogram: {_non_finite_count(len(value.values) - len(finite))} left out")
+            self.problem("non_finite", key, f"histogram: {_non_finite_count(len(value.values) - len(finite))} left out")
             value = Histogram(finite, num_bins=value.num_bins)
         fitted, note = within_bins(value)
         if note:
@@ -399,10 +408,10 @@ class _Builder:
         dtype = str(array.dtype)
         kind = getattr(array.dtype, "kind", "O")
         if len(shape) == 1 and shape[0] > 1 and kind in "biuf":
-            values, left_out = histogram_values(array)
+            histogram, left_out = histogram_of(array)
             if left_out:
                 self.problem("non_finite", key, f"histogram: {_non_finite_count(left_out)} left out")
-            self.place(key, Histogram(values), role)
+            self.place(key, histogram, role)
         elif dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in IMAGE_CHANNELS)):
             self.add_image(key, Image(array), role)
         elif array.size == 1 and kind in "biuf":
@@ -427,12 +436,6 @@ class _Builder:
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else ""
-
-
-def _looks_like_pair(value: Any) -> bool:
-    return (isinstance(value, tuple | list) and len(value) == 2
-            and all(hasattr(part, "__len__") and not isinstance(part, str) for part in value)
-            and len(value[1]) == len(value[0]) + 1)
 
 
 _NOT_A_CELL: Any = object()

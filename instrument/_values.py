@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import attrs
 
-from instrument._kinds import shown
+from instrument._kinds import is_array, is_tensor, shown, tensor_to_numpy
 from instrument._settings import Note, fields, plain
 
 AlertLevel = Literal["INFO", "WARN", "ERROR"]
@@ -273,7 +273,17 @@ class Image:
     caption: str | None = attrs.field(default=None, converter=attrs.converters.optional(str))
 
 
-def _numbers(value: Iterable[Any], what: str) -> tuple[Any, ...]:
+#: The bins wandb makes of a histogram's values unless told otherwise.
+DEFAULT_BINS = 64
+
+
+def _numbers(value: Any, what: str, *, floats: bool = False) -> tuple[Any, ...]:
+    """Return *value*'s numbers (ints kept, bools as floats; all floats with *floats*)."""
+    if is_tensor(value):
+        value = tensor_to_numpy(value)
+    if is_array(value) and value.dtype.kind in "biuf":  # at C speed: an array may hold millions
+        as_floats = floats or value.dtype.kind == "b"
+        return tuple((value.astype(float) if as_floats else value).ravel().tolist())
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise TypeError(f"instrument.Histogram: {what} must be a list or array of numbers, got {shown(value)}")
     out: list[Any] = []
@@ -284,11 +294,11 @@ def _numbers(value: Iterable[Any], what: str) -> tuple[Any, ...]:
                 item = float(item)
             except (TypeError, ValueError):
                 raise TypeError(f"instrument.Histogram: {what} must be numbers, got {shown(v)} among them") from None
-        out.append(item)
+        out.append(float(item) if floats else item)
     return tuple(out)
 
 
-def _pair(value: Any) -> tuple[Any, Any] | None:
+def histogram_pair(value: Any) -> tuple[Any, Any] | None:
     """Return *value* as ``(counts, bin_edges)`` if it is such a pair (``numpy.histogram``'s result)."""
     if not isinstance(value, tuple | list) or len(value) != 2:
         return None
@@ -323,9 +333,9 @@ class Histogram:
     counts: tuple[float, ...] | None
     bins: tuple[float, ...] | None
 
-    def __init__(self, values: Any = (), num_bins: int = 64, *, counts: Iterable[Any] | None = None,
+    def __init__(self, values: Any = (), num_bins: int = DEFAULT_BINS, *, counts: Iterable[Any] | None = None,
                  bins: Iterable[Any] | None = None) -> None:
-        pair = _pair(values) if counts is None and bins is None else None
+        pair = histogram_pair(values) if counts is None and bins is None else None
         if pair is not None:
             counts, bins = pair
             values = ()
@@ -338,4 +348,4 @@ class Histogram:
                                  f"bin edges, got {len(edges)}")
             self.__attrs_init__((), num_bins, counted, edges)
         else:
-            self.__attrs_init__(tuple(float(v) for v in _numbers(values, "values")), num_bins, None, None)
+            self.__attrs_init__(_numbers(values, "values", floats=True), num_bins, None, None)

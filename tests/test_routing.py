@@ -310,17 +310,33 @@ def test_alert_marker_is_an_alert() -> None:
 
 
 def test_one_d_array_or_tensor_is_a_histogram() -> None:
-    """An unmarked 1-D array or tensor of more than one element is a histogram of its values."""
+    """An unmarked 1-D array or tensor of more than one element is a histogram of its values, binned
+    when it is routed as ``wandb.Histogram(values)`` bins them (64 bins of ``numpy.histogram``)."""
     values = only(stage({"w": np.arange(4.0), "t": FakeTensor([1, 2, 3])}), Point).values
-    assert instrument.Histogram([0.0, 1.0, 2.0, 3.0]) == values["operator/w"]
-    assert instrument.Histogram([1.0, 2.0, 3.0]) == values["operator/t"]
+    assert instrument.Histogram(np.histogram([0.0, 1.0, 2.0, 3.0], bins=64)) == values["operator/w"]
+    assert instrument.Histogram(np.histogram([1.0, 2.0, 3.0], bins=64)) == values["operator/t"]
 
 
 def test_histogram_leaves_out_non_finite_values_with_a_warning() -> None:
     """NaN and inf are left out of a histogram and an advisory problem says how many."""
     routed = stage({"w": np.array([1.0, np.nan, np.inf, 2.0])})
-    assert (1.0, 2.0) == only(routed, Point).values["operator/w"].values
-    assert ["non_finite"] == [p.kind for p in routed.problems]
+    histogram = only(routed, Point).values["operator/w"]
+    assert (2, 1.0, 2.0) == (sum(histogram.counts), histogram.bins[0], histogram.bins[-1])
+    assert [("non_finite", "2 non-finite values were left out")] == [
+        (p.kind, p.message.split("histogram: ")[1]) for p in routed.problems]
+
+
+def test_a_marked_histogram_of_an_array_or_tensor_takes_its_values_at_once() -> None:
+    """``Histogram(array)`` and ``Histogram(tensor)`` hold the values as floats (bools too, 2-D
+    flattened); non-finite ones are left out when routed, with a warning."""
+    import torch
+
+    assert ((0.0, 1.0, 2.0, 3.0), (1.0, 0.0), (0.5, 1.5)) == (
+        instrument.Histogram(np.arange(4).reshape(2, 2)).values, instrument.Histogram(np.array([True, False])).values,
+        instrument.Histogram(torch.tensor([0.5, 1.5], dtype=torch.bfloat16)).values)
+    routed = stage({"h": instrument.Histogram(np.array([1.0, np.nan]))})
+    assert ((1.0,), ["non_finite"]) == (only(routed, Point).values["operator/h"].values,
+                                         [p.kind for p in routed.problems])
 
 
 def test_one_element_array_is_a_number() -> None:
@@ -471,7 +487,8 @@ def test_a_bfloat16_tensor_is_a_histogram_and_its_scalar_a_number() -> None:
     torch = pytest.importorskip("torch")
     values = only(stage({"grad": torch.linspace(-1, 1, 5).to(torch.bfloat16),
                          "lr": torch.tensor(0.5, dtype=torch.bfloat16)}), Point).values
-    assert ((-1.0, -0.5, 0.0, 0.5, 1.0), 0.5) == (values["operator/grad"].values, values["operator/lr"])
+    assert (instrument.Histogram(np.histogram([-1.0, -0.5, 0.0, 0.5, 1.0], bins=64)), 0.5) == (
+        values["operator/grad"], values["operator/lr"])
 
 
 def test_a_histogram_pair_keeps_its_bins_and_an_unmarked_pair_says_how_to_mark_it() -> None:
