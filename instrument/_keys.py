@@ -8,13 +8,15 @@ a stray nested key to every row), so names are escaped with a backslash before e
 wandb-core reads them. A media value's key becomes part of a file name (``<key>_<step>_<hash>.png``,
 each ``/`` a folder) and a table's key part of an artifact name (``run-<id>-<key>``, at most 128
 characters): a key too long for either is shortened, keeping its start and a hash of the whole.
-A leaf: imports nothing of instrument's.
+A leaf: imports only `_kinds`.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+
+from instrument._kinds import module_of
 
 #: Longest file or folder name, in bytes (Linux, macOS).
 _NAME_MAX = 255
@@ -46,7 +48,7 @@ def key_text(key: object) -> str | None:
     if isinstance(key, int):
         return str(int(key))
     item = getattr(key, "item", None)  # numpy and 0-d tensor integers
-    if callable(item) and type(key).__module__.split(".", 1)[0] in ("numpy", "torch"):
+    if callable(item) and module_of(key) in ("numpy", "torch"):
         return key_text(item())
     text = str(key)
     return text or None

@@ -69,7 +69,7 @@ from instrument._media import (
     is_image_batch,
     within_bins,
 )
-from instrument._problems import Kind, Problem
+from instrument._problems import Kind, Problem, describe
 from instrument._records import (
     ConfigUpdate,
     DeclareChart,
@@ -211,8 +211,8 @@ class _Builder:
         try:
             self._add(key, value, role)
         except Exception as error:  # one value that cannot be converted costs only itself
-            self.problem("unroutable", key, f"converting a {type_name(value)} failed "
-                         f"({type(error).__name__}: {_first_line(error)})", "it was dropped")
+            self.problem("unroutable", key, f"converting a {type_name(value)} failed ({describe(error)})",
+                         "it was dropped")
 
     def _add(self, key: str, value: Any, role: Role) -> None:
         number = as_number(value)
@@ -431,11 +431,6 @@ class _Builder:
             out.append(SummaryUpdate(values=self.summary, owned=self.role == "summary", function=self.function))
         out.extend(self.other)
         return tuple(out)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 _NOT_A_CELL: Any = object()

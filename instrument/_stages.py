@@ -15,12 +15,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from instrument import _runtime
-from instrument._config import CONFIG_KINDS, is_config_mapping, plain_config
+from instrument._config import CONFIG_KINDS, plain_config
 from instrument._gates import Baseline, Gate, GateError, OnFail, Regression, Suite, declare
 from instrument._kinds import as_step
 from instrument._problems import InstrumentationError, Origin, Problem, report
 from instrument._records import ConfigUpdate, Point
 from instrument._reduce import check_op, reduce_across_ranks
+from instrument._settings import is_settings
 from instrument._wrapping import Hooks, check_callable, kind_of, qualname, wrap
 
 if TYPE_CHECKING:
@@ -422,7 +423,7 @@ class _RunConfig(Hooks):
         if value is None or _runtime.disabled():
             return
         try:
-            if not is_config_mapping(value):
+            if not is_settings(value):
                 report(Problem("unroutable", f"instrument: {self.name}: run_config expects {CONFIG_KINDS}, got "
                                f"{type(value).__module__}.{type(value).__qualname__}; nothing was written to the "
                                "config", "config"))
