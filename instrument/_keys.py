@@ -1,14 +1,6 @@
-"""Keys as W&B needs them: mapping keys of any type made strings, metric names escaped, media keys
-kept within the lengths wandb can write.
-
-W&B keys are strings; a per-class dict (``{0: 0.9, 1: 0.7}``, as torchmetrics returns) is common,
-so ints (and enums, by their value) become path segments. ``define_metric`` reads a ``.`` in a
-metric name as nesting (its summary aggregation then misses the key, and a dotted step metric adds
-a stray nested key to every row), so names are escaped with a backslash before each dot, as
-wandb-core reads them. A media value's key becomes part of a file name (``<key>_<step>_<hash>.png``,
-each ``/`` a folder) and a table's key part of an artifact name (``run-<id>-<key>``, at most 128
-characters): a key too long for either is shortened, keeping its start and a hash of the whole.
-A leaf: imports only `_kinds`.
+"""Keys as W&B needs them: mapping keys of any type made strings, metric names escaped for
+``define_metric``, media keys kept within the file and artifact names wandb can write
+(docs/wandb-behaviour.md, "Values" and "Size limits"). A leaf: imports only ``_kinds``.
 """
 
 from __future__ import annotations

@@ -1,31 +1,9 @@
 """Pure routing: (returned value, decorator role, prefix) -> records and problems.
 
-The one place the rules of docs/values.md live. No wandb, no global state, no I/O
-(only the working directory is read, to keep a saved file's path relative to it). numpy,
-torch, pandas, PIL and OmegaConf objects are recognised by duck typing and their module name;
-numpy is used only to convert an array the caller already handed in, and none of the others is
-ever imported here.
-
-Rules:
-
-* role ``series`` (``training_stage``): numbers become one history point on the stage's axis;
-  role ``summary`` (``eval_summary``): numbers become summary keys.
-* strings go to the summary (W&B does not chart strings), from either role.
-* nested mappings flatten with ``/``; every key gets the decorator's prefix, markers included;
-  a non-string key becomes its text (``{0: 0.9}`` is ``.../0``), and two keys that become one
-  are reported naming both.
-* markers override the role: ``Summary``, ``Series``, ``Config`` (deep-merged under the prefix,
-  whatever mapping key holds it),
-  ``Alert``, ``File``/``pathlib.Path`` (a saved file), ``Artifact``.
-* media (``Table``, a pandas DataFrame, ``Image``, a PIL image, a matplotlib or plotly figure,
-  ``Histogram``, any W&B data type such as ``wandb.Table``/``wandb.Image``, a ``wandb.plot``
-  chart) follow the role: history on a stage's axis, summary from an eval. A chart becomes its
-  table under ``<key>_table`` and a :class:`~instrument._records.DeclareChart`, as ``run.log``
-  stores it; a media key too long for wandb's file or artifact name is shortened, said once.
-* an unmarked uint8 array HxW or HxWx1/3/4 is an image, a 1-D array or tensor of more than one
-  element a histogram, an array of one element a number; any other array is not guessed.
-* anything else is a problem naming the function, the key and the type; the rest still lands.
-  Failure is per value: a value whose conversion raises is dropped alone, with the reason.
+The one place the rules of docs/values.md live. Each value is converted and checked on its own:
+one that cannot be written is a problem naming the function, the key and the type, and the rest
+lands. No wandb, no global state, no I/O but reading the working directory (a saved file's path
+is kept relative to it); numpy only converts an array the caller handed in.
 """
 
 from __future__ import annotations

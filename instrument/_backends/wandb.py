@@ -205,10 +205,10 @@ class WandbRun:
         converted: dict[str, Any] = {}
         for key, value in row.items():
             try:
-                converted[key] = to_wandb(value)
+                converted[key] = value if value.__class__ in _PLAIN else to_wandb(value)
             except Exception as error:  # one value wandb cannot take costs only itself
                 self._dropped.append((key, type_name(value), describe(error)))
-        self.shared.rows.write(converted)
+        rows.write(converted)
         if self._dropped:
             raise ValuesDropped(self._dropped)
 
