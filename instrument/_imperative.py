@@ -180,8 +180,9 @@ class WandBContext:
         self._route({key: Table(columns, data)}, "summary", None, "WandBContext.log_table")
 
     def log_image(self, key: str, image: Any, caption: str | None = None) -> None:
-        """Log an image under *key* (summary): a numpy array (HxW, HxWxC, CxHxW; uint8 or float
-        0..1; a batch NxHxWxC is a list of images), a PIL image, a path, or a ``wandb.Image``."""
+        """Log an image under *key* (summary): a numpy array (HxW, HxWxC, CxHxW; uint8 or float,
+        mapped to 0..255 as ``instrument.Image`` maps it; a batch NxHxWxC is a list of images), a
+        PIL image, a path, or a ``wandb.Image``."""
         value = image if type(image).__module__.startswith("wandb") else Image(image, caption=caption)
         self._route({key: value}, "summary", None, "WandBContext.log_image")
 

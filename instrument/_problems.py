@@ -75,6 +75,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def describe(error: BaseException) -> str:
+    """Return ``Type: first line of the message`` of *error*, for a problem's reason (wandb's
+    messages run over several lines)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 def strict() -> bool:
     """Return whether problems raise: the innermost ``strict_mode`` override, else the env."""
     if _strict_override:
