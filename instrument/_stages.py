@@ -297,8 +297,8 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None, reduc
             stay each rank's own, and the function returns its own value unchanged. Every rank
             must call the stage (a collective). Ranks whose numeric keys differ keep their own
             values, with a warning naming the function. Without an initialized
-            ``torch.distributed`` process group it does nothing. ``instrument.log`` points inside
-            the call are not reduced. Default None.
+            ``torch.distributed`` process group it does nothing. Values logged with
+            ``instrument.log`` inside the call are not reduced. Default None.
 
     Raises:
         ValueError: *name* is empty or not a string, a summary op is not one wandb accepts, or
