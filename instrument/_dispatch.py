@@ -322,6 +322,11 @@ class Dispatcher:
             self._cond.notify_all()
         return drained, left
 
+    def answered(self) -> None:
+        """Note that the backend answered outside a delivery (a run start that failed, before its
+        fallback): :meth:`drain` measures its silence from now."""
+        self._answered = _monotonic()
+
     @property
     def busy(self) -> bool:
         """Whether the thread is inside a backend call (after :meth:`close`: one that never returned)."""

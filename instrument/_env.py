@@ -66,6 +66,20 @@ INSTRUMENT_STRICT = "INSTRUMENT_STRICT"
 #: is stopped (SIGKILL), with a warning. Default 30; also wandb's ``finish_timeout`` setting.
 INSTRUMENT_EXIT_TIMEOUT = "INSTRUMENT_EXIT_TIMEOUT"
 
+#: wandb's bound, in seconds, on ``wandb.init``'s wait for the server to create an online run (its
+#: ``init_timeout`` setting; wandb's default is 90). Unset, instrument gives an online run's
+#: ``wandb.init`` half of ``INSTRUMENT_EXIT_TIMEOUT`` (15 s by default), so that a server that does
+#: not answer costs at most that before the run is started offline, and a start still in flight
+#: when the program ends cannot hold the exit past the exit timeout. Set, wandb's value is used
+#: (a longer one may then end a start in flight at exit by the exit timeout, its records kept in a
+#: journal).
+WANDB_INIT_TIMEOUT = "WANDB_INIT_TIMEOUT"
+
+#: The proxy variables of HTTP clients (wandb's among them), in both cases. When one is set,
+#: instrument does not check that the W&B server can be reached before an online run starts (the
+#: proxy, not the server, answers a connection).
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
 #: ``1``/``true`` makes every run write to wandb on the calling thread, in call order (debugging,
 #: tests that want a backend's effects before the call returns). Default off: records go to a
 #: queue and one thread per run calls wandb. ``configure(synchronous=True)`` does the same.
@@ -143,6 +157,19 @@ def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
 def exit_timeout(environ: Mapping[str, str] = os.environ) -> float:
     """Return the finish timeout in seconds from ``INSTRUMENT_EXIT_TIMEOUT`` (default 30.0)."""
     return _positive(environ, INSTRUMENT_EXIT_TIMEOUT, 30.0)
+
+
+def init_timeout(environ: Mapping[str, str] = os.environ) -> float | None:
+    """Return the seconds an online ``wandb.init`` may wait for the server: half of
+    ``INSTRUMENT_EXIT_TIMEOUT``; None when ``WANDB_INIT_TIMEOUT`` is set (wandb reads it itself)."""
+    if environ.get(WANDB_INIT_TIMEOUT, "").strip():
+        return None
+    return exit_timeout(environ) / 2
+
+
+def uses_proxy(environ: Mapping[str, str] = os.environ) -> bool:
+    """Return whether one of :data:`PROXY_VARIABLES` is set (not empty)."""
+    return any(environ.get(name, "").strip() for name in PROXY_VARIABLES)
 
 
 def is_synchronous(environ: Mapping[str, str] = os.environ) -> bool:

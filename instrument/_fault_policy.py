@@ -80,17 +80,20 @@ class FaultPolicy:
         goes_on = "" if kind.startswith("finish") else "; the training goes on"
         report(Problem("backend", f"instrument: {message.rstrip('.')}{goes_on}"))
 
-    def start(self) -> BackendRun | None:
+    def start(self, answered: Callable[[], None] = lambda: None) -> BackendRun | None:
         """Start the run, falling back to offline, then to a call journal; None if all failed (warned).
 
-        None without a word when the backend was stopped at exit meanwhile (:meth:`keep_lost`
-        kept the records already).
+        *answered* is called each time a start attempt failed (the backend answered; the next
+        fallback follows, and at exit it gets the whole ``INSTRUMENT_EXIT_TIMEOUT`` again). None
+        without a word when the backend was stopped at exit meanwhile (:meth:`keep_lost` kept the
+        records already).
         """
         try:
             return self.backend.start(self.spec)
         except Exception as error:  # never raise into user code
             if self.stopped:
                 return None
+            answered()
             failure = f"starting run {self.spec.id} ({self.spec.mode}) failed ({describe(error)})"
         if self.spec.mode in ("online", "run"):
             offline = attrs.evolve(self.spec, mode="offline")
@@ -98,6 +101,7 @@ class FaultPolicy:
                 try:
                     run = self.backend.start(spec)
                 except Exception:  # the next fallback follows
+                    answered()
                     run = None
                 if run is None:
                     continue

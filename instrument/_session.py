@@ -197,7 +197,7 @@ class Session:
             if self._run is None and not self.finished and not self._gave_up:
                 try:
                     with _Starting():
-                        self._run = self._policy.start()
+                        self._run = self._policy.start(self._dispatcher.answered)
                 finally:
                     if self._start_over is not None:
                         self._start_over()

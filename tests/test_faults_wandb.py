@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import run_script, wandb_env
 
+from instrument._env import PROXY_VARIABLES
 from instrument.runfile import read_runs
 
 pytestmark = pytest.mark.integration
@@ -47,12 +48,26 @@ def replay_command(message: str) -> str:
     return message.split("python -m instrument replay ", 1)[1].split("`", 1)[0]
 
 
+def online_env(root: Path, base_url: str) -> dict[str, str]:
+    """Return an online environment with a fake key and *base_url*, no proxy, no ``WANDB_INIT_TIMEOUT``."""
+    env = wandb_env(root, WANDB_MODE="online", WANDB_API_KEY="x" * 40, WANDB_BASE_URL=base_url)
+    for name in (*PROXY_VARIABLES, "WANDB_INIT_TIMEOUT"):
+        env.pop(name, None)
+    return env
+
+
+def run_folders(root: Path) -> list[str]:
+    """Return the names of the run folders and journals under ``root/wandb``, sorted."""
+    return sorted(p.name for p in (root / "wandb").iterdir() if "run-" in p.name or "journal" in p.name)
+
+
 @pytest.mark.slow
 def test_c07_unreachable_server_falls_back_to_an_offline_run(wandb_root: Path) -> None:
-    """``wandb.init`` timing out against an unreachable server: the stage returns "ok", one
-    warning names the failure, the offline folder and ``instrument sync``; all three points are there."""
-    env = wandb_env(wandb_root, WANDB_MODE="online", WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9",
-                    WANDB_INIT_TIMEOUT="3")
+    """An online run whose server refuses connections: the script exits 0, one warning names the
+    failure, the offline folder and ``instrument sync``; every point is in one offline run under
+    the run's own id (so ``instrument sync`` uploads it as that run), and nothing else is left."""
+    env = online_env(wandb_root, "http://127.0.0.1:9")
+    env["INSTRUMENT_EXIT_TIMEOUT"] = "20"  # no waiting on it here: the server is found unreachable at once
     result = run_script(wandb_root, STAGE + """
 def main():
     for loss in (0.3, 0.2, 0.1):
@@ -65,11 +80,48 @@ print(main())
     messages = instrument_warnings(result.stderr)
     assert 1 == len(messages), result.stderr
     folder = re.search(r"`instrument sync (\S+)`", messages[0])
-    assert folder is not None and "CommError" in messages[0]
-    kept = [run for run in read_runs(wandb_root / "wandb") if run.series("operator/loss")]
-    assert [([(0, 0.3), (1, 0.2), (2, 0.1)], 0, Path(folder.group(1)))] == [
-        (run.series("operator/loss"), run.exit_code, run.path.parent) for run in kept
-    ]
+    failed = re.search(r"starting run (\S+) \(online\) failed", messages[0])
+    assert folder is not None and failed is not None and "ServerUnreachable" in messages[0], messages[0]
+    (run,) = read_runs(wandb_root / "wandb")
+    assert ([(0, 0.3), (1, 0.2), (2, 0.1)], 0, Path(folder.group(1)), failed.group(1)) == (
+        run.series("operator/loss"), run.exit_code, run.path.parent, run.run_id)
+    assert [Path(folder.group(1)).name] == run_folders(wandb_root)
+
+
+SILENT_SERVER = """
+import os, socket, threading
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(16)
+accepted = []  # connections are accepted and never answered
+threading.Thread(target=lambda: [accepted.append(server.accept()) for _ in iter(int, 1)], daemon=True).start()
+os.environ["WANDB_BASE_URL"] = f"http://127.0.0.1:{server.getsockname()[1]}"
+"""
+
+
+@pytest.mark.slow
+def test_c07_a_server_that_never_answers_costs_half_the_exit_timeout_then_the_run_is_offline(wandb_root: Path) -> None:
+    """An online run whose server accepts connections and never answers: ``wandb.init`` gives up
+    after half of ``INSTRUMENT_EXIT_TIMEOUT`` (not wandb's 90 s), the points land in one offline
+    run (a fresh id, named in the warning, since wandb-core still holds the first), the script
+    exits 0, and the failed attempt leaves no run folder behind."""
+    env = online_env(wandb_root, "http://127.0.0.1:9")
+    env["INSTRUMENT_EXIT_TIMEOUT"] = "6"
+    result = run_script(wandb_root, SILENT_SERVER + STAGE + """
+for loss in (0.3, 0.2, 0.1):
+    train_step(loss)
+instrument.flush()
+print("ok")
+""", env=env, timeout=80)  # wandb's own init timeout alone is 90 s
+    assert "ok" == result.stdout.strip()
+    (message,) = [m for m in instrument_warnings(result.stderr) if "starting run" in m]
+    folder = re.search(r"`instrument sync (\S+)`", message)
+    renamed = re.search(r"under the new id (\S+) \(wandb still held (\S+)\)", message)
+    assert folder is not None and renamed is not None, message
+    (run,) = read_runs(wandb_root / "wandb")
+    assert ([(0, 0.3), (1, 0.2), (2, 0.1)], 0, Path(folder.group(1)), renamed.group(1)) == (
+        run.series("operator/loss"), run.exit_code, run.path.parent, run.run_id)
+    assert [Path(folder.group(1)).name] == run_folders(wandb_root)
 
 
 @pytest.mark.slow

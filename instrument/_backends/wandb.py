@@ -12,8 +12,11 @@ import functools
 import glob
 import os
 import shutil
+import socket
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -465,21 +468,33 @@ class WandbBackend:
         points, not wandb's default 15 s) and wandb's ``finish_timeout`` is
         ``INSTRUMENT_EXIT_TIMEOUT``, so its upload at the end cannot block the exit for longer.
 
+        An online run first checks that the W&B server accepts a connection (:func:`check_server`)
+        and gives ``wandb.init`` half of ``INSTRUMENT_EXIT_TIMEOUT`` to create the run unless
+        ``WANDB_INIT_TIMEOUT`` is set (wandb's own default is 90 s, longer than the exit may take).
+        A start that fails leaves no run folder behind (it holds none of the run's data).
+
         Raises:
+            ServerUnreachable: an online run's server cannot be reached (the session starts the
+                run offline under the same id).
             Exception: whatever ``wandb.init`` raises (the session falls back and warns).
         """
         import wandb
 
+        offline = spec.mode not in _ONLINE_MODES
+        bound = None if offline else _env.init_timeout()
         settings = wandb.Settings(
             x_transaction_log_flush_interval=FLUSH_INTERVAL_SECONDS,
             finish_timeout=_env.exit_timeout(),  # wandb gives up uploading at the end after this
             silent=True,
+            **({"init_timeout": bound} if bound is not None else {}),
         )
         init = wandb_sharing.original_init()  # wandb's own, not the guard that waits for this very run
-        offline = spec.mode not in _ONLINE_MODES
         if offline:
             silence_telemetry()
-        with _wandb_mode_env(spec.mode), _without_resume_env(spec.resume), _no_error_reporting(offline):
+        with _wandb_mode_env(spec.mode), _without_resume_env(spec.resume), _no_error_reporting(offline), \
+                _failed_start_leaves_no_folder(spec.id):
+            if not offline:
+                check_server(wandb.setup().settings, min(CONNECT_TIMEOUT_SECONDS, bound or CONNECT_TIMEOUT_SECONDS))
             run = init(
                 id=spec.id,
                 project=spec.project,
@@ -535,6 +550,101 @@ class WandbBackend:
 
 #: wandb's modes that talk to a server; in every other mode instrument keeps wandb off the network.
 _ONLINE_MODES = frozenset({"online", "run", "shared"})
+
+#: Seconds a connection to the W&B server may take before an online run counts as unable to reach it.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+class ServerUnreachable(ConnectionError):
+    """The W&B server of an online run does not accept a connection (see :func:`check_server`)."""
+
+
+def check_server(settings: Any, timeout: float) -> None:
+    """Open and close a TCP connection to the W&B server that *settings* name (``base_url``).
+
+    wandb-core keeps the id of an online run whose start failed for as long as it runs, so the
+    offline run that replaces it could only get a fresh id, and its ``wandb.init`` waits for the
+    server up to its ``init_timeout``. A run whose server cannot be reached at all (no network, a
+    closed port, a name that does not resolve) is found here at once and started offline under its
+    own id instead. Nothing is checked through a proxy (:data:`~instrument._env.PROXY_VARIABLES`,
+    wandb's proxy settings): the proxy answers, not the server.
+
+    Args:
+        settings: wandb's settings (``base_url``, ``http_proxy``, ``https_proxy``, ``x_proxies``).
+        timeout: seconds the name lookup and the connection may take together.
+
+    Raises:
+        ServerUnreachable: the name did not resolve, or the connection was refused or timed out.
+    """
+    if _env.uses_proxy() or any(getattr(settings, name, None) for name in ("http_proxy", "https_proxy", "x_proxies")):
+        return
+    base_url = str(getattr(settings, "base_url", "") or "")
+    try:
+        parsed = urllib.parse.urlsplit(base_url)
+        host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:  # a malformed address: wandb reports it itself
+        return
+    if not host:
+        return
+    outcome: list[OSError | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=connect, name="instrument-check-server", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no new threads (interpreter shutdown): the lookup is then unbounded
+        connect()
+    else:
+        thread.join(timeout)  # the name lookup has no timeout of its own
+    if not outcome:
+        raise ServerUnreachable(f"the W&B server {base_url} did not accept a connection within {timeout:g} s")
+    if outcome[0] is not None:
+        raise ServerUnreachable(f"the W&B server {base_url} cannot be reached ({describe(outcome[0])})")
+
+
+@contextlib.contextmanager
+def _failed_start_leaves_no_folder(run_id: str) -> Iterator[None]:
+    """Remove the run folders a ``wandb.init`` of *run_id* made if it raises, then re-raise.
+
+    Such a folder holds none of the run's data (the run never started; its fallback writes it),
+    only wandb's logs of the attempt; left behind, it reads as an empty run of that id (an online
+    one as if it had been streamed). Folders of the id made before (an earlier run resumed) stay.
+    """
+    wandb_dir = _wandb_dir()
+    before = _run_folders(wandb_dir, run_id)
+    try:
+        yield
+    except BaseException:
+        made = _run_folders(wandb_dir, run_id) - before
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+        latest = os.path.join(wandb_dir, "latest-run")
+        if made and os.path.islink(latest) and not os.path.exists(latest):
+            with contextlib.suppress(OSError):
+                os.unlink(latest)
+        raise
+
+
+def _wandb_dir() -> str:
+    """Return the folder wandb makes run folders in (``<WANDB_DIR>/wandb``, or wandb's fallback)."""
+    try:
+        import wandb
+
+        return str(wandb.setup().settings.wandb_dir)
+    except Exception:  # wandb cannot say: the folder instrument expects
+        return str(_env.journal_root())
+
+
+def _run_folders(wandb_dir: str, run_id: str) -> set[str]:
+    """Return the run folders of *run_id* in *wandb_dir* (``run-*-<id>``, ``offline-run-*-<id>``)."""
+    pattern = os.path.join(glob.escape(wandb_dir), f"*run-*-{glob.escape(run_id)}")
+    return {os.path.realpath(path) for path in glob.glob(pattern) if not os.path.islink(path)}
 
 
 def silence_telemetry() -> None:
