@@ -9,18 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import socket
 import stat
 import threading
 import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from faults import FaultyBackend, InjectedError, faulty
 
 import instrument
 from instrument import _linkage
+from instrument._backends.wandb import ServerUnreachableError, check_server
+from instrument._env import PROXY_VARIABLES, init_timeout
 from instrument._replay import replay
 from instrument.testing import RecordingBackend, recording
 
@@ -132,6 +137,38 @@ def test_init_timeout_online_falls_back_to_offline_with_one_warning() -> None:
     assert 1 == len(messages), messages
     assert "TimeoutError" in messages[0]
     assert f"instrument sync memory (recorded run {run.id})" in messages[0]
+
+
+def closed_port() -> int:
+    """Return a local port nothing listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_check_server_raises_for_a_refused_connection_and_passes_a_listening_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check_server`` names the address of a server that refuses connections, lets one that
+    listens pass, and checks nothing when a proxy is configured (the proxy would answer)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    refused = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(ServerUnreachableError, match=re.escape(refused)):
+        check_server(SimpleNamespace(base_url=refused), 5.0)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        check_server(SimpleNamespace(base_url=f"http://127.0.0.1:{server.getsockname()[1]}"), 5.0)
+    check_server(SimpleNamespace(base_url=refused, https_proxy="http://proxy:3128"), 5.0)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    check_server(SimpleNamespace(base_url=refused), 5.0)
+
+
+def test_an_online_init_waits_half_the_exit_timeout_unless_wandb_init_timeout_is_set() -> None:
+    """``wandb.init`` online gets half of ``INSTRUMENT_EXIT_TIMEOUT`` (15 s by default); a
+    ``WANDB_INIT_TIMEOUT`` of the user's is left to wandb."""
+    assert (15.0, 5.0, None) == (
+        init_timeout({}), init_timeout({"INSTRUMENT_EXIT_TIMEOUT": "10"}), init_timeout({"WANDB_INIT_TIMEOUT": "120"}))
 
 
 def test_init_failing_offline_too_keeps_records_in_a_private_journal_that_replays() -> None:

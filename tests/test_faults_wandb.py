@@ -81,7 +81,7 @@ print(main())
     assert 1 == len(messages), result.stderr
     folder = re.search(r"`instrument sync (\S+)`", messages[0])
     failed = re.search(r"starting run (\S+) \(online\) failed", messages[0])
-    assert folder is not None and failed is not None and "ServerUnreachable" in messages[0], messages[0]
+    assert folder is not None and failed is not None and "ServerUnreachableError" in messages[0], messages[0]
     (run,) = read_runs(wandb_root / "wandb")
     assert ([(0, 0.3), (1, 0.2), (2, 0.1)], 0, Path(folder.group(1)), failed.group(1)) == (
         run.series("operator/loss"), run.exit_code, run.path.parent, run.run_id)

@@ -220,8 +220,12 @@ def test_sigkilled_children_lose_nothing_they_had_flushed(wandb_root: Path) -> N
 
 
 SIGNALLED = """
-import subprocess, sys
+import signal, subprocess, sys
 import instrument
+
+# Ctrl-C as in a terminal: a suite started in the background (`&`, nohup, some CI runners) hands
+# its children SIGINT ignored, which Python keeps, and the script would never see the signal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 @instrument.training_stage("operator")
 def train_step(loss):

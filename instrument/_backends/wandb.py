@@ -474,7 +474,7 @@ class WandbBackend:
         A start that fails leaves no run folder behind (it holds none of the run's data).
 
         Raises:
-            ServerUnreachable: an online run's server cannot be reached (the session starts the
+            ServerUnreachableError: an online run's server cannot be reached (the session starts the
                 run offline under the same id).
             Exception: whatever ``wandb.init`` raises (the session falls back and warns).
         """
@@ -486,8 +486,9 @@ class WandbBackend:
             x_transaction_log_flush_interval=FLUSH_INTERVAL_SECONDS,
             finish_timeout=_env.exit_timeout(),  # wandb gives up uploading at the end after this
             silent=True,
-            **({"init_timeout": bound} if bound is not None else {}),
         )
+        if bound is not None:
+            settings.init_timeout = bound  # wandb's 90 s would outlive the exit timeout
         init = wandb_sharing.original_init()  # wandb's own, not the guard that waits for this very run
         if offline:
             silence_telemetry()
@@ -555,7 +556,7 @@ _ONLINE_MODES = frozenset({"online", "run", "shared"})
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 
-class ServerUnreachable(ConnectionError):
+class ServerUnreachableError(ConnectionError):
     """The W&B server of an online run does not accept a connection (see :func:`check_server`)."""
 
 
@@ -574,7 +575,7 @@ def check_server(settings: Any, timeout: float) -> None:
         timeout: seconds the name lookup and the connection may take together.
 
     Raises:
-        ServerUnreachable: the name did not resolve, or the connection was refused or timed out.
+        ServerUnreachableError: the name did not resolve, or the connection was refused or timed out.
     """
     if _env.uses_proxy() or any(getattr(settings, name, None) for name in ("http_proxy", "https_proxy", "x_proxies")):
         return
@@ -603,9 +604,9 @@ def check_server(settings: Any, timeout: float) -> None:
     else:
         thread.join(timeout)  # the name lookup has no timeout of its own
     if not outcome:
-        raise ServerUnreachable(f"the W&B server {base_url} did not accept a connection within {timeout:g} s")
+        raise ServerUnreachableError(f"the W&B server {base_url} did not accept a connection within {timeout:g} s")
     if outcome[0] is not None:
-        raise ServerUnreachable(f"the W&B server {base_url} cannot be reached ({describe(outcome[0])})")
+        raise ServerUnreachableError(f"the W&B server {base_url} cannot be reached ({describe(outcome[0])})")
 
 
 @contextlib.contextmanager
