@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from instrument import _env, runfile
-from instrument._backends import wandb_sharing
+from instrument._backends import wandb_core, wandb_sharing
 from instrument._backends.base import BackendRun, Call, RunSpec, ValuesDropped
-from instrument._backends.wandb_core import Retained, file_rows
+from instrument._backends.wandb_core import Retained, file_rows, silence_telemetry
 from instrument._backends.wandb_fast import HistoryWriter
 from instrument._foreign import ForeignValue, PlotlyFigure, materialize
 from instrument._keys import metric_name
@@ -493,9 +493,11 @@ class WandbBackend:
         if offline:
             silence_telemetry()
         with _wandb_mode_env(spec.mode), _without_resume_env(spec.resume), _no_error_reporting(offline), \
-                _failed_start_leaves_no_folder(spec.id):
+                _failed_start_leaves_no_folder(spec.id, online=not offline):
             if not offline:
                 check_server(wandb.setup().settings, min(CONNECT_TIMEOUT_SECONDS, bound or CONNECT_TIMEOUT_SECONDS))
+            if wandb_core.torn_down:  # the program ended while this start was in flight: its records were kept
+                raise RuntimeError("wandb was torn down at interpreter exit")
             run = init(
                 id=spec.id,
                 project=spec.project,
@@ -610,8 +612,11 @@ def check_server(settings: Any, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def _failed_start_leaves_no_folder(run_id: str) -> Iterator[None]:
+def _failed_start_leaves_no_folder(run_id: str, *, online: bool) -> Iterator[None]:
     """Remove the run folders a ``wandb.init`` of *run_id* made if it raises, then re-raise.
+
+    An *online* start that failed also silences wandb's usage telemetry (:func:`silence_telemetry`):
+    its probe of the server that did not answer would hold the exit for its own 10 s timeout.
 
     Such a folder holds none of the run's data (the run never started; its fallback writes it),
     only wandb's logs of the attempt; left behind, it reads as an empty run of that id (an online
@@ -622,6 +627,8 @@ def _failed_start_leaves_no_folder(run_id: str) -> Iterator[None]:
     try:
         yield
     except BaseException:
+        if online:  # the server did not answer: wandb's usage telemetry would wait for it at exit
+            silence_telemetry()
         made = _run_folders(wandb_dir, run_id) - before
         for folder in made:
             shutil.rmtree(folder, ignore_errors=True)
@@ -646,28 +653,6 @@ def _run_folders(wandb_dir: str, run_id: str) -> set[str]:
     """Return the run folders of *run_id* in *wandb_dir* (``run-*-<id>``, ``offline-run-*-<id>``)."""
     pattern = os.path.join(glob.escape(wandb_dir), f"*run-*-{glob.escape(run_id)}")
     return {os.path.realpath(path) for path in glob.glob(pattern) if not os.path.islink(path)}
-
-
-def silence_telemetry() -> None:
-    """Keep wandb's own usage telemetry off the network for the rest of the process.
-
-    wandb 0.31 measures its ``run.log`` encoding with OpenTelemetry and, at exit, exports the
-    measurements to the W&B server, even for an offline run whose mode was given to
-    ``wandb.init`` (only its process-wide settings, such as ``WANDB_MODE``, stop it): a DNS
-    query and a connection attempt from a run that promises no network. This turns the
-    telemetry off (it is wandb's, not the run's data) and marks a telemetry exporter that already
-    exists as having no server to send to, so nothing is sent at exit. Any doubt (another wandb
-    version): nothing is changed.
-    """
-    try:
-        from wandb.analytics.opentelemetry import opentelemetry_proxy
-
-        opentelemetry_proxy.disable()
-        proxy = getattr(opentelemetry_proxy, "_singleton_telemetry_proxy", None)
-        if proxy is not None and hasattr(proxy, "_server_supports_proxy"):
-            proxy._server_supports_proxy = False  # noqa: SLF001 - no public switch: exporters then drop, never probe
-    except Exception:  # noqa: S110 - telemetry is wandb's own business; the run goes on
-        pass
 
 
 @contextlib.contextmanager

@@ -41,11 +41,17 @@ def service_process() -> Any | None:
     return process if process is not None and hasattr(process, "poll") else None
 
 
+#: Set once :func:`teardown` ran: a run start still in flight then (wandb imported or started late
+#: at exit) must not start a wandb-core whose own teardown would wait for it without a limit.
+torn_down = False
+
+
 def teardown(exit_code: int, timeout: float) -> int | None:
     """Tear wandb down (``wandb.teardown``) within *timeout* seconds; kill wandb-core past it.
 
     wandb's own teardown hook unregisters itself when this runs it, so it does not run again
-    at ``atexit``. Does nothing when wandb was never set up in this process.
+    at ``atexit``. Does nothing when wandb was never set up in this process; from then on no run
+    is started (:data:`torn_down`).
 
     Args:
         exit_code: the exit status wandb-core is told (the script's own).
@@ -55,6 +61,8 @@ def teardown(exit_code: int, timeout: float) -> int | None:
         The pid of the wandb-core that was killed because it did not end within *timeout*
         seconds, or None (it ended, or there was nothing to tear down).
     """
+    global torn_down
+    torn_down = True
     wandb = sys.modules.get("wandb")
     wandb_setup = sys.modules.get("wandb.sdk.wandb_setup")
     if wandb is None or getattr(wandb_setup, "_singleton", None) is None:
@@ -78,6 +86,7 @@ def teardown(exit_code: int, timeout: float) -> int | None:
     if done.wait(timeout) or process is None or process.poll() is not None:
         return None
     pid: int = process.pid
+    silence_telemetry()  # wandb's usage telemetry would wait for a server that may not answer either
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
@@ -198,3 +207,29 @@ def file_rows(sync_file: str | os.PathLike[str], max_bytes: int) -> list[dict[st
                     row[key] = item.value_json
             rows.append(row)
     return rows
+
+
+def silence_telemetry() -> None:
+    """Keep wandb's own usage telemetry off the network for the rest of the process.
+
+    wandb 0.31 measures its ``run.log`` encoding with OpenTelemetry and, at exit, exports the
+    measurements to the W&B server, even for an offline run whose mode was given to
+    ``wandb.init`` (only its process-wide settings, such as ``WANDB_MODE``, stop it): a DNS
+    query and a connection attempt from a run that promises no network. This turns the
+    telemetry off (it is wandb's, not the run's data) and marks a telemetry exporter that already
+    exists as having no server to send to, so nothing is sent at exit. Its flush at exit is
+    dropped too: it joins an export that may be probing a server that does not answer (an online
+    run that failed to start, a wandb-core stopped at exit), for up to 10 s. Any doubt (another
+    wandb version): nothing is changed.
+    """
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+
+        opentelemetry_proxy.disable()
+        proxy = getattr(opentelemetry_proxy, "_singleton_telemetry_proxy", None)
+        if proxy is not None and hasattr(proxy, "_server_supports_proxy"):
+            proxy._server_supports_proxy = False  # noqa: SLF001 - no public switch: exporters then drop, never probe
+            if hasattr(proxy, "_shutdown"):  # its flush at exit is skipped; its export threads are daemons
+                proxy._shutdown = True  # noqa: SLF001 - also when another thread is building its exporters now
+    except Exception:  # noqa: S110 - telemetry is wandb's own business; the run goes on
+        pass
