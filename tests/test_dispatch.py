@@ -167,6 +167,25 @@ def test_the_drain_goes_on_while_the_backend_answers_and_says_how_it_goes(
     dispatcher.close(30)
 
 
+def test_a_start_attempt_that_answers_restarts_the_drains_silence() -> None:
+    """A delivery that takes longer than the drain's timeout but keeps answering (start attempts
+    that fail, each followed by a fallback, calling ``answered``) is waited for to the end."""
+    delivered: list[Any] = []
+    dispatcher: Dispatcher
+
+    def deliver(record: Any) -> None:
+        for _ in range(15):  # 1.5 s of attempts, each an answer
+            time.sleep(0.1)
+            dispatcher.answered()
+        delivered.append(record)
+
+    dispatcher = Dispatcher(Delivering(deliver), name="attempts")
+    dispatcher.put(["first"])
+    assert dispatcher.drain(1.0)
+    assert ["first"] == delivered
+    dispatcher.close(30)
+
+
 def test_a_stalled_backend_spills_records_to_disk_and_writes_them_when_it_moves_again(tmp_path: Path) -> None:
     """After the stall timeout the writer stops waiting; the spilled records come back in order."""
     gate = threading.Event()
