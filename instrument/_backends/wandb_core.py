@@ -218,9 +218,10 @@ def silence_telemetry() -> None:
     query and a connection attempt from a run that promises no network. This turns the
     telemetry off (it is wandb's, not the run's data) and marks a telemetry exporter that already
     exists as having no server to send to, so nothing is sent at exit. Its flush at exit is
-    dropped too: it joins an export that may be probing a server that does not answer (an online
-    run that failed to start, a wandb-core stopped at exit), for up to 10 s. Any doubt (another
-    wandb version): nothing is changed.
+    dropped too, and every telemetry proxy (each ``wandb.init`` makes one of its own) finds no
+    server without asking it: its probe of a server that does not answer (an online run that
+    failed to start, a wandb-core stopped at exit) would hold the exit for up to 10 s. Any doubt
+    (another wandb version): nothing is changed.
     """
     try:
         from wandb.analytics.opentelemetry import opentelemetry_proxy
@@ -231,5 +232,8 @@ def silence_telemetry() -> None:
             proxy._server_supports_proxy = False  # noqa: SLF001 - no public switch: exporters then drop, never probe
             if hasattr(proxy, "_shutdown"):  # its flush at exit is skipped; its export threads are daemons
                 proxy._shutdown = True  # noqa: SLF001 - also when another thread is building its exporters now
+        if callable(getattr(opentelemetry_proxy, "_check_server_supports_open_telemetry_proxy", None)):
+            # every proxy (each wandb.init makes one of its own) finds no server without asking it
+            opentelemetry_proxy._check_server_supports_open_telemetry_proxy = lambda session, url: False  # noqa: SLF001
     except Exception:  # noqa: S110 - telemetry is wandb's own business; the run goes on
         pass
