@@ -11,7 +11,9 @@
 * in a run that may be resumed, each stage's counted steps continue one past the last step the
   run recorded before (the backend's ``resumed_steps``), and an explicit step at or below it warns;
 * a fork waits (bounded) for a run start in flight on another thread: a child forked in the
-  middle of one would inherit half of it, and its exit could undo it (wandb's temporary folders).
+  middle of one would inherit half of it, and its exit could undo it (wandb's temporary folders);
+  a Ctrl-C during that wait is sent again once the fork returned (Python drops what a fork hook
+  raises).
 
 :meth:`Session.write` does this on the calling thread under a write lock (steps in call order,
 strict mode raises there); its :class:`~instrument._dispatch.Dispatcher` makes the backend calls
@@ -21,9 +23,11 @@ backend fails is :mod:`instrument._fault_policy`'s. docs/DESIGN.md, "Dispatch", 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -637,19 +641,42 @@ def _before_fork() -> None:
     # wandb.init starts wandb-core with a temporary folder for its port file: a child forked
     # meanwhile that exits normally runs the parent's exit handlers and removes that folder,
     # so the parent's run never starts. Wait (bounded) until the start in flight is done.
+    global _interrupted
     me = threading.get_ident()
-    with _starts:
-        _starts.wait_for(lambda: not [ident for ident in _starting_threads if ident != me],
-                         timeout=_env.exit_timeout())
+    try:
+        with _starts:
+            _starts.wait_for(lambda: not [ident for ident in _starting_threads if ident != me],
+                             timeout=_env.exit_timeout())
+    except KeyboardInterrupt:  # Python drops what a fork hook raises: Ctrl-C is delivered again after the fork
+        _interrupted = threading.current_thread() is threading.main_thread()
+
+
+_interrupted = False  # Ctrl-C arrived while a fork waited for a start in flight
+
+
+def _after_fork_in_parent() -> None:
+    global _interrupted
+    if _interrupted:  # run in this hook, the handler's KeyboardInterrupt would be dropped again
+        _interrupted = False
+        threading.Thread(target=_interrupt_main_soon, name="instrument-fork-interrupt", daemon=True).start()
+
+
+def _interrupt_main_soon() -> None:
+    """Send SIGINT to the main thread again once the fork has returned there."""
+    time.sleep(0.05)
+    with contextlib.suppress(OSError, ValueError):  # the main thread is gone: nothing to interrupt
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
 def _after_fork_in_child() -> None:
-    global _starts
+    global _starts, _interrupted
     _starts = threading.Condition()
     _starting_threads.clear()
+    _interrupted = False  # the parent's Ctrl-C
 
 
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def _nothing() -> None:

@@ -70,13 +70,10 @@ if __name__ == "__main__":
     assert [] == list(wandb_root.glob("instrument-workers-*"))
 
 
-@pytest.mark.slow
-def test_a_fork_waits_for_a_run_start_in_flight(wandb_root: Path) -> None:
-    """A child forked while wandb starts the parent's run (in the background), that then exits
-    normally, leaves the start alone: the run keeps both points (the child's exit used to remove
-    the folder wandb-core announced itself in, and the run never started)."""
-    result = run_script(wandb_root, """
-import os, sys, threading, time
+#: A script whose first point starts its run in the background, and that goes on once wandb-core's
+#: port-file folder exists; the start then lasts *seconds* more.
+STARTING = """
+import os, signal, sys, threading, time
 import wandb
 from wandb.sdk.lib.service import service_port_file
 import instrument
@@ -86,17 +83,26 @@ original = service_port_file.poll_for_token
 
 def slow_poll(*args, **kwargs):
     polling.set()
-    time.sleep(1.0)  # wandb-core's port-file folder exists in the parent now
+    time.sleep({seconds})  # wandb-core's port-file folder exists in the parent now
     return original(*args, **kwargs)
 
 service_port_file.poll_for_token = slow_poll
 
 @instrument.training_stage("operator")
 def train_step(k):
-    return {"loss": float(k)}
+    return {{"loss": float(k)}}
 
 train_step(0)
 assert polling.wait(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_fork_waits_for_a_run_start_in_flight(wandb_root: Path) -> None:
+    """A child forked while wandb starts the parent's run (in the background), that then exits
+    normally, leaves the start alone: the run keeps both points (the child's exit used to remove
+    the folder wandb-core announced itself in, and the run never started)."""
+    result = run_script(wandb_root, STARTING.format(seconds=1.0) + """
 pid = os.fork()
 if pid == 0:
     sys.exit(0)  # the parent's exit handlers run here
@@ -106,6 +112,28 @@ train_step(1)
     (run,) = read_runs(wandb_root / "wandb")
     assert ([(0, 0.0), (1, 1.0)], 0) == (run.series("operator/loss"), run.exit_code)
     assert "" == result.stderr  # and no traceback of wandb's teardown from the child
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_fork_waits_for_a_run_start_reaches_the_program(wandb_root: Path) -> None:
+    """Ctrl-C while ``os.fork()`` waits for a run start in flight is a ``KeyboardInterrupt`` in the
+    program, as the fork returns (Python drops an exception raised in a fork hook); the run keeps
+    its point."""
+    result = run_script(wandb_root, STARTING.format(seconds=3.0) + """
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background suite ignores it)
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(5)
+        os._exit(0)
+    os.waitpid(pid, 0)  # Ctrl-C reaches the program even here
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted")
+""", env=wandb_env(wandb_root, WANDB_X_SERVICE_WAIT="10"))
+    (run,) = read_runs(wandb_root / "wandb")
+    assert ("interrupted", [(0, 0.0)], 0) == (result.stdout.strip(), run.series("operator/loss"), run.exit_code)
 
 
 @pytest.mark.slow
