@@ -191,6 +191,14 @@ def children(run: runfile.RunFile) -> list[runfile.RunFile]:
     return found
 
 
+def missing_children(run: runfile.RunFile, found: Iterable[runfile.RunFile]) -> list[str]:
+    """Return the run ids a pipeline run lists in ``pipeline/children`` that are not among *found*
+    (:func:`children`'s answer): runs written elsewhere, or deleted."""
+    listed = run.summary.get("pipeline/children")
+    have = {child.run_id for child in found}
+    return [str(child) for child in listed if str(child) not in have] if isinstance(listed, list) else []
+
+
 def read_folders(folders: Iterable[RunFolder]) -> tuple[list[runfile.RunFile], list[str]]:
     """Read the runs of *folders*; return them and one line per file that could not be read."""
     runs, unreadable = [], []

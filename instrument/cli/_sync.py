@@ -31,7 +31,7 @@ import filelock
 
 from instrument import _env, runfile
 from instrument.cli import _runs
-from instrument.cli._common import NOT_SYNCED, OK, at_least, relative
+from instrument.cli._common import NOT_SYNCED, OK, CommandError, at_least, relative
 
 #: wandb's retry and timeout knobs, with the values a sync attempt gets unless the environment
 #: sets them: GraphQL calls and file-stream and file-upload requests are retried at most 3 times,
@@ -62,7 +62,7 @@ def add_parser(commands: Any) -> None:
         "environment sets them: " + ", ".join(f"{k}={v}" for k, v in WANDB_KNOBS.items()) + ". "
         "A journal instrument left in the folder (records it could not write into a run) is named with its "
         "'instrument replay' command. Exit status 0 when every run is synced, 4 when some are not (or, with "
-        "--dry-run, would be synced) or a journal is left, 2 for bad arguments.",
+        "--dry-run, would be synced) or a journal is left, 2 for bad arguments or a DIR that holds no run.",
     )
     parser.add_argument("dirs", nargs="*", metavar="DIR", help="wandb folders, their parent folders, or run folders")
     parser.add_argument("--retries", type=at_least(0), default=3, metavar="N",
@@ -151,11 +151,14 @@ def plan(folders: Sequence[_runs.RunFolder], opened: frozenset[str] | None) -> l
 
 def run_sync(arguments: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
     """Sync (or with ``--dry-run`` list) the runs; return 0 when all are synced, else 4."""
-    decided = plan(_runs.find_folders(arguments.dirs, environ), _runs.open_files())
+    folders = _runs.find_folders(arguments.dirs, environ)
+    journals = _runs.find_journals(arguments.dirs, environ)
+    if arguments.dirs and not folders and not journals:
+        raise CommandError(f"{', '.join(arguments.dirs)}: no runs in it (no run-<id>.wandb file below it)")
+    decided = plan(folders, _runs.open_files())
     to_sync = [p for p in decided if p.reason is None]
     unsynced = [p for p in decided if p.reason in ("live", "unreadable")]
     already = [p for p in decided if p.reason == "synced"]
-    journals = _runs.find_journals(arguments.dirs, environ)
     for pending in decided:
         if pending.reason not in (None, "synced"):
             print(f"skipped {_name(pending.folder)}: {pending.reason}: {pending.detail}")
