@@ -48,9 +48,9 @@ def unknown_key(option: str, key: str, known: Iterable[str], holder: str) -> Com
     """
     keys = sorted(set(known))
     close = [k for k in keys if k.endswith((f"/{key}", f".{key}"))]
-    close += [k for k in difflib.get_close_matches(key, keys, n=5, cutoff=0.6) if k not in close]
+    close += [k for k in difflib.get_close_matches(key, keys, n=3, cutoff=0.6) if k not in close]
     if close:
-        hint = f"closest: {', '.join(close[:5])}"
+        hint = f"closest: {', '.join(close[:3])}"
     elif keys:
         hint = f"there are: {', '.join(keys[:12])}" + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")
     else:
