@@ -102,3 +102,14 @@ def test_sync_of_a_folder_without_runs_exits_2(tmp_path: Path, capsys: pytest.Ca
     folder = str(tmp_path)
     assert (2, "", f"instrument sync: {folder}: no runs in it (no run-<id>.wandb file below it)\n") == command(
         ["sync", "--dry-run", folder], {}, capsys)
+
+
+def test_replay_of_a_path_that_does_not_exist_exits_2_and_says_it_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """replay of a missing path is a usage error (2); a folder without a journal fails (1); the
+    command's name starts each message once."""
+    missing, empty = str(tmp_path / "gone"), str(tmp_path)
+    assert (2, "", f"instrument replay: {missing}: no such file or folder\n") == command(["replay", missing], {}, capsys)
+    assert (1, "", f"instrument replay: {empty!r} holds no journal (spill.jsonl or journal-*.jsonl)\n") == command(
+        ["replay", empty], {}, capsys)
