@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         environ: The environment (``WANDB_DIR`` and, for ``sync``, what ``wandb sync`` gets).
 
     Returns:
-        The command's exit status: 0 success, 2 bad usage or not a run, and what each command
+        The command's exit status: 0 success; 2 bad usage, not a run, or a key, project, suite or
+        folder that no run holds (the message names the closest there are); and what each command
         documents (1 a failed gate or a regression, 3 no baseline, 4 runs left unsynced).
     """
     parser = build_parser()
