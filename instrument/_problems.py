@@ -236,20 +236,10 @@ def _internal(filename: str) -> bool:
     return False
 
 
-def user_stacklevel() -> int:
-    """Return the ``warnings.warn`` *stacklevel*, for the function that calls this one, that
-    points at the first frame outside instrument: the user's line that led to the warning.
-
-    (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12 only.) With no such
-    frame (a thread of instrument's own) it is 1, the calling function; :func:`warn` points
-    elsewhere then.
-    """
-    return _user_level(2) or 1
-
-
 def _user_level(depth: int) -> int | None:
     """Return the *stacklevel* relative to the frame *depth* levels above this one (1: the
-    caller) of the first frame outside instrument, or None when the stack holds none."""
+    caller) of the first frame outside instrument, or None when the stack holds none
+    (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12 only)."""
     frame: Any = sys._getframe(depth)  # noqa: SLF001 - what stacklevel=1 names, as inspect would find it
     level = 1
     while frame is not None and _internal(frame.f_code.co_filename):
