@@ -6,7 +6,8 @@ writes every record into its parent's inbox, for the run its parent writes to
 writing (:mod:`instrument._ranks`) writes nothing. Then the order, per record role (``series``
 for stages, ``summary`` for evals and everything else):
 
-1. a ``@pipeline`` active in this process: its run, for every role;
+1. a ``@pipeline`` open in this process: the one entered in this thread or asyncio task (or in
+   the context it was copied from), else the newest; its run, for every role;
 2. ``WANDB_CONTEXT_FILE`` in the environment (a subprocess of a pipeline): series go to this
    process's training run (the pipeline's group, ``job_type="train"``, tag ``parent:<id>``),
    everything else to the pipeline run through the record journal;
@@ -14,16 +15,20 @@ for stages, ``summary`` for evals and everything else):
 4. this process's standalone run, started on the first record, finished at interpreter exit.
 
 The state is process-wide (threads find the run) and replaced whole by ``use_backend`` (tests)
-and by a fork (a forked child keeps only the settings). How the process ends is
+and by a fork (a forked child keeps only the settings); which pipeline is the current one is a
+``ContextVar`` (docs/guarantees.md, "Threads"). How the process ends is
 :mod:`instrument._lifecycle`'s.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
@@ -51,13 +56,45 @@ class Sink(Protocol):
         """Write *records*, reporting *problems* first."""
 
 
+class PipelineOwner(Protocol):
+    """What owns a pipeline run (a ``PipelineRun``), as linkage sees it."""
+
+    @property
+    def context_file(self) -> Path | None:
+        """The context file its subprocesses get in ``WANDB_CONTEXT_FILE``."""
+
+    def add_child(self, run_id: str) -> None:
+        """List run *run_id* among its children (summary ``pipeline/children``)."""
+
+
+@attrs.frozen(eq=False)
+class OpenPipeline:
+    """A pipeline run open in this process.
+
+    Attributes:
+        session: its run.
+        owner: what owns it (the ``PipelineRun``).
+        parent: the open pipeline it was entered in (the current one of the thread or task that
+            entered it), or None for a top-level pipeline.
+    """
+
+    session: Session
+    owner: PipelineOwner
+    parent: OpenPipeline | None
+
+
+#: The pipeline entered last in this thread or asyncio task (asyncio tasks, ``asyncio.to_thread``
+#: and ``contextvars.copy_context().run`` carry it; a plain ``threading.Thread`` starts without it).
+_current_pipeline: contextvars.ContextVar[OpenPipeline | None] = contextvars.ContextVar(
+    "instrument_pipeline", default=None)
+
+
 class _State:
     """The process-wide linkage state; replaced whole by a fork or a swapped backend."""
 
     def __init__(self, backend: Backend | None = None, settings: RunOptions | None = None) -> None:
         self.backend = backend  # None: production (wandb, or disabled), with the process's exit hooks
-        self.pipelines: list[Session] = []
-        self.pipeline_threads: dict[str, int] = {}  # pipeline run id -> the thread that opened it
+        self.pipelines: list[OpenPipeline] = []  # open, in the order they were entered
         self.standalone: Session | None = None
         self.training: dict[str, Session] = {}
         self.journals: dict[str, JournalSink] = {}
@@ -297,6 +334,10 @@ def disabled() -> bool:
     True under a swapped backend or while a ``wandb.run`` is active (a framework's run is logged
     into).
     """
+    if _state.pipelines and _state.backend is None:  # which pipeline depends on the thread or task
+        pipeline = current_pipeline()
+        if pipeline is not None:
+            return pipeline.session.spec.mode == "disabled" and not _active_wandb_run()
     answer = _state.disabled
     if answer is None:
         answer = _state.disabled = _compute_disabled()
@@ -313,8 +354,9 @@ def _compute_disabled() -> bool:
     if _state.backend is not None:
         return False
     with _lock:
-        if _state.pipelines:
-            return _state.pipelines[-1].spec.mode == "disabled"
+        pipeline = current_pipeline()
+        if pipeline is not None:
+            return pipeline.session.spec.mode == "disabled"
         try:
             context = _context_file(os.environ)
             if context is not None:
@@ -394,15 +436,15 @@ def resolve(role: str, environ: Mapping[str, str] = os.environ) -> Sink | None:
     if not where.writes:
         return None if where.parent is None else _worker_journal(where.parent)
     with _lock:
-        pipeline = next((p for p in reversed(_state.pipelines) if not p.finished), None)
-        if pipeline is not None:  # a pipeline whose run other code finished is passed over
-            return pipeline
+        pipeline = current_pipeline(warn=True) if _state.pipelines else None
+        if pipeline is not None:
+            return pipeline.session
         try:
             context = _context_file(environ)
         except ContextFileError as error:
             report(Problem("config", f"instrument: {error}; writing to a standalone run instead"), once=True)
             context = None
-        if context is not None and any(p.id == context.run_id for p in _state.pipelines):
+        if context is not None and any(p.session.id == context.run_id for p in _state.pipelines):
             context = None  # this process's own pipeline, whose run other code finished
         if context is not None:
             return training_session(context, environ) if role == "series" else journal_sink(context)
@@ -616,34 +658,91 @@ def own_sessions() -> list[Session]:
         return [s for s in found if not s.finished]
 
 
-def push_pipeline(session: Session) -> None:
-    """Make *session* the run every call in this process writes to, until :func:`pop_pipeline`.
+def push_pipeline(session: Session, owner: PipelineOwner, parent: OpenPipeline | None) -> contextvars.Token[
+        OpenPipeline | None]:
+    """Make *session* the current pipeline of this thread or task until :func:`pop_pipeline`.
 
-    A pipeline opened while another thread's pipeline is open warns once: a process writes to
-    one pipeline run at a time (the newest), and its subprocesses find the newest through
-    ``WANDB_CONTEXT_FILE``, so from then on both threads' records go to *session*.
+    Calls in this thread or task, and in the ones that carry its context, write to it; *parent*
+    is the pipeline it was entered in (:func:`enclosing_pipeline`). Returns the token that
+    :func:`pop_pipeline` restores the previous current pipeline with.
     """
-    me = threading.get_ident()
+    entry = OpenPipeline(session, owner, parent)
     with _lock:
-        others = [p.id for p in _state.pipelines if not p.finished and _state.pipeline_threads.get(p.id, me) != me]
-        _state.pipelines.append(session)
-        _state.pipeline_threads[session.id] = me
+        _state.pipelines.append(entry)
         _state.disabled = None
-    if others:
-        report(Problem("shared", f"instrument.pipeline: run {session.id} was opened in thread "
-                       f"{threading.current_thread().name!r} while run {others[-1]} of another thread is open; a "
-                       f"process writes to one pipeline run at a time, the newest, so both threads' records and "
-                       f"subprocesses go to {session.id} until it ends: run concurrent pipelines in separate "
-                       "processes", "pipeline"), once=True)
+    return _current_pipeline.set(entry)
 
 
-def pop_pipeline(session: Session) -> None:
-    """Stop routing calls to *session*."""
+def pop_pipeline(session: Session, token: contextvars.Token[OpenPipeline | None] | None = None) -> None:
+    """Stop routing calls to *session*; restore the current pipeline *token* was taken from (in
+    the context that set it; elsewhere, calls there pass over the closed pipeline by themselves)."""
     with _lock:
-        if session in _state.pipelines:
-            _state.pipelines.remove(session)
-        _state.pipeline_threads.pop(session.id, None)
+        _state.pipelines[:] = [p for p in _state.pipelines if p.session is not session]
         _state.disabled = None
+    if token is not None:
+        with contextlib.suppress(ValueError, RuntimeError):  # closed in another context (SIGTERM's finisher)
+            _current_pipeline.reset(token)
+
+
+def enclosing_pipeline() -> OpenPipeline | None:
+    """Return the open pipeline current in this thread or task (carried by its context), or None.
+
+    A pipeline entered now nests in it. A closed one, or one whose run other code finished, is
+    passed over for the pipeline it was entered in.
+    """
+    entry = _current_pipeline.get()
+    with _lock:
+        while entry is not None and (entry not in _state.pipelines or entry.session.finished):
+            entry = entry.parent
+    return entry
+
+
+def current_pipeline(*, warn: bool = False) -> OpenPipeline | None:
+    """Return the pipeline a call made now writes to: this thread's or task's
+    (:func:`enclosing_pipeline`), else the newest open one of the process.
+
+    The newest is the right one when it is the only pipeline open, or when the others are the
+    ones it was entered in. While pipelines of several threads or tasks are open, a call whose
+    context carries none of them (a plain ``threading.Thread``, a thread pool's worker) cannot
+    tell which is its own: with *warn*, that is said once.
+    """
+    entry = enclosing_pipeline()
+    if entry is not None:
+        return entry
+    with _lock:
+        open_ = [p for p in _state.pipelines if not p.session.finished]
+    if not open_:
+        return None
+    newest = open_[-1]
+    if warn:
+        ancestors = set()
+        parent = newest.parent
+        while parent is not None:
+            ancestors.add(id(parent))
+            parent = parent.parent
+        others = [p.session.id for p in open_[:-1] if id(p) not in ancestors]
+        if others:
+            report(Problem("shared", f"instrument: a call in thread {threading.current_thread().name!r} carries "
+                           f"no pipeline in its context while pipelines of several threads or tasks are open (runs "
+                           f"{', '.join(others)} and {newest.session.id}), so its records go to the newest, "
+                           f"{newest.session.id}: open the pipeline in that thread, or start the thread inside its "
+                           "pipeline with contextvars.copy_context().run (docs/guarantees.md, Threads)", "pipeline"),
+               once=True)
+    return newest
+
+
+def pipeline_context_file(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """Return the context file that links a subprocess started now to the run this thread's calls
+    write to: the current pipeline's (:func:`current_pipeline`), else, in a pipeline's subprocess,
+    the one ``WANDB_CONTEXT_FILE`` names (when it can be read); None otherwise."""
+    pipeline = current_pipeline()
+    if pipeline is not None:
+        return pipeline.owner.context_file
+    try:
+        context = _context_file(environ)
+    except ContextFileError:
+        return None
+    return Path(environ[_env.WANDB_CONTEXT_FILE]) if context is not None else None
 
 
 def _after_fork_in_child() -> None:
