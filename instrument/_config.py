@@ -13,15 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from instrument._problems import Problem
-from instrument._settings import Note, is_settings, plain
-
-
-def is_config_mapping(value: object) -> bool:
-    """Return whether *value* can be a run config: a mapping or a settings object (a dataclass,
-    attrs or pydantic instance, an ``argparse.Namespace``, an OmegaConf config, ...; see
-    :mod:`instrument._settings`)."""
-    return is_settings(value)
-
+from instrument._settings import Note, plain
 
 #: What the config accepts, for messages.
 CONFIG_KINDS = ("a mapping or a settings object (a dataclass, attrs or pydantic instance, an argparse.Namespace, "

@@ -19,7 +19,9 @@ WANDB_CONTEXT_FILE = "WANDB_CONTEXT_FILE"
 #: wandb's own mode variable: ``online``, ``offline``, ``disabled`` (also ``dryrun``, ``run``),
 #: in any case (``Offline`` is ``offline``; wandb itself rejects it at ``wandb.init``). Used when no
 #: ``mode=`` argument is given; an unknown value is warned about once and runs are written
-#: offline. A context file's mode wins over it in a child.
+#: offline. wandb's ``shared`` mode (several processes writing one run, online only) is warned
+#: about once and runs start as with the variable unset (online with credentials, else offline):
+#: instrument writes each run from one process. A context file's mode wins over it in a child.
 WANDB_MODE = "WANDB_MODE"
 
 #: wandb's API key; its presence (or a ``~/.netrc`` entry for a W&B host) means "online".
@@ -120,6 +122,8 @@ RESUME_MODES = ("allow", "must", "never", "auto")
 RANK_POLICIES = ("rank0", "per_rank")
 _RUN_ID_FORBIDDEN = frozenset(":;,#?/'")
 _MODES = frozenset({"online", "offline", "disabled", "dryrun", "run"})
+#: wandb's mode in which several processes write one run (online only); instrument does not use it.
+SHARED_MODE = "shared"
 
 
 def is_strict(environ: Mapping[str, str] = os.environ) -> bool:
@@ -197,9 +201,17 @@ def check_mode(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{where} must be a string, one of {_accepted()}, got {type(value).__name__} {value!r}")
     mode = value.strip().lower()
+    if mode == SHARED_MODE:
+        raise ValueError(f"{where} {value!r} is wandb's shared mode, which instrument does not use: {_ONE_WRITER}; "
+                         f"expected one of {_accepted()}")
     if mode not in _MODES:
         raise ValueError(f"{where} {value!r} is not a wandb mode; expected one of {_accepted()}")
     return mode
+
+
+# Why instrument has no use for wandb's shared mode.
+_ONE_WRITER = ("instrument writes each run from one process (a worker's values reach its parent's run, a pipeline "
+               "child's evals the pipeline's run, and only rank 0 of a job writes unless rank_policy='per_rank')")
 
 
 def _accepted() -> str:
@@ -212,7 +224,7 @@ class ResolvedMode(NamedTuple):
     mode: str
     #: No mode was given and no credentials exist: the run is offline, and where it went is printed.
     announce: bool
-    #: The ``WANDB_MODE`` value that is not a wandb mode (the run is offline instead), else None.
+    #: The ``WANDB_MODE`` value that was not used (not a wandb mode, or ``shared``), else None.
     unknown: str | None = None
 
 
@@ -223,7 +235,8 @@ def resolve_mode(explicit: str | None, environ: Mapping[str, str] = os.environ) 
     ``offline`` (then *announce* is True so the caller can print where the run went). Modes are
     matched in any case. An unknown ``WANDB_MODE`` gives ``offline`` with the value in *unknown*,
     for the caller to report: wandb itself would raise at ``wandb.init``, far from the cause, and
-    every value of the run would be lost.
+    every value of the run would be lost. ``WANDB_MODE=shared`` gives what an unset variable
+    gives, with the value in *unknown* (:func:`unknown_mode_message` says why).
 
     Raises:
         ValueError: *explicit* is not a wandb mode (the callers check ``mode=`` arguments when
@@ -232,18 +245,25 @@ def resolve_mode(explicit: str | None, environ: Mapping[str, str] = os.environ) 
     if explicit:
         return ResolvedMode(check_mode(explicit, "mode="), False)
     value = environ.get(WANDB_MODE)
-    if value:
+    shared = (value or "").strip().lower() == SHARED_MODE
+    if value and not shared:
         mode = wandb_mode(environ)
         if mode is None:
             return ResolvedMode("offline", False, value)
         return ResolvedMode(mode, False)
+    unused = value if shared else None
     if has_credentials(environ):
-        return ResolvedMode("online", False)
-    return ResolvedMode("offline", True)
+        return ResolvedMode("online", False, unused)
+    return ResolvedMode("offline", True, unused)
 
 
-def unknown_mode_message(value: str) -> str:
-    """Return the message for a ``WANDB_MODE`` *value* that is not a wandb mode."""
+def unknown_mode_message(value: str, mode: str) -> str:
+    """Return the message for a ``WANDB_MODE`` *value* that was not used, runs being started in *mode*."""
+    if value.strip().lower() == SHARED_MODE:
+        instead = ("online (W&B credentials were found)" if mode == "online" else
+                   "offline (no W&B credentials were found)")
+        return (f"instrument: {WANDB_MODE}={value!r} asks for wandb's shared mode, in which several processes write "
+                f"one run; {_ONE_WRITER}, so its runs are started as with {WANDB_MODE} unset: {instead}")
     return (f"instrument: {WANDB_MODE}={value!r} is not a wandb mode (expected one of {_accepted()}); runs are "
             "written offline instead, to be uploaded with `instrument sync`")
 

@@ -14,6 +14,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _key: str | None = None
 _forked_from: int | None = None  # in a forked child: the process it was forked from
@@ -83,3 +87,22 @@ def may_have_inbox() -> bool:
     """Return whether this process may have an inbox: it forked, or multiprocessing is imported
     (a process that did neither has no children writing to it). Cheap: looks at nothing on disk."""
     return _key is not None or "multiprocessing" in sys.modules
+
+
+def live_children() -> list[int]:
+    """Return the process ids of this process's multiprocessing children that still run and that
+    multiprocessing waits for at exit (not daemonic: those it terminates); none when
+    multiprocessing was never imported."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is None:
+        return []
+    return [child.pid for child in process.active_children() if child.pid is not None and not child.daemon]
+
+
+def after_children_end(callback: Callable[[], None]) -> None:
+    """Call *callback* at interpreter exit once multiprocessing has waited for this process's
+    children: multiprocessing's own exit hook joins them, then runs its finalizers of negative
+    priority. Imports ``multiprocessing.util`` (loaded already where children exist)."""
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, callback, exitpriority=-1_000_000)

@@ -32,7 +32,7 @@ from instrument._backends.base import (
     new_run_id,
 )
 from instrument._backends.call_journal import CallJournal, new_call_journal_folder
-from instrument._problems import InstrumentationError, Problem, report
+from instrument._problems import InstrumentationError, Problem, describe, report
 from instrument._records import Point, Record, SummaryUpdate
 
 #: What a backend raises when it rejects one call for its value (a bad file policy, a file that
@@ -313,12 +313,6 @@ def dropped(record: Record, error: ValuesDropped) -> None:
         where = f"instrument: {function}: " if function else "instrument: "
         report(Problem("unroutable", f"{where}key {key!r}: wandb could not write a {kind} ({reason})", key,
                        "it was dropped"))
-
-
-def describe(error: BaseException) -> str:
-    """Return ``Type: first line of the message`` (wandb's messages run over several lines)."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def location(run: BackendRun) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 
 import attrs
 
+from instrument._kinds import module_of
+
 #: The key marking an encoded non-JSON value inside a journal line.
 TAG = "__wandb_state__"
 
@@ -95,8 +97,7 @@ class Encoder:
             if all(isinstance(key, str) and key != TAG for key in value):
                 return {key: self.encode(item) for key, item in value.items()}
             return {TAG: "dict", "items": [[self.encode(key), self.encode(item)] for key, item in value.items()]}
-        module = type(value).__module__.split(".", 1)[0]
-        if module == "numpy":
+        if module_of(value) == "numpy":
             return self._numpy(value)
         if is_wandb_object(value):
             return self._object(value)

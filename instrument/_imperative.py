@@ -203,8 +203,9 @@ class WandBContext:
         self._route({key: Table(columns, data)}, "summary", None, "WandBContext.log_table")
 
     def log_image(self, key: str, image: Any, caption: str | None = None) -> None:
-        """Log an image under *key* (summary): a numpy array (HxW, HxWxC, CxHxW; uint8 or float
-        0..1; a batch NxHxWxC is a list of images), a PIL image, a path, or a ``wandb.Image``."""
+        """Log an image under *key* (summary): a numpy array (HxW, HxWxC, CxHxW; uint8 or float,
+        mapped to 0..255 as ``instrument.Image`` maps it; a batch NxHxWxC is a list of images), a
+        PIL image, a path, or a ``wandb.Image``."""
         value = image if type(image).__module__.startswith("wandb") else Image(image, caption=caption)
         self._route({key: value}, "summary", None, "WandBContext.log_image")
 
@@ -288,7 +289,9 @@ def configure(
             subprocess still joins the pipeline's group and gets the ``parent:<id>`` tag.
         mode: ``online``/``offline``/``disabled`` (any case); default ``WANDB_MODE``, else online
             with credentials, else offline. A pipeline's context file wins over it in a child. An
-            unknown ``WANDB_MODE`` is warned about once and runs are written offline.
+            unknown ``WANDB_MODE`` is warned about once and runs are written offline; wandb's
+            ``shared`` (several processes writing one run) is warned about once and runs start as
+            with ``WANDB_MODE`` unset: instrument writes each run from one process.
         redact_secrets: replace the value of config keys that look like secrets (a segment of
             the name, split on ``_ - . /``, is ``api_key``/``apikey``, ``token``, ``password``,
             ``passwd`` or ``secret``; ``max_tokens`` is not) by ``"<redacted>"`` before config
@@ -296,23 +299,27 @@ def configure(
         synchronous: make runs created from now on call wandb on the calling thread, in call
             order, instead of on their dispatcher thread (debugging; as ``INSTRUMENT_SYNC=1``).
             Slower: each ``run.log`` then costs the caller about 0.4 ms.
-        run_id: the id of this process's run, so that a requeued job continues it (store
-            ``instrument.current().run_id`` with a checkpoint); default ``WANDB_RUN_ID`` (taken by
-            the first run this process starts, standalone or pipeline; a pipeline's training
-            child never takes it from the environment), else a fresh id. wandb refuses the
-            characters ``:;,#?/'``.
+        run_id: the W&B run id of this process's standalone or training run, so that a
+            requeued job continues it (store ``instrument.current().run_id`` with a checkpoint);
+            default ``WANDB_RUN_ID`` (taken by the first run this process starts, standalone or
+            pipeline; a pipeline's training child never takes it from the environment), else a
+            fresh id. Under ``per_rank`` in a distributed job it becomes ``<run_id>-rank<k>``.
+            wandb refuses the characters ``:;,#?/'``.
         resume: wandb's resume mode for *run_id*: ``"allow"`` (continue the run if it exists),
             ``"must"``, ``"never"`` or ``"auto"``; default ``WANDB_RESUME``. A resumed run's
-            stage axes continue one past their last recorded step (README, "Preemption and resume").
+            stage axes continue one past their last recorded step (docs/runs.md, "Preemption and
+            resume").
         rank_policy: which ranks of a distributed job write runs: ``"rank0"`` (only global rank 0;
             the others write nothing, import no wandb and create no folder) or ``"per_rank"``
-            (a run per rank, all in one group, tagged ``rank:<k>``, config ``instrument/rank``);
-            default ``INSTRUMENT_RANK_POLICY``, else ``"rank0"``.
+            (a run per rank, all in one group, tagged ``rank:<k>``, config ``instrument/rank``
+            and ``instrument/world_size``); default ``INSTRUMENT_RANK_POLICY``, else ``"rank0"``.
+            The rank comes from the launcher's variables or ``torch.distributed``
+            (docs/frameworks.md, "Ranks and distributed jobs").
 
     Raises:
-        ValueError: *mode* is not a wandb mode, *resume* not a resume mode, *rank_policy* not a
-            rank policy, or *run_id* holds a character wandb refuses (the message names it and
-            what is accepted).
+        ValueError: *mode* is not a mode instrument starts runs in (wandb's ``shared`` included),
+            *resume* not a resume mode, *rank_policy* not a rank policy, or *run_id* holds a
+            character wandb refuses (the message names it and what is accepted).
         TypeError: an argument has the wrong type (the message names it and the type).
     """
     _linkage.configure(RunOptions.checked(
@@ -369,13 +376,20 @@ def create_wandb_context(
 
     Args:
         config: the run's config (nesting kept).
-        run_id: the run id (default: a fresh one).
+        run_id: the W&B run id; default ``WANDB_RUN_ID`` (resumed as ``WANDB_RESUME`` says) for
+            the first run this process starts, else a fresh one. Under ``per_rank`` in a
+            distributed job it becomes ``<run_id>-rank<k>``.
         mode, project, entity, name, group, tags, job_type: as ``wandb.init``'s arguments;
             *mode* in any case.
         redact_secrets: as for :func:`pipeline`; None follows :func:`configure` (default True).
 
+    In a process that writes no run of its own (a worker, a rank its policy keeps from writing)
+    no run is started and what is written through the returned context is dropped; decorated
+    calls write where the process's records go (a worker's to its parent's run).
+
     Raises:
-        ValueError: *mode* is not a wandb mode (the message lists the accepted ones).
+        ValueError: *mode* is not a mode instrument starts runs in (the message lists the
+            accepted ones), or *run_id* holds a character wandb refuses.
         TypeError: an argument has the wrong type (the message names it and the type).
     """
     owner = PipelineRun(RunOptions.checked(

@@ -1,20 +1,14 @@
-"""Keys as W&B needs them: mapping keys of any type made strings, metric names escaped, media keys
-kept within the lengths wandb can write.
-
-W&B keys are strings; a per-class dict (``{0: 0.9, 1: 0.7}``, as torchmetrics returns) is common,
-so ints (and enums, by their value) become path segments. ``define_metric`` reads a ``.`` in a
-metric name as nesting (its summary aggregation then misses the key, and a dotted step metric adds
-a stray nested key to every row), so names are escaped with a backslash before each dot, as
-wandb-core reads them. A media value's key becomes part of a file name (``<key>_<step>_<hash>.png``,
-each ``/`` a folder) and a table's key part of an artifact name (``run-<id>-<key>``, at most 128
-characters): a key too long for either is shortened, keeping its start and a hash of the whole.
-A leaf: imports nothing of instrument's.
+"""Keys as W&B needs them: mapping keys of any type made strings, metric names escaped for
+``define_metric``, media keys kept within the file and artifact names wandb can write
+(docs/wandb-behaviour.md, "Values" and "Size limits"). A leaf: imports only ``_kinds``.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+
+from instrument._kinds import module_of
 
 #: Longest file or folder name, in bytes (Linux, macOS).
 _NAME_MAX = 255
@@ -46,7 +40,7 @@ def key_text(key: object) -> str | None:
     if isinstance(key, int):
         return str(int(key))
     item = getattr(key, "item", None)  # numpy and 0-d tensor integers
-    if callable(item) and type(key).__module__.split(".", 1)[0] in ("numpy", "torch"):
+    if callable(item) and module_of(key) in ("numpy", "torch"):
         return key_text(item())
     text = str(key)
     return text or None

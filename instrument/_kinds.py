@@ -7,7 +7,9 @@ imports nothing of instrument's.
 
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 import sys
 from typing import Any
 
@@ -105,32 +107,44 @@ def as_number(value: object) -> int | float | bool | None:
     """Return *value* as a plain Python number, or None if it is not a scalar number.
 
     Accepts int, float, bool (and their subclasses, such as ``IntEnum``), numpy scalars, 0-d
-    numpy arrays and 0-d tensors (through ``.item()``). NaN and infinities are numbers.
+    numpy arrays and 0-d tensors (through ``.item()``), and the other real numbers
+    (``decimal.Decimal``, ``fractions.Fraction``, any ``numbers.Real``) as floats. NaN and
+    infinities are numbers.
     """
     if type(value) in (bool, int, float):
         return value  # type: ignore[return-value]
     if isinstance(value, bool | int | float):  # subclasses such as IntEnum
         return bool(value) if isinstance(value, bool) else int(value) if isinstance(value, int) else float(value)
-    scalar = module_of(value) == "numpy" or is_tensor(value)
-    if scalar and tuple(getattr(value, "shape", (1,))) == () and hasattr(value, "item"):
-        item = value.item()
-        return item if isinstance(item, bool | int | float) else None
+    if (module_of(value) == "numpy" or is_tensor(value)) and tuple(getattr(value, "shape", (1,))) == () \
+            and hasattr(value, "item"):
+        value = value.item()
+        if isinstance(value, bool | int | float):
+            return value
+    if isinstance(value, numbers.Real | decimal.Decimal):
+        try:
+            return float(value)
+        except (ValueError, OverflowError):  # a signalling NaN, a fraction beyond floats
+            return None
     return None
 
 
-def as_step(value: object) -> int | None:
-    """Return *value* as an exact int step, or None if it is not a whole number.
+#: The steps wandb keeps exactly: a history value is a 64-bit int or else a float.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-    ``10``, ``10.0``, ``np.int64(10)`` and a 0-d tensor holding 10 give 10; ``10.5``, ``"10"``,
-    NaN and bools give None.
+
+def as_step(value: object) -> int | None:
+    """Return *value* as an exact int step, or None if it is not a whole number within 64 bits.
+
+    ``10``, ``10.0``, ``np.int64(10)``, ``Decimal("10")`` and a 0-d tensor holding 10 give 10;
+    ``10.5``, ``"10"``, NaN, bools and ``2**70`` give None.
     """
     if isinstance(value, bool):
         return None
     number = as_number(value)
     if isinstance(number, bool) or number is None:
         return None
-    if isinstance(number, int):
-        return number
-    if math.isfinite(number) and number == int(number):
-        return int(number)
-    return None
+    if isinstance(number, float):
+        if not math.isfinite(number) or number != int(number):
+            return None
+        number = int(number)
+    return number if INT64_MIN <= number <= INT64_MAX else None

@@ -22,7 +22,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: What finishes every run of the process with an exit code (linkage's ``finish_state``).
@@ -112,6 +113,36 @@ def finish_at_exit(finish: Finisher) -> None:
             finish(exit_code())
 
     atexit.register(at_exit)
+
+
+@contextlib.contextmanager
+def late_exit_hooks() -> Iterator[None]:
+    """Let the block register threading exit hooks while threading runs its own; run them after it.
+
+    Once the main thread ended, ``threading`` runs its exit hooks and refuses new ones ("can't
+    register atexit after shutdown"); importing ``concurrent.futures.thread``, which wandb does,
+    registers one. Inside the block new hooks are accepted, and when it ends they are run newest
+    first, as ``threading`` runs its own (thread pools started in the block are shut down before
+    the interpreter joins its threads). Outside threading's exit hooks, or on a Python without
+    these internals, the block runs unchanged.
+    """
+    hooks = getattr(threading, "_threading_atexits", None)
+    if not getattr(threading, "_SHUTTING_DOWN", False) or not isinstance(hooks, list):
+        yield
+        return
+    first = len(hooks)
+    threading._SHUTTING_DOWN = False  # type: ignore[attr-defined]  # noqa: SLF001 - the flag threading refuses hooks by
+    try:
+        yield
+    finally:
+        threading._SHUTTING_DOWN = True  # type: ignore[attr-defined]  # noqa: SLF001
+        late = hooks[first:]
+        del hooks[first:]
+        for hook in reversed(late):
+            try:
+                hook()
+            except Exception:  # printed as threading prints it, without skipping the hooks after it
+                traceback.print_exc()
 
 
 # Forked children ------------------------------------------------------------------------------------

@@ -160,7 +160,10 @@ def push_backend(backend: Backend | None, *, inherit_settings: bool = True) -> o
         previous = _state
         _state = _State(backend, previous.settings if inherit_settings else None)
         _placement = None
-        return previous
+        _ranks.forget()  # a test may have set a launcher's variables for the block
+    if backend is not None:  # its workers write to it whatever mode they see (WANDB_MODE=disabled in CI)
+        _open_inbox()
+    return previous
 
 
 def pop_backend(token: object) -> None:
@@ -171,6 +174,7 @@ def pop_backend(token: object) -> None:
     with _lock:
         _state = token
         _placement = None
+        _ranks.forget()
 
 
 def _backend(mode: str) -> Backend:
@@ -181,7 +185,8 @@ def _resolve_mode(explicit: str | None, environ: Mapping[str, str]) -> _env.Reso
     """Resolve a run's mode; an unknown ``WANDB_MODE`` is reported once (an error when strict)."""
     resolved = _env.resolve_mode(explicit, environ)
     if resolved.unknown is not None:
-        report(Problem("config", _env.unknown_mode_message(resolved.unknown), _env.WANDB_MODE), once=True)
+        message = _env.unknown_mode_message(resolved.unknown, resolved.mode)
+        report(Problem("config", message, _env.WANDB_MODE), once=True)
     return resolved
 
 
@@ -232,7 +237,8 @@ def new_session(
         # dispatcher thread, where no signal handler can be installed.
         _lifecycle.finish_on_sigterm(finish_state)
     _state.sessions.append(session)
-    _watch_workers()
+    if spec.mode != "disabled":
+        _watch_workers()
     return session
 
 
@@ -286,8 +292,9 @@ def stop_wandb_at_exit() -> Stopped | None:
 
 def finish_state(exit_code: int) -> None:
     """Finish every unfinished run of the current state with *exit_code*, newest first, after
-    writing what this process's workers journaled (their inbox is removed once the runs took it)."""
-    global _inbox
+    writing what this process's workers journaled. When the process is ending (at exit, after
+    SIGTERM) their inbox is removed once the runs took it; otherwise it stays for the workers
+    that go on (a pool that outlives a test's recording)."""
     drain_workers()
     with _lock:
         sessions = list(_state.sessions)
@@ -297,9 +304,8 @@ def finish_state(exit_code: int) -> None:
         session.finish(exit_code)
     for journal in journals:
         journal.close()
-    inbox, _inbox = _inbox, None
-    if inbox is not None:
-        inbox.remove()
+    if _exiting or _lifecycle.terminating():
+        _close_inbox(wait_for_children=not _lifecycle.terminating())
 
 
 def flush_state(timeout: float | None = None) -> bool:
@@ -326,13 +332,15 @@ def flush_backend(backend: Backend) -> None:
 
 
 def disabled() -> bool:
-    """Return whether a record written now would certainly go nowhere (mode ``disabled``).
+    """Return whether a record written now would certainly go nowhere.
 
     The decorators' fast path: when True they call the function and do nothing else. Computed
-    once per state (``configure``, a pipeline starting or ending, and finishing reset it) from
-    the pipeline's mode, else the context file's, else ``configure(mode=)``/``WANDB_MODE``; never
-    True under a swapped backend or while a ``wandb.run`` is active (a framework's run is logged
-    into).
+    once per state (``configure``, a pipeline starting or ending, finishing, and placing the
+    process at its first record reset it): True for a rank its policy keeps from writing and a
+    worker whose parent writes nothing; else, for a worker, False; else whether the mode is
+    ``disabled`` (the pipeline's, else the context file's, else ``configure(mode=)``/
+    ``WANDB_MODE``). Never True under a swapped backend or while a ``wandb.run`` is active (a
+    framework's run is logged into).
     """
     if _state.pipelines and _state.backend is None:  # which pipeline depends on the thread or task
         pipeline = current_pipeline()
@@ -353,6 +361,17 @@ def _active_wandb_run() -> bool:
 def _compute_disabled() -> bool:
     if _state.backend is not None:
         return False
+    where = _placement  # resolved at the first record (the rank may not be known before)
+    if where is None and _family.parent_pid() is not None:
+        where = placement()  # a worker: its parent's mode counts, not the one it sees
+    if where is not None and not where.writes:  # a worker writes to its parent's inbox; a rank
+        return where.parent is None  # that writes nothing, nowhere
+    return _mode_disabled()
+
+
+def _mode_disabled() -> bool:
+    """Whether this process's mode is ``disabled``: its pipeline's, else the context file's, else
+    ``configure(mode=)``/``WANDB_MODE``."""
     with _lock:
         pipeline = current_pipeline()
         if pipeline is not None:
@@ -496,7 +515,9 @@ def placement(environ: Mapping[str, str] = os.environ) -> Placement:
     unless it initialized ``torch.distributed`` itself (the ranks ``torch.multiprocessing.spawn``
     starts do; a child forked from a rank only inherits its process group). A worker whose parent,
     as far as it can tell, writes nothing (a rank its policy keeps from writing, mode
-    ``disabled``) has no parent here: its records go nowhere and no inbox is created.
+    ``disabled``) has no parent here: its records go nowhere and no inbox is created. A parent
+    that made its inbox (it started a run, or records under a swapped backend) reads it: then
+    only the parent's rank counts, not the mode the worker sees.
     """
     global _placement
     with _lock:
@@ -512,9 +533,10 @@ def placement(environ: Mapping[str, str] = os.environ) -> Placement:
             found = Placement(rank, policy, None, _ranks.writes(rank, policy))
         else:
             rank = _ranks.cached_rank(parent) or _ranks.resolve_rank(environ)  # the parent's, as seen from here
-            parent_writes = _ranks.writes(rank, policy) and not _compute_disabled()
+            parent_writes = _ranks.writes(rank, policy) and (Inbox.is_read(parent) or not _mode_disabled())
             found = Placement(rank, policy, parent if parent_writes else None, False)
         _placement = found
+        _state.disabled = None  # a rank that writes nothing takes the decorators' fast path from now on
         return found
 
 
@@ -584,34 +606,77 @@ class _AsParent:
 def drain_workers() -> None:
     """Write what this process's workers journaled into its runs. Does nothing in a process that
     never forked nor imported multiprocessing, or whose inbox does not exist."""
-    global _inbox
-    if not _family.may_have_inbox():
-        return
-    if _inbox is None:
-        _inbox = Inbox(_AsParent())
-    _inbox.drain()
+    if _family.may_have_inbox():
+        _own_inbox().drain()
 
 
 def drain_workers_at_exit() -> None:
     """The main thread ended: write what the workers journaled. A run this makes (the process
-    wrote nothing itself) is started now, so that the exit hooks, which run next, finish it (and
-    remove the inbox); a process with no run at all (a rank that writes nothing) removes it now."""
-    global _inbox
+    wrote nothing itself) is started now, inside threading's exit hooks (which wandb's imports
+    register more of, :func:`instrument._lifecycle.late_exit_hooks`), and written, so that the
+    exit hooks, which run next, finish it (and remove the inbox); a process with no run at all (a
+    rank that writes nothing) removes the inbox now."""
     with _lock:
         before = len(_state.sessions)
-    drain_workers()
+    with _lifecycle.late_exit_hooks():
+        drain_workers()
+        with _lock:
+            after = len(_state.sessions)
+        if after > before:
+            flush_state()
+    if after == 0:
+        _close_inbox(wait_for_children=True)
+
+
+def _own_inbox() -> Inbox:
+    """Return this process's inbox (its reader keeps its place for the life of the process)."""
+    global _inbox
     with _lock:
-        after = len(_state.sessions)
-    if after > before:
-        flush_state()
-    elif after == 0 and _inbox is not None:
+        if _inbox is None:
+            _inbox = Inbox(_AsParent())
+        return _inbox
+
+
+def _open_inbox() -> None:
+    """Make this process's inbox now, so its workers know that it reads what they write."""
+    _own_inbox().open()
+
+
+def _close_inbox(*, wait_for_children: bool) -> None:
+    """The process is ending: remove its inbox. With *wait_for_children*, while multiprocessing
+    children still run (Python waits for them after the exit hooks that finish the runs), it is
+    removed once they ended, with a warning counting the values they journaled too late."""
+    global _inbox
+    with _lock:
         inbox, _inbox = _inbox, None
+    if inbox is None:
+        return
+    children = _family.live_children() if wait_for_children else []
+    if not children:
         inbox.remove()
+        return
+
+    def once_children_ended() -> None:
+        late = inbox.unread()
+        if late:
+            several = len(children) > 1
+            report(Problem("backend", f"instrument: worker process{'es' if several else ''} "
+                           f"{', '.join(map(str, sorted(children)))} {'were' if several else 'was'} still running "
+                           f"when this process's main thread ended and journaled {late} "
+                           f"record{'' if late == 1 else 's'} after its runs were finished; "
+                           f"{'those were' if late > 1 else 'it was'} not written: join worker processes before "
+                           "the program ends"))
+        inbox.remove()
+
+    _family.after_children_end(once_children_ended)
 
 
 def _watch_workers() -> None:
-    """Drain the inbox about every second from now on (this process has a run); once."""
+    """This process has a run: make its inbox if it may have workers, and in production drain
+    it about every second from now on (one thread)."""
     global _poller
+    if _family.may_have_inbox():
+        _open_inbox()
     if _poller is None and _state.backend is None:
         _poller = Poller(drain_workers)
 

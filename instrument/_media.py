@@ -23,7 +23,7 @@ from instrument._kinds import (
     tensor_to_numpy,
     type_name,
 )
-from instrument._values import Histogram, Image, Table
+from instrument._values import DEFAULT_BINS, Histogram, Image, Table
 
 #: Channel counts an image array may have (last axis of HxWxC, first of CxHxW).
 IMAGE_CHANNELS = (1, 3, 4)
@@ -51,7 +51,7 @@ def image_data(data: Any) -> tuple[Any | None, str, str]:
         ``(converted, note, notice)``: a fresh uint8 array HxW, HxWxC (C of 3 or 4) or a batch
         NxHxWxC (C of 1, 3 or 4), a PIL image (a copy, or the figure rendered), or an absolute
         path string. *note* says how pixel values outside uint8's range were mapped to 0..255
-        (floats in -1..1 or 0..255, or a range stretched), *notice* that non-finite pixels were
+        (see :func:`_to_bytes`), *notice* that non-finite pixels were
         set to 0; both ``""`` when nothing was. On failure ``(None, reason, "")``, the reason
         naming the shape and dtype.
     """
@@ -95,25 +95,33 @@ def image_data(data: Any) -> tuple[Any | None, str, str]:
 
 
 def _to_bytes(np: Any, array: Any, *, floats: bool) -> tuple[Any, str]:
-    """Return float64 pixels as uint8 and what was done: 0..1 scaled, -1..1 mapped, 0..255 kept,
-    anything else stretched from its range to 0..255 (integers outside 0..255 too)."""
+    """Return float64 pixels as uint8 and what was done (``""``: nothing to say).
+
+    Floats in 0..1 are scaled, in -1..1 mapped, whole numbers in 0..255 (an 8-bit picture held as
+    floats) are the 8-bit values they equal; integers in 0..255 are kept. Anything else (a 0..1 picture that overshoots,
+    normalised pixels, integers past 0..255) is stretched from its range to 0..255, and a single
+    value out of those ranges is clipped to 0..255.
+    """
     lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-    note = ""
+    kind = "float" if floats else "integer"
     if floats and lo >= 0.0 and hi <= 1.0:
-        scaled = array * 255.0
-    elif floats and lo >= -1.0 and hi <= 1.0:
-        scaled = (array + 1.0) * 127.5
-        note = "float pixels in [-1, 1] were mapped to 0..255"
-    elif lo >= 0.0 and hi <= 255.0:
-        scaled = array
-        note = "float pixels in [0, 255] were taken as 8-bit values" if floats else ""
-    else:
-        scaled = (array - lo) * (255.0 / (hi - lo))
-        kind = "float" if floats else "integer"
-        note = (f"{kind} pixels range over [{lo:g}, {hi:g}], outside 0..1, -1..1 and 0..255; they were "
-                "stretched to 0..255" if floats else
-                f"{kind} pixels range over [{lo:g}, {hi:g}], outside 0..255; they were stretched to 0..255")
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8), note
+        return _clipped(np, array * 255.0), ""
+    if floats and lo >= -1.0 and hi <= 1.0:
+        return _clipped(np, (array + 1.0) * 127.5), "float pixels in [-1, 1] were mapped to 0..255"
+    if lo >= 0.0 and hi <= 255.0 and not floats:
+        return _clipped(np, array), ""
+    if lo >= 0.0 and hi <= 255.0 and bool((array == np.round(array)).all()):
+        return _clipped(np, array), "float pixels, whole numbers in [0, 255], were taken as the 8-bit values they equal"
+    if hi == lo:
+        return _clipped(np, array), (f"{kind} pixels all equal {lo:g}, outside 0..1, -1..1 and 0..255; they were "
+                                     "clipped to 0..255")
+    within = "outside 0..1, -1..1 and whole numbers in 0..255" if floats else "outside 0..255"
+    return _clipped(np, (array - lo) * (255.0 / (hi - lo))), (f"{kind} pixels range over [{lo:g}, {hi:g}], {within}; "
+                                                              "they were stretched to 0..255")
+
+
+def _clipped(np: Any, array: Any) -> Any:
+    return np.clip(np.round(array), 0, 255).astype(np.uint8)
 
 
 def figure_image(figure: Any) -> Any:
@@ -146,11 +154,15 @@ def pictures(image: Image) -> list[Any]:
     return [data]
 
 
-def histogram_values(array: Any) -> tuple[list[float], int]:
-    """Return the finite values of a numeric 1-D array as floats, and how many were left out."""
-    values = [float(x) for x in array.tolist()]
-    finite = [x for x in values if math.isfinite(x)]
-    return finite, len(values) - len(finite)
+def histogram_of(array: Any) -> tuple[Histogram, int]:
+    """Return the histogram of a numeric array's finite values, binned as ``wandb.Histogram(values)``
+    bins them (``numpy.histogram``, :data:`~instrument._values.DEFAULT_BINS` bins), and how many
+    values were left out (NaN, ±inf). One numpy pass: the record holds the bins, not the values."""
+    np = numpy()
+    values = np.asarray(array, dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    counts, edges = np.histogram(finite, bins=DEFAULT_BINS)
+    return Histogram(counts=counts.tolist(), bins=edges.tolist()), int(values.size - finite.size)
 
 
 def within_bins(histogram: Histogram) -> tuple[Histogram, str]:

@@ -14,9 +14,10 @@ from typing import Any
 
 import attrs
 
-from instrument._config import CONFIG_KINDS, is_config_mapping, plain_config
+from instrument._config import CONFIG_KINDS, plain_config
 from instrument._env import check_mode, check_rank_policy, check_resume, check_run_id
 from instrument._kinds import shown
+from instrument._settings import is_settings
 
 
 def _text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -35,7 +36,7 @@ def _as_tags(value: Iterable[str]) -> tuple[str, ...]:
 def _as_config(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    if not is_config_mapping(value):
+    if not is_settings(value):
         raise TypeError(f"config must be {CONFIG_KINDS}, got {shown(value)}")
     converted: dict[str, Any] = plain_config(value)
     return converted

@@ -68,6 +68,10 @@ def pipeline(
     finishes the run: exit code 0, 1 with the exception re-raised unchanged, n for
     ``SystemExit(n)``, 130 for Ctrl-C. Entering it again (a hyperparameter loop) makes a new run.
 
+    In a process that writes no run of its own (a pool or DataLoader worker, a rank its
+    ``rank_policy`` keeps from writing) it is a plain block: no run, no context file, nothing
+    exported; the values of its body go where the process's values go.
+
     Also usable bare (``@pipeline`` on a function): the project then comes from
     ``instrument.configure`` or ``WANDB_PROJECT``. On a coroutine, generator or async generator
     function the run spans the awaited body or the whole iteration, so stages called inside
@@ -78,15 +82,18 @@ def pipeline(
         tags: a list or tuple of strings.
         config: the run's config: a mapping, an attrs or dataclass instance, an OmegaConf config.
         mode: ``online``, ``offline``, ``disabled`` (any case); default ``WANDB_MODE``, else
-            online with credentials, else offline.
+            online with credentials, else offline (see :func:`instrument.configure`). The children
+            get it through the context file.
         redact_secrets: replace secret-looking config values of this run by ``"<redacted>"``
             (see :func:`instrument.configure`); None (default) follows ``configure``, which
             defaults to True.
-        run_id: the pipeline run's id, so that a requeued orchestrator continues it; default
-            ``WANDB_RUN_ID`` (taken by the first run this process starts, standalone or
-            pipeline), else a fresh id. Its children's runs get ids of their own.
+        run_id: the pipeline run's W&B id, so that a requeued orchestrator continues it;
+            default ``WANDB_RUN_ID`` (taken by the first run this process starts, standalone or
+            pipeline), else a fresh id. Its children's runs get ids of their own. Under
+            ``per_rank`` in a distributed job it becomes ``<run_id>-rank<k>``.
         resume: wandb's resume mode for *run_id* (``"allow"``, ``"must"``, ``"never"``,
-            ``"auto"``); default ``WANDB_RESUME``.
+            ``"auto"``); default ``WANDB_RESUME``. A resumed run's stage axes continue one past
+            their last recorded step.
         gate_exit: when the body ended normally but a ``fail`` gate of an eval failed in this
             pipeline (its subprocesses' evals included), finish the run with exit code 1 and
             raise ``SystemExit(1)``, with one line on stderr naming the failed suites
@@ -95,8 +102,8 @@ def pipeline(
     Raises:
         TypeError: an argument has the wrong type (the message names it and the type), or what
             is decorated is not a function.
-        ValueError: *mode* is not a wandb mode, *resume* not a resume mode, or *run_id* holds a
-            character wandb refuses.
+        ValueError: *mode* is not a mode instrument starts runs in (wandb's ``shared``
+            included), *resume* not a resume mode, or *run_id* holds a character wandb refuses.
 
     Returns:
         A :class:`Pipeline`: ``with`` it to get the running

@@ -21,16 +21,17 @@ from instrument import _env
 
 Kind = Literal[
     "unroutable", "bad_key", "collision", "bad_step", "non_finite", "step_back", "config", "backend", "redacted",
-    "shared", "converted", "limit",
+    "shared", "converted", "limit", "resumed",
 ]
 
 #: Kinds that are about the user's data, a chosen rule or a failing backend rather than about bad
 #: input: never raised, even in strict mode (a secret is redacted, a backend fault is absorbed, a
 #: rule of a run shared with other code is applied: the owner's config value kept, points waiting
 #: for the owner's rows, a run finished by other code; a value converted to what wandb can store
-#: keeps its data). ``limit`` (part of a value lost to a wandb limit) and the kinds that drop a
+#: keeps its data; a resumed run's explicit step not past its last one is kept, as a restarted
+#: loop logs it). ``limit`` (part of a value lost to a wandb limit) and the kinds that drop a
 #: value are raised.
-_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted", "shared", "converted"})
+_ADVISORY: frozenset[str] = frozenset({"non_finite", "backend", "redacted", "shared", "converted", "resumed"})
 
 #: Kinds said once per key (and kind): a stage repeats its values every step.
 ONCE_PER_KEY: frozenset[str] = frozenset({"non_finite", "converted"})
@@ -72,6 +73,13 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def describe(error: BaseException) -> str:
+    """Return ``Type: first line of the message`` of *error*, for a problem's reason (wandb's
+    messages run over several lines)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def strict() -> bool:

@@ -1,31 +1,9 @@
 """Pure routing: (returned value, decorator role, prefix) -> records and problems.
 
-The one place the rules of docs/values.md live. No wandb, no global state, no I/O
-(only the working directory is read, to keep a saved file's path relative to it). numpy,
-torch, pandas, PIL and OmegaConf objects are recognised by duck typing and their module name;
-numpy is used only to convert an array the caller already handed in, and none of the others is
-ever imported here.
-
-Rules:
-
-* role ``series`` (``training_stage``): numbers become one history point on the stage's axis;
-  role ``summary`` (``eval_summary``): numbers become summary keys.
-* strings go to the summary (W&B does not chart strings), from either role.
-* nested mappings flatten with ``/``; every key gets the decorator's prefix, markers included;
-  a non-string key becomes its text (``{0: 0.9}`` is ``.../0``), and two keys that become one
-  are reported naming both.
-* markers override the role: ``Summary``, ``Series``, ``Config`` (deep-merged under the prefix,
-  whatever mapping key holds it),
-  ``Alert``, ``File``/``pathlib.Path`` (a saved file), ``Artifact``.
-* media (``Table``, a pandas DataFrame, ``Image``, a PIL image, a matplotlib or plotly figure,
-  ``Histogram``, any W&B data type such as ``wandb.Table``/``wandb.Image``, a ``wandb.plot``
-  chart) follow the role: history on a stage's axis, summary from an eval. A chart becomes its
-  table under ``<key>_table`` and a :class:`~instrument._records.DeclareChart`, as ``run.log``
-  stores it; a media key too long for wandb's file or artifact name is shortened, said once.
-* an unmarked uint8 array HxW or HxWx1/3/4 is an image, a 1-D array or tensor of more than one
-  element a histogram, an array of one element a number; any other array is not guessed.
-* anything else is a problem naming the function, the key and the type; the rest still lands.
-  Failure is per value: a value whose conversion raises is dropped alone, with the reason.
+The one place the rules of docs/values.md live. Each value is converted and checked on its own:
+one that cannot be written is a problem naming the function, the key and the type, and the rest
+lands. No wandb, no global state, no I/O but reading the working directory (a saved file's path
+is kept relative to it); numpy only converts an array the caller handed in.
 """
 
 from __future__ import annotations
@@ -53,6 +31,7 @@ from instrument._kinds import (
     is_wandb_artifact,
     is_wandb_value,
     module_of,
+    shown,
     tensor_to_numpy,
     type_name,
 )
@@ -63,12 +42,12 @@ from instrument._media import (
     TABLE_MAX_ROWS,
     artifact_name,
     dataframe_table,
-    histogram_values,
+    histogram_of,
     image_data,
     is_image_batch,
     within_bins,
 )
-from instrument._problems import Kind, Problem
+from instrument._problems import Kind, Problem, describe
 from instrument._records import (
     ConfigUpdate,
     DeclareChart,
@@ -79,7 +58,18 @@ from instrument._records import (
     SendAlert,
     SummaryUpdate,
 )
-from instrument._values import Alert, Artifact, Config, File, Histogram, Image, Series, Summary, Table
+from instrument._values import (
+    Alert,
+    Artifact,
+    Config,
+    File,
+    Histogram,
+    Image,
+    Series,
+    Summary,
+    Table,
+    histogram_pair,
+)
 
 Role = Literal["series", "summary"]
 
@@ -146,10 +136,13 @@ def _is_plain_mapping(value: object) -> bool:
 class _Builder:
     """Accumulates the records of one routed value (one point, one summary update, ...)."""
 
-    def __init__(self, role: Role, prefix: str | None, function: str) -> None:
+    def __init__(self, role: Role, prefix: str | None, function: str, step: int | None = None) -> None:
         self.role = role
         self.prefix = prefix
         self.function = function
+        self.axis_key = join(prefix, "step") if prefix is not None else None  # the key of the prefix's axis
+        self.step = step  # the point's step: step= of instrument.log, else a step key, else None
+        self.eval_step: int | None = None  # the step of an eval's Series point, from its step key
         self.point: dict[str, Any] = {}
         self.eval_point: dict[str, Any] = {}
         self.summary: dict[str, Any] = {}
@@ -189,11 +182,15 @@ class _Builder:
 
     def add(self, key: str, value: Any, role: Role | None = None) -> None:
         """Route one leaf *value* under the final *key*; a conversion that fails drops it alone."""
+        role = role or self.role
+        if key == self.axis_key and (role == "series" or self.role == "series"):
+            self.add_step(key, value, role)
+            return
         try:
-            self._add(key, value, role or self.role)
+            self._add(key, value, role)
         except Exception as error:  # one value that cannot be converted costs only itself
-            self.problem("unroutable", key, f"converting a {type_name(value)} failed "
-                         f"({type(error).__name__}: {_first_line(error)})", "it was dropped")
+            self.problem("unroutable", key, f"converting a {type_name(value)} failed ({describe(error)})",
+                         "it was dropped")
 
     def _add(self, key: str, value: Any, role: Role) -> None:
         number = as_number(value)
@@ -242,7 +239,7 @@ class _Builder:
             self.add_array(key, value.to_numpy(), role)  # a pandas Series: like a 1-D array
         elif isinstance(value, list | tuple | set | frozenset):
             hint = ("it looks like a (counts, bin_edges) pair: wrap it in instrument.Histogram(pair) for a "
-                    "histogram with exactly those bins" if _looks_like_pair(value) else
+                    "histogram with exactly those bins" if histogram_pair(value) is not None else
                     "wrap it in instrument.Histogram(values) for a distribution, or instrument.Table(columns, "
                     "rows) for rows")
             self.problem("unroutable", key, f"a {type(value).__name__} of {len(value)} values is not guessed: {hint}",
@@ -251,6 +248,29 @@ class _Builder:
             self.problem("unroutable", key,
                          f"a value of type {type_name(value)} fits no rule (numbers, strings, mappings, "
                          "arrays, media, markers)", "it was dropped")
+
+    def add_step(self, key: str, value: Any, role: Role) -> None:
+        """Take a value under the axis key ``<prefix>/step`` as its point's step: a history point's
+        step is its axis value, so a value there would replace the step (a stage's summary holds
+        the axis' last step there). None is no step."""
+        if value is None or not self.claim(key):
+            return
+        if role == "summary":
+            self.problem("collision", key, f"the key is the step axis of stage {self.prefix!r}, whose last step "
+                         "wandb's summary holds; return the value under another key", "it was dropped")
+            return
+        exact = as_step(value)
+        given = self.step if self.role == "series" else None
+        if exact is None:
+            self.problem("bad_step", key, f"the step key is the point's step on {key} and must be a whole number "
+                         f"within 64 bits, got {shown(value)}; name a fractional progress otherwise (epoch)",
+                         "the next automatic step was used")
+        elif given is not None and given != exact:
+            self.problem("bad_step", key, f"step={given} and the step key {exact} differ", f"step={given} was used")
+        elif self.role == "series":
+            self.step = exact
+        else:
+            self.eval_step = exact
 
     def add_text(self, key: str, value: str) -> None:
         size = len(value) if len(value) * 4 <= LINE_MAX_BYTES else len(value.encode("utf-8", "replace"))
@@ -309,11 +329,9 @@ class _Builder:
         self.place_media(key, Image(data, caption=value.caption), role)
 
     def add_histogram(self, key: str, value: Histogram, role: Role) -> None:
-        if value.counts is None:
+        if value.counts is None and not all(map(math.isfinite, value.values)):
             finite = tuple(v for v in value.values if math.isfinite(v))
-            if len(finite) != len(value.values):
-                self.problem("non_finite", key,
-                             f"histogram: {_non_finite_count(len(value.values) - len(finite))} left out")
+            self.problem("non_finite", key, f"histogram: {_non_finite_count(len(value.values) - len(finite))} left out")
             value = Histogram(finite, num_bins=value.num_bins)
         fitted, note = within_bins(value)
         if note:
@@ -368,10 +386,10 @@ class _Builder:
         dtype = str(array.dtype)
         kind = getattr(array.dtype, "kind", "O")
         if len(shape) == 1 and shape[0] > 1 and kind in "biuf":
-            values, left_out = histogram_values(array)
+            histogram, left_out = histogram_of(array)
             if left_out:
                 self.problem("non_finite", key, f"histogram: {_non_finite_count(left_out)} left out")
-            self.place(key, Histogram(values), role)
+            self.place(key, histogram, role)
         elif dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in IMAGE_CHANNELS)):
             self.add_image(key, Image(array), role)
         elif array.size == 1 and kind in "biuf":
@@ -381,27 +399,16 @@ class _Builder:
                          f"an array of shape {shape} and dtype {dtype} is not guessed; wrap it in "
                          "instrument.Image(...) or instrument.Table(...)", "it was dropped")
 
-    def records(self, axis: str | None, step: int | None, summary: dict[str, str]) -> tuple[Record, ...]:
+    def records(self, axis: str | None, summary: dict[str, str]) -> tuple[Record, ...]:
         out: list[Record] = []
         if self.point:
-            out.append(Point(values=self.point, axis=axis, step=step, summary=summary, function=self.function))
+            out.append(Point(values=self.point, axis=axis, step=self.step, summary=summary, function=self.function))
         if self.eval_point:
-            out.append(Point(values=self.eval_point, axis=self.prefix, step=None, function=self.function))
+            out.append(Point(values=self.eval_point, axis=self.prefix, step=self.eval_step, function=self.function))
         if self.summary:
             out.append(SummaryUpdate(values=self.summary, owned=self.role == "summary", function=self.function))
         out.extend(self.other)
         return tuple(out)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def _looks_like_pair(value: Any) -> bool:
-    return (isinstance(value, tuple | list) and len(value) == 2
-            and all(hasattr(part, "__len__") and not isinstance(part, str) for part in value)
-            and len(value[1]) == len(value[0]) + 1)
 
 
 _NOT_A_CELL: Any = object()
@@ -433,32 +440,25 @@ def route(
             ``"summary"`` for an eval (numbers -> ``run.summary``).
         prefix: the stage name or eval prefix put before every key; ``None`` for no prefix.
         function: the decorated function's qualified name, for messages.
-        step: an explicit step (``instrument.log(..., step=k)``); it wins over a ``step`` key of the
-            mapping, with a problem reported when the two differ.
+        step: an explicit step (``instrument.log(..., step=k)``) of a stage's point; it wins over
+            the mapping's ``step`` key, with a problem when the two differ. With no axis to go on
+            (an eval, no prefix) it is a problem and not used.
         summary: a stage's summary aggregations, ``{key: "min"}`` (keys without the prefix).
 
     Returns:
         The records in order (point, eval series point, summary update, then config, files,
         artifacts, alerts) and the problems found. Never raises for bad values.
     """
-    builder = _Builder(role, prefix, function)
     if value is None:
         return Routed((), ())
+    builder = _Builder(role, prefix, function, step)
+    if step is not None and (role == "summary" or prefix is None):
+        where = "an eval's values are summary keys" if role == "summary" else "outside a stage a row has no step axis"
+        builder.problem("bad_step", join(prefix, "step"), f"step={step} has no axis to go on: {where}",
+                        "the step was not used")
+        builder.step = None
     if _is_plain_mapping(value):
-        mapping = dict(value)
-        if role == "series" and "step" in mapping:
-            raw = mapping.pop("step")
-            from_key = as_step(raw)
-            if from_key is None:
-                builder.problem("bad_step", join(prefix, "step"),
-                                f"step must be a whole number, got {type(raw).__name__} {raw!r}",
-                                "the next automatic step was used")
-            elif step is not None and step != from_key:
-                builder.problem("bad_step", join(prefix, "step"),
-                                f"step={step} and the mapping's step key {from_key} differ", f"step={step} was used")
-            elif step is None:
-                step = from_key
-        builder.add_mapping(mapping, prefix, role)
+        builder.add_mapping(value, prefix, role)
     elif isinstance(value, Summary | Series):
         builder.add_mapping(value.values, prefix, "summary" if isinstance(value, Summary) else "series")
     elif isinstance(value, Config):
@@ -466,8 +466,10 @@ def route(
     else:
         builder.add(join(prefix, "value"), value)
     ops = {join(prefix, key): op for key, op in (summary or {}).items()}
-    axis = prefix if role == "series" else None
-    return Routed(builder.records(axis, step, ops), tuple(builder.problems))
+    records = builder.records(prefix if role == "series" else None, ops)
+    if not records and not builder.problems and builder.keys:
+        builder.problem("bad_step", next(iter(builder.keys)), "the point holds only its step", "nothing was written")
+    return Routed(records, tuple(builder.problems))
 
 
 _PLAIN_NUMBERS = (int, float, bool)
@@ -483,7 +485,7 @@ def route_numbers(
     than ``step``, every value exactly an ``int``, ``float`` or ``bool``, no nesting. For anything
     else it returns None and the caller uses :func:`route`. *summary* maps full keys to ops.
     """
-    if type(values) is not dict or not values:
+    if type(values) is not dict or not values or (step is not None and prefix is None):
         return None
     # Checked and built by C loops (map, set, zip): about 0.1 us a key. A key is in the table only
     # once it passed the key checks below, so a known key needs none.

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 def _drain_workers_at_exit() -> None:
     """When the main thread ends: write what this process's workers journaled, even if the
-    process itself never wrote a record (then the layers load only if its inbox exists)."""
-    if _family.may_have_inbox() and _family.inbox_folder(os.getpid()).is_dir():
+    process itself never wrote a record (then the layers load only if its inbox exists or
+    multiprocessing children still run, which may write to it)."""
+    if _family.may_have_inbox() and (_family.inbox_folder(os.getpid()).is_dir() or _family.live_children()):
         _load()
         from instrument import _linkage
 

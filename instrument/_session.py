@@ -36,6 +36,7 @@ from instrument._config import deep_merge, nan_config_problems
 from instrument._dispatch import Clock, Dispatcher
 from instrument._fault_policy import FaultPolicy, unsynced
 from instrument._keys import metric_name
+from instrument._kinds import INT64_MAX, INT64_MIN
 from instrument._media import artifact_name
 from instrument._problems import ONCE_PER_KEY, Problem, report
 from instrument._records import (
@@ -382,13 +383,22 @@ class Session:
         owned = self._owned_summary
         for key, value in values.items():
             kind = value.__class__
-            if (kind is float or (kind is not int and isinstance(value, float))) and not _isfinite(value):
+            if kind is int:
+                if not INT64_MIN <= value <= INT64_MAX:
+                    values[key] = float(value)
+                    found.append((Problem("converted", f"instrument: key {key!r} is the int {value}, beyond the "
+                                          "64-bit ints wandb keeps in history; it was stored as the float "
+                                          f"{float(value)!r}, as wandb would", key), True))
+            elif (kind is float or isinstance(value, float)) and not _isfinite(value):
                 found.append((Problem("non_finite", f"instrument: key {key!r} is {value}; kept as is in "
                                       "history", key), True))
             if owned and key in owned:
                 self._overwritten.add(key)  # wandb's summary now holds the series value
                 self._collision(key, found)
         axis = point.axis
+        if owned and axis is not None and f"{axis}/step" in owned:
+            self._overwritten.add(f"{axis}/step")  # an eval's summary key that is this axis
+            self._collision(f"{axis}/step", found)
         if axis is not None and not self._series_keys.issuperset(values):
             for key in values:
                 if key not in self._series_keys and metric_name(key) is None:
@@ -542,7 +552,7 @@ class Session:
         run.log(row)
         if behind is not None and point.axis not in self._resume_warned:
             self._resume_warned.add(point.axis or "")
-            report(Problem("step_back", f"instrument: stage {point.axis!r} of the resumed run {self.id} recorded "
+            report(Problem("resumed", f"instrument: stage {point.axis!r} of the resumed run {self.id} recorded "
                            f"steps up to {behind[1]} before; step {behind[0]} is not past it (a loop restarted "
                            f"from an older checkpoint?); the point is kept on the {point.axis}/step axis",
                            f"{point.axis}/step"), once=True)

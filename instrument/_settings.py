@@ -22,21 +22,15 @@ from typing import Any
 
 import attrs
 
+from instrument._kinds import is_tensor, module_of, tensor_to_numpy, type_name
+
 #: Modules whose objects are data, never settings, even where they offer ``to_dict()``.
 _DATA_MODULES = frozenset({"numpy", "pandas", "torch", "jax", "tensorflow", "wandb", "polars"})
 _MAX_DEPTH = 64
 
 
-def _module(value: object) -> str:
-    return type(value).__module__.split(".", 1)[0]
-
-
 def _from_pydantic(value: object) -> bool:
-    return any(_module_of(cls) == "pydantic" for cls in type(value).__mro__[1:])
-
-
-def _module_of(cls: type) -> str:
-    return cls.__module__.split(".", 1)[0]
+    return any(cls.__module__.split(".", 1)[0] == "pydantic" for cls in type(value).__mro__[1:])
 
 
 def fields(value: Any) -> Mapping[Any, Any] | None:
@@ -46,7 +40,7 @@ def fields(value: Any) -> Mapping[Any, Any] | None:
         Exception: whatever the object's own conversion raises (an OmegaConf interpolation that
             cannot be resolved is retried unresolved).
     """
-    if isinstance(value, Mapping) and _module(value) != "omegaconf":
+    if isinstance(value, Mapping) and module_of(value) != "omegaconf":
         return value
     if isinstance(value, type):
         return None
@@ -58,7 +52,7 @@ def fields(value: Any) -> Mapping[Any, Any] | None:
         return vars(value)
     if isinstance(value, tuple) and hasattr(value, "_asdict") and hasattr(value, "_fields"):
         return value._asdict()  # type: ignore[no-any-return]
-    module = _module(value)
+    module = module_of(value)
     if module == "omegaconf":
         from omegaconf import OmegaConf  # one was handed in, so it is installed
 
@@ -115,7 +109,7 @@ def plain(value: Any, notes: list[Note], key: str = "", depth: int = 0) -> Any:
     try:
         found = fields(value)
     except Exception as error:
-        notes.append(Note(key, f"a {_type_name(value)} could not be read ({type(error).__name__}: {error}); "
+        notes.append(Note(key, f"a {type_name(value)} could not be read ({type(error).__name__}: {error}); "
                                "stored as its str()"))
         return str(value)
     if found is not None:
@@ -140,16 +134,12 @@ def _leaf(value: Any, notes: list[Note], key: str) -> Any:
         return value.decode("utf-8", errors="replace")
     if isinstance(value, type | types.FunctionType | types.BuiltinFunctionType | types.MethodType):
         return f"{value.__module__}.{value.__qualname__}"
-    module = _module(value)
-    if module in ("numpy", "torch", "jax", "tensorflow") and hasattr(value, "tolist"):
-        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
-            value = value.float()
-        if hasattr(value, "detach"):
-            value = value.detach().cpu()
-        return value.tolist()
+    module = module_of(value)
+    if is_tensor(value) or (module == "numpy" and hasattr(value, "tolist")):
+        return (tensor_to_numpy(value) if is_tensor(value) else value).tolist()
     if module == "torch" and type(value).__name__ in ("device", "dtype"):
         return str(value)
-    notes.append(Note(key, f"a {_type_name(value)} is not a config value; stored as its str()"))
+    notes.append(Note(key, f"a {type_name(value)} is not a config value; stored as its str()"))
     return str(value)
 
 
@@ -158,7 +148,3 @@ def _key(key: Any) -> str:
         key = key.value
     return key if isinstance(key, str) else str(key)
 
-
-def _type_name(value: object) -> str:
-    kind = type(value)
-    return f"{kind.__module__}.{kind.__qualname__}"

@@ -10,16 +10,18 @@ is looked up at call time, never at decoration time; the layers below load on th
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from instrument import _runtime
-from instrument._config import CONFIG_KINDS, is_config_mapping, plain_config
+from instrument._config import CONFIG_KINDS, plain_config
 from instrument._gates import Baseline, Gate, GateError, OnFail, Regression, Suite, declare
 from instrument._kinds import as_step
 from instrument._problems import InstrumentationError, Origin, Problem, report
-from instrument._records import ConfigUpdate
+from instrument._records import ConfigUpdate, Point
 from instrument._reduce import check_op, reduce_across_ranks
+from instrument._settings import is_settings
 from instrument._wrapping import Hooks, check_callable, kind_of, qualname, wrap
 
 if TYPE_CHECKING:
@@ -49,8 +51,85 @@ class Decorator(Protocol):
 
 _SUMMARY_OPS = frozenset({"min", "max", "mean", "last", "first", "none"})
 
-#: The stage whose call is running in this context (``instrument.log`` adds points to it).
-_current: contextvars.ContextVar[_Emitter | None] = contextvars.ContextVar("instrument_stage", default=None)
+#: The call of a stage or eval running in this context (``instrument.log`` adds to it).
+_current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("instrument_call", default=None)
+#: Guards the point a call's ``instrument.log`` values wait in (a thread handed the call's
+#: context may log while the call returns).
+_pending_lock = threading.Lock()
+
+
+class _Call:
+    """One call of a stage or eval (a generator's whole iteration), what ``instrument.log`` adds to.
+
+    In a stage, logged values wait as the call's point and join the point of what the call
+    returns or yields next, so a call is still one point; a key logged again first writes the
+    point so far (nothing is overwritten), a logged ``step=`` is a point of its own, and what is
+    still waiting when the body is over is written then. In an eval, logged values are written at
+    once. *records* keeps everything the call wrote, for an eval's gates.
+    """
+
+    __slots__ = ("emitter", "open", "pending", "records")
+
+    def __init__(self, emitter: _Emitter, *, keep: bool = False) -> None:
+        self.emitter = emitter
+        self.open = True
+        self.pending: Point | None = None
+        self.records: list[Record] | None = [] if keep else None
+
+    def logged(self, records: tuple[Record, ...]) -> tuple[Record, ...]:
+        """Return what to write now of the records of an ``instrument.log`` call; keep its point."""
+        index, point = self._point(records)
+        if point is None:
+            return records
+        with _pending_lock:
+            if not self.open:
+                return records
+            pending = self.pending
+            if point.step is not None:  # a point of its own, after what waits
+                self.pending = None
+            elif pending is None or pending.values.keys().isdisjoint(point.values):
+                self.pending = point if pending is None else _joined(pending, point)
+                return records[:index] + records[index + 1:]
+            else:
+                self.pending = point
+                records = records[:index] + records[index + 1:]
+        return records if pending is None else (pending, *records)
+
+    def returned(self, records: tuple[Record, ...]) -> tuple[Record, ...]:
+        """Return the records of a returned or yielded value, the waiting point joined with theirs
+        (or written first when they share a key)."""
+        if self.pending is None:
+            return records
+        with _pending_lock:
+            pending, self.pending = self.pending, None
+        if pending is None:
+            return records
+        index, point = self._point(records)
+        if point is not None and pending.values.keys().isdisjoint(point.values):
+            return (*records[:index], _joined(pending, point), *records[index + 1:])
+        return (pending, *records)
+
+    def close(self) -> None:
+        """The body is over: write the point still waiting; later ``log`` calls make points of their own."""
+        with _pending_lock:
+            self.open = False
+            pending, self.pending = self.pending, None
+        if pending is not None:
+            self.emitter.write((pending,))
+
+    def _point(self, records: tuple[Record, ...]) -> tuple[int, Point | None]:
+        """Return the index and the stage's own point among *records* (``(0, None)`` if none)."""
+        if self.emitter.role == "series":
+            for index, record in enumerate(records):
+                if isinstance(record, Point) and record.axis == self.emitter.prefix:
+                    return index, record
+        return 0, None
+
+
+def _joined(first: Point, then: Point) -> Point:
+    """Return one point holding *first*'s values and then *then*'s, at *then*'s step."""
+    return Point({**first.values, **then.values}, then.axis, then.step, {**first.summary, **then.summary},
+                 then.function)
 
 
 class _Emitter(Hooks):
@@ -73,18 +152,26 @@ class _Emitter(Hooks):
         stage that reduces across ranks: every rank must join each ``all_reduce``."""
         return self.reduce is None and _runtime.disabled()
 
-    def resume(self, state: Any) -> Any:
-        """Make this stage the running one (``instrument.log`` adds points to it)."""
-        return _current.set(self)
+    def begin(self) -> _Call:
+        """Return the call, which ``instrument.log`` inside it adds to."""
+        return _Call(self)
 
-    def suspend(self, state: Any, token: Any) -> None:
-        """Leave the stage."""
+    def resume(self, state: _Call) -> Any:
+        """Make this call the running one (``instrument.log`` adds to it)."""
+        return _current.set(state)
+
+    def suspend(self, state: _Call, token: Any) -> None:
+        """Leave the call."""
         _current.reset(token)
 
-    def value(self, state: Any, value: Any) -> None:
+    def value(self, state: _Call, value: Any) -> None:
         """Reduce across ranks when asked (on every rank), then route and write what the function
-        returned or yielded."""
-        self.emit(self.reduced(value))
+        returned or yielded, with what the call logged."""
+        self.emit(self.reduced(value), call=state)
+
+    def end(self, state: _Call, error: BaseException | None) -> None:
+        """Write what the call logged that is still waiting."""
+        state.close()
 
     def reduced(self, value: Any) -> Any:
         """Return *value* reduced across the ranks when the decorator asked for it (every rank
@@ -93,37 +180,53 @@ class _Emitter(Hooks):
             return value
         return reduce_across_ranks(value, self.reduce, function=self.function, keep_step=self.role == "series")
 
-    def emit(self, value: Any, step: int | None = None) -> tuple[Record, ...]:
-        """Route *value* and write it; return the records written. Problems warn (raise in strict
-        mode), faults never raise.
-
-        Does nothing at all when the mode is ``disabled`` (resolved once per state).
-        """
+    def emit(self, value: Any, step: int | None = None, call: _Call | None = None, *, logged: bool = False) -> None:
+        """Route *value* and write it: with *call*, joined with what the call logged (*logged*: it
+        is an ``instrument.log`` of the call). Problems warn (raise in strict mode), faults never
+        raise. Does nothing at all when the mode is ``disabled``."""
         if value is None or _runtime.disabled():
-            return ()
+            return
         try:
             sink = _runtime.resolve(self.role)
             if sink is None:
-                return ()
+                return
             routed = (_runtime.route_numbers(value, self.prefix, step, self.full_summary)
                       if self.role == "series" else None) or _runtime.route(
                 value, role=self.role, prefix=self.prefix, function=self.function, step=step, summary=self.summary
             )
+            records = routed.records
+            if call is not None:
+                records = call.logged(records) if logged else call.returned(records)
+                if call.records is not None:
+                    call.records.extend(routed.records)
             with Origin(self.function):
-                sink.write(routed.records, routed.problems)
+                sink.write(records, routed.problems)
         except InstrumentationError:
             raise
         except Exception as error:  # instrumentation never breaks training
-            report(Problem("backend", f"instrument: {self.function}: logging failed "
-                           f"({type(error).__name__}: {error}); the function's value was returned"), once=True)
-            return ()
-        return tuple(routed.records)
+            self._failed(error)
+
+    def write(self, records: tuple[Record, ...]) -> None:
+        """Write records already routed (a call's logged point); faults never raise."""
+        try:
+            sink = _runtime.resolve(self.role)
+            if sink is not None:
+                with Origin(self.function):
+                    sink.write(records)
+        except InstrumentationError:
+            raise
+        except Exception as error:  # instrumentation never breaks training
+            self._failed(error)
+
+    def _failed(self, error: Exception) -> None:
+        report(Problem("backend", f"instrument: {self.function}: logging failed "
+                       f"({type(error).__name__}: {error}); the function's value was returned"), once=True)
 
 
 class _GatedEval(_Emitter):
     """An eval with gates: its values are written as any eval's, and when the body is over (a
     plain function returned, a generator was exhausted or closed) its gates run on everything the
-    call wrote (:mod:`instrument._gating`, loaded then)."""
+    call wrote, logged values included (:mod:`instrument._gating`, loaded then)."""
 
     __slots__ = ("suite",)
 
@@ -131,23 +234,19 @@ class _GatedEval(_Emitter):
         super().__init__("summary", prefix, function, {}, reduce)
         self.suite = suite
 
-    def begin(self) -> list[Record]:
-        """Return the list this call's records are collected in."""
-        return []
+    def begin(self) -> _Call:
+        """Return the call, which keeps the records it writes."""
+        return _Call(self, keep=True)
 
-    def value(self, state: list[Record], value: Any) -> None:
-        """Reduce across ranks when asked, route and write what the function returned or
-        yielded, and keep the records."""
-        state.extend(self.emit(self.reduced(value)))
-
-    def end(self, state: list[Record], error: BaseException | None) -> None:
+    def end(self, state: _Call, error: BaseException | None) -> None:
         """Run the gates on the call's records, unless the body raised; never raises but
         :class:`GateError` (``on_fail="raise"``) and strict mode's errors."""
+        state.close()
         if error is not None or _runtime.disabled():
             return
         try:
             with Origin(self.function):
-                _runtime.run_gates(self.suite, state, self.function)
+                _runtime.run_gates(self.suite, state.records or [], self.function)
         except (InstrumentationError, GateError):
             raise
         except Exception as fault:  # instrumentation never breaks the evaluation
@@ -175,13 +274,15 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None, reduc
     """Decorate a training step: each call (or each yield) is one point of the stage's series.
 
     A returned mapping ``{"loss": 0.1}`` becomes ``<name>/loss`` in history, on the stage's own
-    step axis ``<name>/step`` (0, 1, 2, ... unless ``instrument.log(..., step=k)`` or a ``step``
-    key says otherwise). Each key is declared once with ``define_metric(key,
+    step axis ``<name>/step`` (0, 1, 2, ... in call order). A top-level ``step`` key of the
+    mapping is the point's step on that axis, not a value (a whole number; anything else is
+    warned about and the next step used). Each key is declared once with ``define_metric(key,
     step_metric="<name>/step")``, by exact name, never a glob, and ``step=`` is never passed to
     ``run.log``: a second stage starting again at 0 loses nothing (W&B drops backward ``step=``).
     ``None`` is no point; a bare number is ``<name>/value``; strings go to the summary. A
-    generator function yields one mapping per point and its items reach the caller unchanged.
-    ``instrument.log(mapping)`` inside the call adds separate points to the stage.
+    generator function yields one mapping per point (its items reach the caller unchanged) and
+    a ``return {...}`` is its last point. ``instrument.log(mapping)`` inside the call adds to
+    the call's point (docs/values.md, "Steps").
 
     Args:
         name: the stage name, the prefix of its keys (``"operator"``).
@@ -191,14 +292,17 @@ def training_stage(name: str, *, summary: Mapping[str, str] | None = None, reduc
         reduce: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``: in a distributed job, the returned
             numbers (ints, floats, numpy scalars, one-element tensors; nested mappings too; not
             the ``step`` key) are reduced across the ranks with one packed ``all_reduce`` of the
-            default process group before rank 0 writes them (as Lightning's ``sync_dist``); the
-            function returns its own value unchanged. Every rank must call the stage (a
-            collective). Without an initialized ``torch.distributed`` process group it does
-            nothing. ``instrument.log`` points inside the call are not reduced. Default None.
+            default process group before they are written (by rank 0; under ``per_rank`` every
+            rank's run gets the reduced values), as Lightning's ``sync_dist``; strings and media
+            stay each rank's own, and the function returns its own value unchanged. Every rank
+            must call the stage (a collective). Ranks whose numeric keys differ keep their own
+            values, with a warning naming the function. Without an initialized
+            ``torch.distributed`` process group it does nothing. Values logged with
+            ``instrument.log`` inside the call are not reduced. Default None.
 
     Raises:
         ValueError: *name* is empty or not a string, a summary op is not one wandb accepts, or
-            *reduce* is not one of the reductions.
+            *reduce* is not None nor one of the reductions (any other type included).
         TypeError: the decorator was used bare (``@training_stage`` without a name), *summary*
             is not a mapping, or what is decorated is not a function.
     """
@@ -322,7 +426,7 @@ class _RunConfig(Hooks):
         if value is None or _runtime.disabled():
             return
         try:
-            if not is_config_mapping(value):
+            if not is_settings(value):
                 report(Problem("unroutable", f"instrument: {self.name}: run_config expects {CONFIG_KINDS}, got "
                                f"{type(value).__module__}.{type(value).__qualname__}; nothing was written to the "
                                "config", "config"))
@@ -372,29 +476,39 @@ def run_config(function: Any = None, /) -> Any:
 
 
 def log(values: Mapping[str, Any], step: int | None = None) -> None:
-    """Log *values* as one point of the running stage, or as a plain history row outside stages.
+    """Log *values* into the running stage or eval call, or as a plain history row outside them.
 
-    Inside a ``training_stage`` call the keys get the stage prefix and the point lands on the
-    stage's axis (*step* if given, else the next step). Outside any stage it behaves like
-    ``wandb.log(values)`` without a step: keys unprefixed.
+    Inside a ``training_stage`` call the keys get the stage prefix and the values join the
+    call's point: they are written with what the call returns (or yields) next, on that point's
+    step, so a call stays one point. A key the call already logged first writes the point so
+    far, and the call goes on with the next step (logging per batch inside an epoch stage makes
+    a point per batch, and what the call returns joins the last). With *step* the values are a
+    point of their own at that step (points of one stage at one step share a row). Inside an
+    ``eval_summary`` call the values are the eval's summary keys, as if returned. Outside any
+    call it is ``wandb.log(values)`` with unprefixed keys on wandb's own step (a ``step`` key is
+    then a value like any other).
 
     Args:
-        values: a mapping of numbers (nested mappings flatten with ``/``).
-        step: the stage step of this point; a whole number (``10.0`` and numpy ints are accepted).
+        values: a mapping of values, as a decorated function returns them (nested mappings
+            flatten with ``/``).
+        step: the stage step of this point; a whole number (``10.0`` and numpy ints are
+            accepted). Outside a stage there is no axis for it: a warning, and it is not used.
 
     Raises:
-        InstrumentationError: in strict mode, for a step that is not a whole number.
+        InstrumentationError: in strict mode, for a step that is not a whole number or that
+            has no stage axis to go on.
     """
-    emitter = _current.get() or _PLAIN
+    call = _current.get()
     if step is not None:
         exact = as_step(step)
         if exact is None:
-            report(Problem("bad_step", f"instrument.log: step must be a whole number, got "
+            report(Problem("bad_step", f"instrument.log: step must be a whole number within 64 bits, got "
                            f"{type(step).__name__} {step!r}", "step", "the next automatic step was used"))
         step = exact
-    emitter.emit(values, step=step)
+    if call is None:
+        _PLAIN.emit(values, step)
+    else:
+        call.emitter.emit(values, step, call, logged=True)
 
 
 _PLAIN = _Emitter("series", None, "instrument.log", {})
-
-

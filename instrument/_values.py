@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import attrs
 
-from instrument._kinds import shown
+from instrument._kinds import is_array, is_tensor, shown, tensor_to_numpy
 from instrument._settings import Note, fields, plain
 
 AlertLevel = Literal["INFO", "WARN", "ERROR"]
@@ -83,7 +83,8 @@ class Summary:
 class Series:
     """Send *values* (a mapping of numbers or media) to history as one point, also from an eval.
 
-    From an eval the point lands on the eval's own step axis ``<prefix>/step`` (0, 1, 2, ...).
+    From an eval the point lands on the eval's own step axis ``<prefix>/step`` (0, 1, 2, ...);
+    a ``step`` key of a ``Series`` returned as it is gives that point's step.
 
     Raises:
         TypeError: *values* is not a mapping.
@@ -259,8 +260,10 @@ class Image:
     figure (rendered as PNG at its size and dpi, as ``wandb.Image(figure)`` renders it), or the
     path of an image file. Arrays may be HxW, HxWx1/3/4 or CxHxW (C of 1, 3 or 4); uint8 is
     taken as it is; floats in 0..1 are scaled to 0..255, floats in -1..1 (a generative model's
-    range) mapped to 0..255 and floats in 0..255 taken as 8-bit values, each said once per key;
-    any other range is stretched to 0..255 with a warning naming the range. A batch NxHxWxC
+    range) mapped to 0..255, and floats that are whole numbers in 0..255 are the 8-bit values
+    they equal (the last two said once per key). Any other range (a 0..1 picture overshooting
+    to 1.2, normalised pixels, integers past 0..255) is stretched from its range to 0..255, a
+    single value out of range clipped, with a warning naming the range. A batch NxHxWxC
     (or NxCxHxW) becomes a list of images under one key (wandb keeps 108 of them). The array is
     copied and converted to uint8 HxW/HxWxC when the value is routed, so later changes to the
     caller's array do not show; other shapes are reported (key, shape, dtype) and dropped.
@@ -270,7 +273,17 @@ class Image:
     caption: str | None = attrs.field(default=None, converter=attrs.converters.optional(str))
 
 
-def _numbers(value: Iterable[Any], what: str) -> tuple[Any, ...]:
+#: The bins wandb makes of a histogram's values unless told otherwise.
+DEFAULT_BINS = 64
+
+
+def _numbers(value: Any, what: str, *, floats: bool = False) -> tuple[Any, ...]:
+    """Return *value*'s numbers (ints kept, bools as floats; all floats with *floats*)."""
+    if is_tensor(value):
+        value = tensor_to_numpy(value)
+    if is_array(value) and value.dtype.kind in "biuf":  # at C speed: an array may hold millions
+        as_floats = floats or value.dtype.kind == "b"
+        return tuple((value.astype(float) if as_floats else value).ravel().tolist())
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise TypeError(f"instrument.Histogram: {what} must be a list or array of numbers, got {shown(value)}")
     out: list[Any] = []
@@ -281,11 +294,11 @@ def _numbers(value: Iterable[Any], what: str) -> tuple[Any, ...]:
                 item = float(item)
             except (TypeError, ValueError):
                 raise TypeError(f"instrument.Histogram: {what} must be numbers, got {shown(v)} among them") from None
-        out.append(item)
+        out.append(float(item) if floats else item)
     return tuple(out)
 
 
-def _pair(value: Any) -> tuple[Any, Any] | None:
+def histogram_pair(value: Any) -> tuple[Any, Any] | None:
     """Return *value* as ``(counts, bin_edges)`` if it is such a pair (``numpy.histogram``'s result)."""
     if not isinstance(value, tuple | list) or len(value) != 2:
         return None
@@ -320,9 +333,9 @@ class Histogram:
     counts: tuple[float, ...] | None
     bins: tuple[float, ...] | None
 
-    def __init__(self, values: Any = (), num_bins: int = 64, *, counts: Iterable[Any] | None = None,
+    def __init__(self, values: Any = (), num_bins: int = DEFAULT_BINS, *, counts: Iterable[Any] | None = None,
                  bins: Iterable[Any] | None = None) -> None:
-        pair = _pair(values) if counts is None and bins is None else None
+        pair = histogram_pair(values) if counts is None and bins is None else None
         if pair is not None:
             counts, bins = pair
             values = ()
@@ -335,4 +348,4 @@ class Histogram:
                                  f"bin edges, got {len(edges)}")
             self.__attrs_init__((), num_bins, counted, edges)
         else:
-            self.__attrs_init__(tuple(float(v) for v in _numbers(values, "values")), num_bins, None, None)
+            self.__attrs_init__(_numbers(values, "values", floats=True), num_bins, None, None)

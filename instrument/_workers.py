@@ -10,6 +10,7 @@ redacted before it reaches the disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -94,6 +95,17 @@ class Inbox:
         self._reader = JournalReader(self.folder)
         self._lock = threading.Lock()
 
+    def open(self) -> None:
+        """Create the inbox (mode 0700) if it does not exist: its workers then know that this
+        process reads what they write (:meth:`is_read`). A failure only costs that signal."""
+        with contextlib.suppress(OSError):
+            self.folder.mkdir(mode=0o700, exist_ok=True)
+
+    @staticmethod
+    def is_read(parent: int) -> bool:
+        """Return whether process *parent* reads its inbox: it made it, as this user's private folder."""
+        return _private(_family.inbox_folder(parent))
+
     def drain(self) -> None:
         """Write every record the workers journaled since the last call, in order.
 
@@ -108,6 +120,13 @@ class Inbox:
             return
         with self._lock:
             ingest(self.target, self._reader)
+
+    def unread(self) -> int:
+        """Return how many records the workers journaled since the last drain, reading past them."""
+        if not _private(self.folder):
+            return 0
+        with self._lock:
+            return sum(not isinstance(record, dict) for record in self._reader.read_new())
 
     def remove(self) -> None:
         """Warn about records cut in half (a worker killed mid-write) and delete the inbox (its

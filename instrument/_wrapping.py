@@ -27,8 +27,8 @@ class Hooks:
     Attributes:
         skip: when set and it returns True, a plain function is called and nothing else happens
             (the decorators' fast path when the mode is ``disabled``).
-        returns: whether a plain or coroutine function's returned value goes to :meth:`value`
-            (a generator's returned value never does; its items do).
+        returns: whether a function's returned value goes to :meth:`value`: a plain or coroutine
+            function's result, and a generator's ``return`` value (not None) after its items.
     """
 
     skip: Callable[[], bool] | None = None
@@ -46,7 +46,8 @@ class Hooks:
         """Called after each stretch of the body, however it ended."""
 
     def value(self, state: Any, value: Any) -> None:
-        """Called with each yielded item, and with a plain or coroutine function's result."""
+        """Called with each yielded item, with a plain or coroutine function's result, and with a
+        generator's ``return`` value when it is not None (when :attr:`returns`)."""
 
     def end(self, state: Any, error: BaseException | None) -> None:
         """Called once when the body is over: *error* is what it raised (None: it returned, or a
@@ -212,7 +213,8 @@ def _generator(hooks: Hooks, wrapped: Any, instance: Any, args: Any, kwargs: Any
             try:
                 item = gen.throw(thrown) if thrown is not None else gen.send(sent)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                returned = stop.value
+                break
             finally:
                 hooks.suspend(state, token)
             hooks.value(state, item)
@@ -223,11 +225,15 @@ def _generator(hooks: Hooks, wrapped: Any, instance: Any, args: Any, kwargs: Any
                 raise
             except BaseException as error:  # thrown in by the caller: forwarded into the generator
                 sent, thrown = None, error
+        if hooks.returns and returned is not None:  # ``return value`` in a generator: its last value
+            hooks.value(state, returned)
     except GeneratorExit:
         raise
     except BaseException as error:
         failure = error
         raise
+    else:
+        return returned  # type: ignore[no-any-return]
     finally:
         hooks.end(state, failure)
 

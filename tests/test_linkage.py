@@ -279,11 +279,13 @@ MODE_PATHS = """
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.parametrize("value", ["Offline", "foo"])
+@pytest.mark.parametrize("value", ["Offline", "foo", "shared"])
 def test_a_capitalised_or_unknown_wandb_mode_loses_nothing_on_any_path(wandb_root: Path, value: str) -> None:
     """``WANDB_MODE=Offline`` is offline; ``WANDB_MODE=foo`` warns once (naming the variable, the value
-    and the accepted modes) and writes offline: the pipeline run, its training child's run (with the
-    child's eval in the pipeline run) and the standalone run after it keep every value."""
+    and the accepted modes) and writes offline, and so does wandb's ``shared`` (online only; no
+    credentials here), saying that instrument writes each run from one process: the pipeline run,
+    its training child's run (with the child's eval in the pipeline run) and the standalone run
+    after it keep every value."""
     done = run_script(wandb_root, MODE_PATHS, env=wandb_env(wandb_root, WANDB_MODE=value))
     runs = {run.job_type: run for run in read_runs(wandb_root / "wandb")}
     assert {"pipeline", "train", ""} == set(runs)  # the standalone run has no job type
@@ -293,6 +295,10 @@ def test_a_capitalised_or_unknown_wandb_mode_loses_nothing_on_any_path(wandb_roo
     warned = [line for line in done.stderr.splitlines() if "InstrumentationWarning" in line]
     if value == "Offline":
         assert [] == warned, done.stderr
+    elif value == "shared":
+        assert 1 == len(warned), done.stderr
+        assert all(word in warned[0] for word in ("WANDB_MODE='shared' asks for wandb's shared mode", "one process",
+                                                  "started as with WANDB_MODE unset: offline")), warned
     else:
         assert 1 == len(warned), done.stderr
         assert all(word in warned[0] for word in ("WANDB_MODE='foo'", "'offline'", "'disabled'", "offline")), warned
@@ -310,6 +316,9 @@ def test_explicit_mode_arguments_are_checked_at_the_call_in_any_case() -> None:
             call("foo")
         with pytest.raises(TypeError, match=f"{name} must be a string"):
             call(3)
+        with pytest.raises(ValueError, match=f"{name} 'Shared' is wandb's shared mode, which instrument does not use: "
+                                             "instrument writes each run from one process"):
+            call("Shared")
     assert "offline" == instrument.pipeline(project="p", mode="Offline").options.mode
     try:
         instrument.configure(mode="DISABLED")
@@ -328,6 +337,25 @@ def test_an_unknown_wandb_mode_raises_in_strict_mode_and_warns_otherwise(monkeyp
     with pytest.warns(instrument.InstrumentationWarning, match="WANDB_MODE='foo'"), recording(strict=False) as recorded:
         train_step(0)
     assert ("offline", [(0, 1.0)]) == (recorded.run().mode, recorded.run().series("operator/loss"))
+
+
+def test_wandb_shared_mode_starts_runs_as_an_unset_wandb_mode_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``WANDB_MODE=shared`` (wandb's mode for several processes writing one run, online only) is
+    an error in a strict recording and a warning otherwise, saying what happens instead: runs start
+    offline without credentials and online with them, as with ``WANDB_MODE`` unset."""
+    monkeypatch.setenv("WANDB_MODE", "shared")
+    with pytest.raises(instrument.InstrumentationError, match="WANDB_MODE='shared' asks for wandb's shared mode, in "
+                       "which several processes write one run; instrument writes each run from one process"), recording():
+        train_step(0)
+    modes = []
+    for key in (None, "0123456789abcdef0123456789abcdef01234567"):
+        if key is not None:
+            monkeypatch.setenv("WANDB_API_KEY", key)
+        with pytest.warns(instrument.InstrumentationWarning, match="started as with WANDB_MODE unset"), recording(
+                strict=False) as recorded:
+            train_step(0)
+        modes.append(recorded.run().mode)
+    assert ["offline", "online"] == modes
 
 
 @pytest.mark.integration

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -160,19 +159,6 @@ def test_the_job_group_is_the_same_on_every_rank_and_differs_between_jobs() -> N
     assert _ranks.job_group({}, {}) is None
 
 
-@pytest.fixture
-def fresh_rank() -> Iterator[None]:
-    """Forget this process's cached rank and placement before and after the case (the case sets
-    a launcher's variables)."""
-    from instrument import _linkage
-
-    _ranks.forget()
-    _linkage._placement = None
-    yield
-    _ranks.forget()
-    _linkage._placement = None
-
-
 @instrument.training_stage("operator")
 def train_step(k: int) -> dict[str, float]:
     """One operator point."""
@@ -185,10 +171,13 @@ def evaluate() -> dict[str, float]:
     return {"acc": 0.5}
 
 
-def test_a_rank_other_than_0_records_nothing_and_every_function_returns(monkeypatch: pytest.MonkeyPatch,
-                                                                       fresh_rank: None) -> None:
+def test_a_rank_other_than_0_records_nothing_and_every_function_returns(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under the default policy a process of rank 1 starts no run, even a pipeline's, and the
-    decorated functions return their values; the recorder sees no run."""
+    decorated functions return their values; the recorder sees no run. Each recording resolves
+    the rank afresh: an earlier one of this process, as a plain process, wrote its run."""
+    with recording() as earlier:
+        train_step(0)
+    assert 1 == len(earlier.runs)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with recording() as recorded:
@@ -199,8 +188,23 @@ def test_a_rank_other_than_0_records_nothing_and_every_function_returns(monkeypa
     assert ([{"loss": 0.0}, {"acc": 0.5}, {"loss": 1.0}], []) == (returned, recorded.runs)
 
 
-def test_per_rank_tags_the_run_and_puts_the_rank_in_the_config(monkeypatch: pytest.MonkeyPatch,
-                                                               fresh_rank: None) -> None:
+def test_a_rank_that_writes_nothing_takes_the_decorators_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In production, rank 1 of 2 is placed at its first record; from then on linkage tells the
+    decorators that nothing would be written, so they only call their function."""
+    from instrument import _linkage
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    token = _linkage.push_backend(None)
+    try:
+        before = _linkage.disabled()  # not placed yet: torch.distributed may still be initialized
+        returned = train_step(0)
+        assert (False, {"loss": 0.0}, True) == (before, returned, _linkage.disabled())
+    finally:
+        _linkage.pop_backend(token)
+
+
+def test_per_rank_tags_the_run_and_puts_the_rank_in_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """``configure(rank_policy="per_rank")`` on rank 1 of 2 writes a run in the job's group (from
     the rendezvous id), tagged ``rank:1``, config ``instrument/rank``; a given run id gets the
     rank as a suffix, so the ranks' runs never share one."""
@@ -216,7 +220,7 @@ def test_per_rank_tags_the_run_and_puts_the_rank_in_the_config(monkeypatch: pyte
     assert _ranks.job_group({"TORCHELASTIC_RUN_ID": "4f1c"}, {}) == run.group
 
 
-def test_a_plain_process_is_rank_0_of_1_and_writes_as_before(fresh_rank: None) -> None:
+def test_a_plain_process_is_rank_0_of_1_and_writes_as_before() -> None:
     """With no launcher's variable the process writes its run, untagged, under either policy."""
     with recording() as recorded:
         instrument.configure(rank_policy="per_rank")

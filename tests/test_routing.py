@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import fractions
 import math
 import os
 import pathlib
@@ -170,8 +172,8 @@ def test_float_image_0_to_1_scales_to_0_to_255_and_is_a_copy() -> None:
 
 
 def test_float_image_outside_known_ranges_is_stretched_with_a_warning() -> None:
-    """Float pixels outside 0..1, -1..1 and 0..255 are stretched to 0..255; an advisory problem names
-    the key and the range seen."""
+    """Float pixels outside 0..1, -1..1 and whole numbers in 0..255 are stretched to 0..255; an advisory
+    problem names the key and the range seen."""
     routed = evaluation({"img": instrument.Image(np.array([[-1.0, 0.5, 2.0]]))})
     assert [[0, 128, 255]] == only(routed, SummaryUpdate).values["eval/img"].data.tolist()
     assert [("converted", "eval/img", True)] == [(p.kind, p.key, "[-1, 2]" in p.message) for p in routed.problems]
@@ -179,16 +181,26 @@ def test_float_image_outside_known_ranges_is_stretched_with_a_warning() -> None:
 
 @pytest.mark.parametrize(("pixels", "expected", "note"), [
     ([[-1.0, 0.0, 1.0]], [[0, 128, 255]], "[-1, 1] were mapped"),
-    ([[0.0, 127.0, 255.0]], [[0, 127, 255]], "[0, 255] were taken as 8-bit"),
+    ([[0.0, 127.0, 200.0]], [[0, 127, 200]], "whole numbers in [0, 255], were taken as the 8-bit values"),
+    ([[0.0, 0.6, 1.2]], [[0, 128, 255]], "range over [0, 1.2]"),
+    ([[2.5, 2.5]], [[2, 2]], "all equal 2.5"),
     ([[0.0, 0.5, 1.0]], [[0, 128, 255]], None),
 ])
-def test_float_images_in_known_ranges_keep_their_pixels(pixels: Any, expected: Any, note: str | None) -> None:
-    """-1..1 (a generative model's output) is mapped, 0..255 taken as bytes, 0..1 scaled; the first two
-    are said (advisory), 0..1 is not."""
+def test_float_images_keep_their_pixels_or_say_what_was_done(pixels: Any, expected: Any, note: str | None) -> None:
+    """-1..1 (a generative model's output) is mapped, whole numbers in 0..255 taken as the bytes they
+    equal, a 0..1 image that overshoots stretched (not read as near-black bytes), a single value out of
+    range clipped, 0..1 scaled; each but 0..1 is said (advisory)."""
     routed = evaluation({"img": instrument.Image(np.array(pixels))})
     notes = [p.message for p in routed.problems]
     assert (expected, [note] if note else []) == (only(routed, SummaryUpdate).values["eval/img"].data.tolist(),
                                                   [note for m in notes if note and note in m])
+
+
+def test_integer_images_outside_bytes_are_stretched_or_clipped() -> None:
+    """An int16 image over [0, 300] is stretched to 0..255; one holding 300 alone is clipped to 255."""
+    stretched, clipped = (only(evaluation({"img": instrument.Image(np.array(pixels, np.int16))}), SummaryUpdate)
+                          .values["eval/img"].data.tolist() for pixels in ([[0, 150, 300]], [[300, 300]]))
+    assert ([[0, 128, 255]], [[255, 255]]) == (stretched, clipped)
 
 
 def test_unmarked_uint8_image_arrays_are_images() -> None:
@@ -298,17 +310,33 @@ def test_alert_marker_is_an_alert() -> None:
 
 
 def test_one_d_array_or_tensor_is_a_histogram() -> None:
-    """An unmarked 1-D array or tensor of more than one element is a histogram of its values."""
+    """An unmarked 1-D array or tensor of more than one element is a histogram of its values, binned
+    when it is routed as ``wandb.Histogram(values)`` bins them (64 bins of ``numpy.histogram``)."""
     values = only(stage({"w": np.arange(4.0), "t": FakeTensor([1, 2, 3])}), Point).values
-    assert instrument.Histogram([0.0, 1.0, 2.0, 3.0]) == values["operator/w"]
-    assert instrument.Histogram([1.0, 2.0, 3.0]) == values["operator/t"]
+    assert instrument.Histogram(np.histogram([0.0, 1.0, 2.0, 3.0], bins=64)) == values["operator/w"]
+    assert instrument.Histogram(np.histogram([1.0, 2.0, 3.0], bins=64)) == values["operator/t"]
 
 
 def test_histogram_leaves_out_non_finite_values_with_a_warning() -> None:
     """NaN and inf are left out of a histogram and an advisory problem says how many."""
     routed = stage({"w": np.array([1.0, np.nan, np.inf, 2.0])})
-    assert (1.0, 2.0) == only(routed, Point).values["operator/w"].values
-    assert ["non_finite"] == [p.kind for p in routed.problems]
+    histogram = only(routed, Point).values["operator/w"]
+    assert (2, 1.0, 2.0) == (sum(histogram.counts), histogram.bins[0], histogram.bins[-1])
+    assert [("non_finite", "2 non-finite values were left out")] == [
+        (p.kind, p.message.split("histogram: ")[1]) for p in routed.problems]
+
+
+def test_a_marked_histogram_of_an_array_or_tensor_takes_its_values_at_once() -> None:
+    """``Histogram(array)`` and ``Histogram(tensor)`` hold the values as floats (bools too, 2-D
+    flattened); non-finite ones are left out when routed, with a warning."""
+    import torch
+
+    assert ((0.0, 1.0, 2.0, 3.0), (1.0, 0.0), (0.5, 1.5)) == (
+        instrument.Histogram(np.arange(4).reshape(2, 2)).values, instrument.Histogram(np.array([True, False])).values,
+        instrument.Histogram(torch.tensor([0.5, 1.5], dtype=torch.bfloat16)).values)
+    routed = stage({"h": instrument.Histogram(np.array([1.0, np.nan]))})
+    assert ((1.0,), ["non_finite"]) == (only(routed, Point).values["operator/h"].values,
+                                         [p.kind for p in routed.problems])
 
 
 def test_one_element_array_is_a_number() -> None:
@@ -385,10 +413,20 @@ def test_c10_nan_inf_and_objects() -> None:
 
 
 def test_as_number_and_as_step() -> None:
-    """as_number takes scalars of every kind; as_step only whole numbers."""
-    assert [1, 2.5, True, 3, 0.5] == [as_number(x) for x in (1, 2.5, True, np.int64(3), FakeTensor(0.5))]
-    assert [None, None] == [as_number(x) for x in ("1", np.zeros(2))]
-    assert [10, 10, None, None, None] == [as_step(x) for x in (10, 10.0, 10.5, True, math.nan)]
+    """as_number takes scalars of every kind, decimals and fractions as floats; as_step only whole
+    numbers within 64 bits."""
+    assert [1, 2.5, True, 3, 0.5, 1.5, 0.25] == [
+        as_number(x) for x in (1, 2.5, True, np.int64(3), FakeTensor(0.5), decimal.Decimal("1.5"),
+                               fractions.Fraction(1, 4))]
+    assert [None, None, None, None] == [as_number(x) for x in ("1", np.zeros(2), 1j, decimal.Decimal("sNaN"))]
+    assert [10, 10, 10, 2**63 - 1, None, None, None, None] == [
+        as_step(x) for x in (10, 10.0, decimal.Decimal(10), 2**63 - 1, 2**63, 10.5, True, math.nan)]
+
+
+def test_decimals_and_fractions_are_numbers() -> None:
+    """A ``Decimal`` and a ``Fraction`` from a stage are history values (floats), with no warning."""
+    routed = stage({"dec": decimal.Decimal("1.5"), "frac": fractions.Fraction(1, 3)})
+    assert ({"operator/dec": 1.5, "operator/frac": 1 / 3}, ()) == (only(routed, Point).values, routed.problems)
 
 
 def test_plain_config_keeps_nesting_of_dataclasses_attrs_and_omegaconf() -> None:
@@ -449,7 +487,8 @@ def test_a_bfloat16_tensor_is_a_histogram_and_its_scalar_a_number() -> None:
     torch = pytest.importorskip("torch")
     values = only(stage({"grad": torch.linspace(-1, 1, 5).to(torch.bfloat16),
                          "lr": torch.tensor(0.5, dtype=torch.bfloat16)}), Point).values
-    assert ((-1.0, -0.5, 0.0, 0.5, 1.0), 0.5) == (values["operator/grad"].values, values["operator/lr"])
+    assert (instrument.Histogram(np.histogram([-1.0, -0.5, 0.0, 0.5, 1.0], bins=64)), 0.5) == (
+        values["operator/grad"], values["operator/lr"])
 
 
 def test_a_histogram_pair_keeps_its_bins_and_an_unmarked_pair_says_how_to_mark_it() -> None:

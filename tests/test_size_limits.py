@@ -35,7 +35,8 @@ def evaluate(first):
         "long_" + "x" * 300: instrument.Image(np.zeros((2, 2), np.uint8)),
         "table_" + "t" * 200: instrument.Table(["a"], [[1]]),
         "signed": instrument.Image(np.linspace(-1.0, 1.0, 12).reshape(3, 4)),
-        "bytes": instrument.Image(np.linspace(0.0, 255.0, 12).reshape(3, 4)),
+        "bytes": instrument.Image(np.arange(12.0).reshape(3, 4) * 20),
+        "overshoot": instrument.Image(np.linspace(0.0, 1.2, 12).reshape(3, 4)),
         "wild": instrument.Image(np.linspace(-5.0, 3.0, 12).reshape(3, 4)),
         "loss": 0.5,
     }
@@ -105,14 +106,17 @@ def test_keys_too_long_for_a_file_name_are_shortened_and_said(written: tuple[Run
 
 
 def test_float_images_are_rescaled_and_said_once_per_key(written: tuple[RunFile, list[str]]) -> None:
-    """[-1, 1] floats map to 0..255 (not clipped at 0), [0, 255] floats are kept as bytes, other ranges are
-    stretched to 0..255 with a warning naming the range; each note is given once per key."""
+    """[-1, 1] floats map to 0..255 (not clipped at 0), whole-number floats in [0, 255] are the bytes they
+    equal, other ranges (a 0..1 image that overshoots to 1.2, [-5, 3]) are stretched to 0..255 with a
+    warning naming the range; each note is given once per key."""
     run, warned = written
-    signed, as_bytes, wild = (_pixels(run, run.summary[f"eval/{key}"]) for key in ("signed", "bytes", "wild"))
-    assert ([0, 255], [0, 255], [0, 255]) == ([signed[0][0], signed[-1][-1]], [as_bytes[0][0], as_bytes[-1][-1]],
-                                              [wild[0][0], wild[-1][-1]])
-    counts = [len(_about(warned, f"eval/{key}")) for key in ("signed", "bytes", "wild")]
-    assert ([1, 1, 1], True) == (counts, "-5" in _about(warned, "eval/wild")[0])
+    keys = ("signed", "bytes", "overshoot", "wild")
+    signed, as_bytes, overshoot, wild = (_pixels(run, run.summary[f"eval/{key}"]) for key in keys)
+    assert ([0, 255], (np.arange(12).reshape(3, 4) * 20).tolist(), [0, 255], [0, 255]) == (
+        [signed[0][0], signed[-1][-1]], as_bytes, [overshoot[0][0], overshoot[-1][-1]], [wild[0][0], wild[-1][-1]])
+    counts = [len(_about(warned, f"eval/{key}")) for key in keys]
+    assert ([1, 1, 1, 1], True, True) == (counts, "[0, 1.2]" in _about(warned, "eval/overshoot")[0],
+                                          "-5" in _about(warned, "eval/wild")[0])
 
 
 def test_the_rest_of_the_record_lands(written: tuple[RunFile, list[str]]) -> None:

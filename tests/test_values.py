@@ -182,8 +182,8 @@ def expected_keys(value: Any, prefix: str | None, role: str) -> list[str]:
 
     def walk(mapping: Mapping[Any, Any], path: str | None, top: bool) -> None:
         for key, leaf in mapping.items():
-            if top and role == "series" and key == "step":
-                continue  # the point's step, not a value (a bad one is a problem on "<prefix>/step")
+            if top and role == "series" and prefix is not None and key == "step":
+                continue  # a stage point's step, not a value (a bad one is a problem on "<prefix>/step")
             text = key_text(key)
             if text is None:
                 out.append(join(path, repr(key)))
@@ -304,3 +304,27 @@ def test_one_non_finite_value_is_singular() -> None:
     two = route({"h": instrument.Histogram([math.inf, math.nan])}, role="summary", prefix=None, function="f")
     assert ["histogram: 1 non-finite value was left out", "histogram: 2 non-finite values were left out"] == [
         routed.problems[0].message.split(": ", 3)[-1] for routed in (one, two)]
+
+
+def test_an_int_past_64_bits_is_a_float_in_history_and_exact_in_the_summary() -> None:
+    """wandb keeps 64-bit ints in history and turns larger ones into floats: the recorder stores the
+    float too, said once per key (advisory, so not raised in strict mode); a summary keeps the exact int."""
+
+    @instrument.training_stage("big")
+    def train_step() -> dict[str, int]:
+        return {"huge": 2**70 + 1, "edge": 2**63 - 1}
+
+    @instrument.eval_summary(prefix="eval")
+    def evaluate() -> dict[str, int]:
+        return {"huge": 2**70 + 1}
+
+    with warnings.catch_warnings(record=True) as caught, recording() as recorded:
+        warnings.simplefilter("always")
+        train_step()
+        train_step()
+        evaluate()
+    run = recorded.run()
+    said = [str(w.message) for w in caught if "'big/huge'" in str(w.message)]
+    assert ([(0, float(2**70)), (1, float(2**70))], [(0, 2**63 - 1), (1, 2**63 - 1)], 2**70 + 1, 1) == (
+        run.series("big/huge"), run.series("big/edge"), run.summary["eval/huge"], len(said))
+    assert float is type(run.series("big/huge")[0][1])

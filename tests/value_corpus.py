@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import decimal
 import enum
+import fractions
 import math
 import pathlib
 import types
@@ -218,6 +220,30 @@ def _non_finite(i: int) -> Any:
     return {"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "ok": 1.0}
 
 
+def _odd_numbers(i: int) -> Any:
+    np = _np()
+    return {
+        "decimal": decimal.Decimal("1.5"),
+        "fraction": fractions.Fraction(1, 3),
+        "int64_max": 2**63 - 1,
+        "past_int64": 2**70 + 1,
+        "below_int64": -(2**70) - 1,
+        "uint64": np.uint64(2**63 + 5),
+    }
+
+
+def _stepped(i: int) -> Any:
+    return {"loss": 1.0 / (i + 1), "step": 100 * i}
+
+
+def _series_step(i: int) -> Any:
+    return instrument.Series({"step": 10 * (i + 1), "point": float(i)})
+
+
+def _summary_step(i: int) -> Any:
+    return {"loss": 1.0} if i == 0 else instrument.Summary({"step": 3, "best": 0.5})
+
+
 def _nested(i: int) -> Any:
     return {"a": {"b": {"c": float(i)}, "d": i}, "e": None}
 
@@ -381,6 +407,11 @@ CASES: tuple[Case, ...] = (
     *both("numbers", _numbers, calls=3),
     *both("non_finite", _non_finite, calls=2),
     *both("nested", _nested, calls=2),
+    *both("odd_numbers", _odd_numbers, calls=2),
+    *both("bare", lambda i: 0.5 + i, calls=2),
+    Case("stepped", "stage", _stepped, calls=3),
+    Case("series_step_eval", "eval", _series_step, calls=2),
+    Case("summary_step", "stage", _summary_step, calls=2, dropped=("summary_step/step",), collides=True),
     Case("numpy_scalars", "stage", _numpy_scalars),
     *both("tensors", _tensors, calls=2),
     *both("arrays", _arrays),

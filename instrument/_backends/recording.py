@@ -69,7 +69,7 @@ def _image(value: Image) -> Any:
             shape = tuple(shape)
             if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))):
                 raise _UnwritableError(f"ValueError: an image of shape {shape} cannot be converted "
-                                  "(expected HxW, HxWxC or CxHxW with C of 1, 3 or 4)")
+                                       "(expected HxW, HxWxC or CxHxW with C of 1, 3 or 4)")
             height, width = shape[0], shape[1]
         elif isinstance(picture, str):  # an image file (an image read back from a journal, a path)
             from PIL import Image as PILImage  # wandb.Image needs pillow for a file too
@@ -112,7 +112,7 @@ def _foreign(value: Any) -> Any:
     return {"_type": log_type or f"wandb.{name}"}
 
 
-def _snapshot(value: Any, key: str = "") -> Any:
+def _snapshot(value: Any) -> Any:
     """Return *value* as plain data, deep-copied; media become small dicts in wandb's shapes.
 
     Raises:
@@ -130,9 +130,9 @@ def _snapshot(value: Any, key: str = "") -> Any:
     if isinstance(value, ForeignValue) or is_wandb_object(value):
         return _foreign(value)
     if isinstance(value, dict):
-        return {k: _snapshot(v, f"{key}/{k}" if key else k) for k, v in value.items()}
+        return {k: _snapshot(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_snapshot(v, key) for v in value]
+        return [_snapshot(v) for v in value]
     return copy.deepcopy(value)
 
 
@@ -142,7 +142,7 @@ def _snapshot_each(values: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[s
     dropped: list[tuple[str, str, str]] = []
     for key, value in values.items():
         try:
-            kept[key] = _snapshot(value, key)
+            kept[key] = _snapshot(value)
         except _UnwritableError as error:
             dropped.append((key, type_name(value), str(error)))
     return kept, dropped

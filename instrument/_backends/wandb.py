@@ -27,6 +27,7 @@ from instrument._foreign import ForeignValue, PlotlyFigure, materialize
 from instrument._keys import metric_name
 from instrument._kinds import is_plotly_figure, type_name
 from instrument._media import is_image_batch, pictures
+from instrument._problems import describe
 from instrument._records import approx_bytes
 from instrument._values import Histogram, Image, Table
 
@@ -114,11 +115,6 @@ def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     for key, value in values.items():
         (plain if _is_plain(value) else media)[key] = value
     return plain, media
-
-
-def _describe(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _files_of(source: Path, shown: str) -> list[Path]:
@@ -209,10 +205,10 @@ class WandbRun:
         converted: dict[str, Any] = {}
         for key, value in row.items():
             try:
-                converted[key] = to_wandb(value)
+                converted[key] = value if value.__class__ in _PLAIN else to_wandb(value)
             except Exception as error:  # one value wandb cannot take costs only itself
-                self._dropped.append((key, type_name(value), _describe(error)))
-        self.shared.rows.write(converted)
+                self._dropped.append((key, type_name(value), describe(error)))
+        rows.write(converted)
         if self._dropped:
             raise ValuesDropped(self._dropped)
 
@@ -223,7 +219,7 @@ class WandbRun:
             try:
                 self.shared.log({key: value}, commit=False)
             except Exception as error:  # one value wandb cannot write costs only itself
-                self._dropped.append((key, type_name(value), _describe(error)))
+                self._dropped.append((key, type_name(value), describe(error)))
         if commit is None:
             self.shared.log(plain)
         else:
@@ -259,7 +255,7 @@ class WandbRun:
             try:
                 self.run.summary.update({key: to_wandb(value)})
             except Exception as error:  # one value wandb cannot write costs only itself
-                dropped.append((key, type_name(value), _describe(error)))
+                dropped.append((key, type_name(value), describe(error)))
         if plain:
             self.run.summary.update(plain)
         self.shared.wrote_summary(values)
