@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from instrument import _linkage
+from instrument import _finishing, _linkage, _worker_inbox
 from instrument._backends import wandb_sharing
 from instrument._config import plain_config
 from instrument._context_file import ContextFile
@@ -251,7 +251,7 @@ class WandBContext:
         if self.owner is not None:
             self.owner.close(exit_code=exit_code)
             return
-        _linkage.drain_workers()
+        _worker_inbox.drain_workers()
         for session in _linkage.own_sessions():
             session.finish(exit_code)
 
@@ -353,7 +353,7 @@ def flush(timeout: float | None = None) -> bool:
         stopped answering (they stay queued, or on disk if the backend stalled; nothing is
         dropped).
     """
-    return _linkage.flush_state(timeout)
+    return _finishing.flush_state(timeout)
 
 
 def create_wandb_context(

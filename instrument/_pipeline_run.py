@@ -19,12 +19,13 @@ from pathlib import Path
 
 import attrs
 
-from instrument import _lifecycle, _linkage
+from instrument import _finishing, _lifecycle, _linkage, _placement, _worker_inbox
 from instrument._backends.base import new_run_id
 from instrument._context_file import ContextFile
 from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader, children_summary, ingest
 from instrument._options import RunOptions
+from instrument._pipeline_stack import OpenPipeline
 from instrument._problems import Problem, report
 from instrument._session import Session
 from instrument._verdicts import failed_suites
@@ -37,7 +38,7 @@ class PipelineRun:
     defaulting to the run's id), makes a private folder (mode 0700) for the context file and the
     journals, ingests the journals every second while it runs and drains them at :meth:`close`.
     ``with instrument.pipeline(...) as run:`` gives one. The run id is *options*' run id, else
-    ``WANDB_RUN_ID`` (see :func:`instrument._linkage.own_run_options`), else a fresh one.
+    ``WANDB_RUN_ID`` (see :func:`instrument._placement.own_run_options`), else a fresh one.
 
     Entered where another pipeline is current (the same thread or task, or one carrying its
     context), it is that pipeline's child: its group, project, entity and mode unless *options*
@@ -68,12 +69,12 @@ class PipelineRun:
         self._sync_printed = False
         self._sync_lock = threading.Lock()
         self.parent: str | None = None
-        self._parent: _linkage.OpenPipeline | None = None
-        self._token: contextvars.Token[_linkage.OpenPipeline | None] | None = None
+        self._parent: OpenPipeline | None = None
+        self._token: contextvars.Token[OpenPipeline | None] | None = None
         self._exported = False
         self._closed = False
         self._close_lock = threading.Lock()
-        self.plain = not _linkage.placement().writes
+        self.plain = not _placement.placement().writes
         self.folder: Path | None = None
         self.context: ContextFile | None = None
         self.context_file: Path | None = None
@@ -84,7 +85,7 @@ class PipelineRun:
         if self._parent is not None:
             options = _nested(options, self._parent.session)
             self.parent = self._parent.session.id
-        options = _linkage.own_run_options(options, os.environ)
+        options = _placement.own_run_options(options, os.environ)
         run_id = options.run_id or new_run_id()
         self.folder = Path(tempfile.mkdtemp(prefix=f"instrument-{run_id}-"))  # mode 0700
         journal = self.folder / "journal"
@@ -106,7 +107,7 @@ class PipelineRun:
         self._token = _linkage.push_pipeline(self.session, self, self._parent)
         if self._parent is not None:
             self._parent.owner.add_child(self.session.id)
-        _lifecycle.close_on_sigterm(self._terminate, _linkage.finish_state)
+        _lifecycle.close_on_sigterm(self._terminate, _finishing.finish_state)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name=f"instrument-ingest-{run_id}", daemon=True)
         self._poller.start()
@@ -200,7 +201,7 @@ class PipelineRun:
             self._closed = True
         if self.session is None or self.folder is None:
             return
-        _linkage.drain_workers()  # the workers' records that belong in this run
+        _worker_inbox.drain_workers()  # the workers' records that belong in this run
         _linkage.pop_pipeline(self.session, self._token)
         _lifecycle.forget_sigterm(self._terminate, runs_left=bool(_linkage.own_sessions()))
         if self._exported:
