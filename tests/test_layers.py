@@ -28,7 +28,7 @@ LAYERS: dict[str, frozenset[str]] = {
                            "_backends.recording", "_backends.wandb", "_backends.wandb_sharing", "_backends.wandb_fast",
                            "_backends.wandb_core", "_backends.call_journal"}),
     "dispatch": frozenset({"_dispatch"}),
-    "session": frozenset({"_session", "_fault_policy"}),
+    "session": frozenset({"_session", "_fault_policy", "_fork_guard"}),
     "linkage": frozenset({"_linkage", "_linkage_state", "_pipeline_stack", "_placement", "_worker_inbox",
                           "_finishing", "_gated_run", "_lifecycle", "_pipeline_run"}),
     "api": frozenset({"_imperative"}),
