@@ -78,9 +78,25 @@ def parent_pid() -> int | None:
 
 def inbox_folder(pid: int) -> Path:
     """Return the inbox of process *pid*: ``<temp dir>/instrument-workers-<pid>-<family key>``."""
+    return Path(_temp_dir()) / f"instrument-workers-{pid}-{family_key()}"
+
+
+def _temp_dir() -> str:
+    """Return the temporary directory ``tempfile`` would choose (``tempfile.tempdir``, else the
+    first existing of ``TMPDIR``, ``TEMP``, ``TMP``, the platform's folders, the working
+    directory), without the file ``tempfile.gettempdir`` writes and deletes there on its first
+    call: a pool's ``terminate`` can kill a worker between the two and leave the file behind."""
     import tempfile
 
-    return Path(tempfile.gettempdir()) / f"instrument-workers-{pid}-{family_key()}"
+    if tempfile.tempdir is not None:
+        return tempfile.tempdir
+    candidates = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
+    if os.name != "nt":  # tempfile's own list; only looked at, nothing is created here
+        candidates += ["/tmp", "/var/tmp", "/usr/tmp"]  # noqa: S108
+    for candidate in candidates:
+        if candidate and os.path.isdir(candidate):
+            return os.path.abspath(candidate)
+    return tempfile.gettempdir()
 
 
 def may_have_inbox() -> bool:
