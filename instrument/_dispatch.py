@@ -28,7 +28,7 @@ from typing import Protocol
 
 from instrument import _env
 from instrument._journal import JournalReader, JournalWriter
-from instrument._problems import Problem, report
+from instrument._problems import Problem, report, working_for
 from instrument._records import LogArtifact, Record, SaveFile, record_bytes
 
 #: The default queue bound, in records (one record is one history row, summary update, ...).
@@ -431,6 +431,7 @@ class Dispatcher:
                     self._busy = False
                     return
                 self._current = index
+            working_for(getattr(record, "function", ""))  # its problems point at the function's definition
             try:
                 self.target.deliver(record)
             except Exception as error:  # the thread must outlive a bad record

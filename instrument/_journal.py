@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import threading
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,14 +25,7 @@ import attrs
 from instrument._foreign import Encoder as StateEncoder
 from instrument._foreign import ForeignError, PlotlyFigure, decode, is_wandb_object
 from instrument._kinds import is_pil_image, is_plotly_figure, type_name
-from instrument._problems import (
-    ONCE_PER_KEY,
-    InstrumentationError,
-    InstrumentationWarning,
-    Problem,
-    report,
-    user_stacklevel,
-)
+from instrument._problems import ONCE_PER_KEY, InstrumentationError, Problem, report, warn
 from instrument._records import (
     ConfigUpdate,
     DeclareChart,
@@ -426,8 +418,7 @@ def ingest(target: Writable, reader: JournalReader, locations: dict[str, str] | 
         try:
             target.write([record])
         except InstrumentationError as error:
-            warnings.warn(f"{error} (a record journaled for run {getattr(target, 'id', '?')})", InstrumentationWarning,
-                          stacklevel=user_stacklevel())
+            warn(f"{error} (a record journaled for run {getattr(target, 'id', '?')})")
     return children
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from instrument import _runtime
 from instrument._options import RunOptions
+from instrument._problems import remember_call_site
 from instrument._wrapping import Hooks, check_callable, wrap
 
 if TYPE_CHECKING:
@@ -161,6 +162,7 @@ class Pipeline:
 
     def __enter__(self) -> PipelineRun:
         """Start a pipeline run and export ``WANDB_CONTEXT_FILE``; return the run."""
+        remember_call_site()  # the with statement: where warnings found off the user's stack point
         return self.start_run()
 
     def __exit__(

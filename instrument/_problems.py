@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -143,16 +143,90 @@ def report(problem: Problem, *, once: bool = False) -> None:
                 return
             _seen.add(marker)
     message = f"{problem.message}; {problem.outcome}" if problem.outcome else problem.message
-    warnings.warn(with_origin(message), InstrumentationWarning, stacklevel=user_stacklevel())
+    warn(with_origin(message))
+
+
+def warn(message: str) -> None:
+    """Warn *message* as an :class:`InstrumentationWarning` pointing at the user's code.
+
+    On a stack that holds the user's code (a decorated function's call), the warning points at
+    the user's line that led to it. On instrument's own threads (the writer of a run, the exit
+    drain) there is none: it points at the definition of the decorated function whose record
+    was being written (:func:`working_for`), else at the last place the user's code was seen
+    (:func:`register_site`, :func:`remember_call_site`), so never at ``threading.py`` or a line
+    inside instrument.
+    """
+    level = _user_level(1)  # relative to this function, which calls warnings.warn
+    site = _fallback_site() if level is None else None
+    if site is None:
+        warnings.warn(message, InstrumentationWarning, stacklevel=level or 1)
+        return
+    filename, lineno, module = site
+    namespace = getattr(sys.modules.get(module), "__dict__", None)
+    registry = namespace.setdefault("__warningregistry__", {}) if isinstance(namespace, dict) else None
+    warnings.warn_explicit(message, InstrumentationWarning, filename, lineno, module=module, registry=registry,
+                           module_globals=namespace)
+
+
+#: Where the user's code is, as ``(filename, line, module)``: what a warning points at.
+Site = tuple[str, int, str]
+#: The definition of each decorated function, by the name its records and messages give it.
+_sites: dict[str, Site] = {}
+#: The last place the user's code was seen: a function decorated, a pipeline opened.
+_last_site: Site | None = None
+#: Per thread: the decorated function whose record the thread is writing (:func:`working_for`).
+_work = threading.local()
+
+
+def register_site(name: str, function: Any) -> None:
+    """Remember where the decorated *function* (named *name* in its records and messages) is
+    defined: a problem found off the user's stack while writing its records points there."""
+    global _last_site
+    target = function.__func__ if isinstance(function, classmethod | staticmethod) else function
+    code = getattr(inspect.unwrap(target), "__code__", None)
+    if code is None:
+        return
+    site = (code.co_filename, code.co_firstlineno, str(getattr(target, "__module__", None) or ""))
+    _sites[name] = _last_site = site
+
+
+def remember_call_site() -> None:
+    """Remember the user's line that called into instrument (a pipeline opened), if the stack holds one."""
+    global _last_site
+    frame: Any = sys._getframe(1)  # noqa: SLF001 - the caller's frame, as inspect.currentframe().f_back
+    while frame is not None and _internal(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is not None:
+        _last_site = (frame.f_code.co_filename, frame.f_lineno, str(frame.f_globals.get("__name__", "")))
+
+
+def working_for(function: str) -> None:
+    """Say that this thread is writing a record of the decorated *function* (``""``: of none): a
+    problem it reports off the user's stack points at that function's definition."""
+    _work.function = function
+
+
+def _fallback_site() -> Site | None:
+    """Where a warning with no user frame on the stack points (see :func:`warn`); None if nowhere."""
+    function = getattr(_work, "function", "") or _origin.get() or ""
+    site = _sites.get(function) or _last_site
+    if site is not None:
+        return site
+    main = sys.modules.get("__main__")
+    filename = getattr(main, "__file__", None)
+    return (filename, 1, "__main__") if isinstance(filename, str) else None
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: Frames that are never the user's: Python's own thread machinery, under instrument's threads.
+_THREADING = os.path.abspath(threading.__file__)
 
 
 def _internal(filename: str) -> bool:
-    """Return whether code in *filename* is instrument's own, wrapt's (which wraps the calls) or
-    wandb's (which calls instrument back when other code finishes a run or logs into it)."""
-    if filename.startswith(_PACKAGE):
+    """Return whether code in *filename* is instrument's own, wrapt's (which wraps the calls),
+    wandb's (which calls instrument back when other code finishes a run or logs into it) or
+    Python's ``threading`` (which runs instrument's threads and its exit drain)."""
+    if filename.startswith(_PACKAGE) or filename == _THREADING:
         return True
     for name in ("wrapt", "wandb"):
         module = sys.modules.get(name)
@@ -162,20 +236,16 @@ def _internal(filename: str) -> bool:
     return False
 
 
-def user_stacklevel() -> int:
-    """Return the ``warnings.warn`` *stacklevel*, for the function that calls this one, that
-    points at the first frame outside instrument: the user's line that led to the warning.
-
-    (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12 only.) With no such
-    frame (a thread of instrument's own) it is 1, the calling function.
-    """
-    here = inspect.currentframe()
-    frame = here.f_back if here is not None else None  # the caller: what stacklevel=1 names
+def _user_level(depth: int) -> int | None:
+    """Return the *stacklevel* relative to the frame *depth* levels above this one (1: the
+    caller) of the first frame outside instrument, or None when the stack holds none
+    (``warnings.warn(skip_file_prefixes=...)`` does this from Python 3.12 only)."""
+    frame: Any = sys._getframe(depth)  # noqa: SLF001 - what stacklevel=1 names, as inspect would find it
     level = 1
     while frame is not None and _internal(frame.f_code.co_filename):
         frame = frame.f_back
         level += 1
-    return level if frame is not None else 1
+    return level if frame is not None else None
 
 
 def reset_once() -> None:

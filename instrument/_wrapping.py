@@ -20,6 +20,8 @@ from typing import Any
 
 import wrapt
 
+from instrument._problems import register_site
+
 
 class Hooks:
     """What a decorator does around its function's body; every method does nothing by default.
@@ -148,6 +150,7 @@ def wrap(function: Any, hooks: Hooks) -> Any:
     wrapper is itself ``async def``, or its awaited body would run outside the hooks); a user's
     exception propagates unchanged.
     """
+    register_site(qualname(function), function)
     kind = kind_of(function)
     if kind == "asyncgen":
         return _decorator(functools.partial(_async_generator, hooks))(function)

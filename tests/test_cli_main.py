@@ -9,6 +9,7 @@ import tomllib
 import pytest
 from helpers import ROOT
 
+import instrument
 from instrument.cli import main
 
 
@@ -33,3 +34,13 @@ def test_the_command_line_does_not_import_wandb() -> None:
             "main(['baseline', '--help'])\nprint('wandb' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert "False" == result.stdout.strip().splitlines()[-1]
+
+
+def test_version_prints_the_package_version_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """``instrument --version`` and ``python -m instrument --version`` print instrument's version first and exit 0."""
+    assert 0 == main(["--version"])
+    printed = capsys.readouterr().out
+    result = subprocess.run([sys.executable, "-m", "instrument", "--version"], capture_output=True, text=True,
+                            check=False, cwd=ROOT)
+    assert printed.startswith(f"instrument {instrument.__version__} (wandb ")
+    assert (0, printed) == (result.returncode, result.stdout)

@@ -236,3 +236,68 @@ def test_verify_asks_the_server_and_reports_why_it_cannot_confirm(cli_runs: CliR
     (folder,) = _runs.find_folders([wandb_dir])
     holds, why = _sync.verify_upload(folder, None, unreachable_env(tmp_path, WANDB__GRAPHQL_RETRY_MAX="1"), 60)
     assert (False, True) == (holds, why.startswith("the server does not list the run:") and "refused" in why)
+
+
+def as_online(folder: Path, *, init_returned: bool) -> Path:
+    """Rename an offline run folder as wandb names an online run's (``run-*``); without *init_returned*,
+    cut its ``logs/debug.log`` where ``wandb.init`` waits for the server, as a process that never got
+    an answer leaves it. Return the new folder."""
+    online = folder.rename(folder.with_name(folder.name.removeprefix("offline-")))
+    log = online / "logs" / "debug.log"
+    lines = log.read_text().splitlines(keepends=True)
+    waits = next(i for i, line in enumerate(lines) if "communicating run to backend" in line)
+    assert any(_runs.INIT_RETURNED in line for line in lines[waits:])
+    if not init_returned:
+        log.write_text("".join(lines[: waits + 1]))
+    return online
+
+
+@pytest.mark.integration
+def test_online_runs_are_never_called_uploaded_without_wandbs_marker(
+    cli_runs: CliRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An online run folder without the marker is "not confirmed uploaded" in show, and one whose
+    wandb.init never got the server's answer is "NO" and makes sync exit 4; --include-online lists
+    both for upload."""
+    wandb_dir = copy_runs(cli_runs, tmp_path, "cli-a", "cli-b", "cli-c")
+    started = as_online(cli_runs_folder(wandb_dir, cli_runs.ids["cli-a"]), init_returned=True)
+    unreached = as_online(cli_runs_folder(wandb_dir, cli_runs.ids["cli-b"]), init_returned=False)
+    synced = as_online(cli_runs_folder(wandb_dir, cli_runs.ids["cli-c"]), init_returned=True)
+    (synced / f"run-{cli_runs.ids['cli-c']}.wandb.synced").touch()
+    shown = {}
+    for folder in (started, unreached, synced):
+        main(["show", str(folder), "--json"], {})
+        description = json.loads(capsys.readouterr().out)
+        main(["show", str(folder)], {})
+        line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  synced: "))
+        shown[folder.name] = (description["upload"], line.split(": ", 1)[1].split(" (")[0].split(";")[0])
+    status = main(["sync", str(wandb_dir), "--dry-run"], {})
+    skipped = sorted(line.split(": ")[1] for line in capsys.readouterr().out.splitlines() if line.startswith("skipped"))
+    included = main(["sync", str(wandb_dir), "--dry-run", "--include-online"], {})
+    listed = sorted(line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("  run "))
+    assert {
+        started.name: ("unconfirmed", "not confirmed uploaded: an online run"),
+        unreached.name: ("never_reached", "NO: an online run that never reached the server"),
+        synced.name: ("synced", "yes"),
+    } == shown
+    assert (4, ["online", "unreached"]) == (status, skipped)
+    assert (4, sorted([cli_runs.ids["cli-a"], cli_runs.ids["cli-b"]])) == (included, listed)
+
+
+def cli_runs_folder(wandb_dir: Path, run_id: str) -> Path:
+    """The run folder of *run_id* in *wandb_dir*."""
+    (folder,) = wandb_dir.glob(f"*-{run_id}")
+    return folder
+
+
+@pytest.mark.integration
+def test_an_online_run_is_uploaded_by_wandb_sync_with_include_online(cli_runs: CliRuns, tmp_path: Path) -> None:
+    """wandb sync takes an online folder with --include-online: against a closed port it tries (and
+    fails with connection refused) instead of skipping the folder without a word."""
+    wandb_dir = copy_runs(cli_runs, tmp_path, "cli-a")
+    online = as_online(cli_runs_folder(wandb_dir, cli_runs.ids["cli-a"]), init_returned=False)
+    env = unreachable_env(tmp_path, WANDB__GRAPHQL_RETRY_MAX="1")
+    attempt = _sync.sync_once(_runs.RunFolder(online, online / f"run-{cli_runs.ids['cli-a']}.wandb"),
+                              environ=env, timeout=120)
+    assert ("error", False) == (attempt.status, attempt.marker)
+    assert "connection refused" in " ".join(attempt.errors)

@@ -4,8 +4,10 @@ bad keys named; and properties of routing on arbitrary nested values (hypothesis
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import instrument
+from instrument import _problems
 from instrument._keys import key_text
 from instrument._kinds import as_step
 from instrument._routing import join, route
@@ -277,6 +280,52 @@ def test_warnings_point_at_the_users_line() -> None:
             pass
     found = [(w.filename, w.lineno) for w in caught if issubclass(w.category, instrument.InstrumentationWarning)]
     assert sorted((here, line) for line in lines) == sorted(found), [str(w.message) for w in caught]
+
+
+@pytest.mark.integration
+def test_a_value_wandb_refuses_on_the_writer_thread_warns_at_the_users_function(wandb_root: Path) -> None:
+    """A value that only wandb refuses (an image file that is gone), found on the run's writer
+    thread, warns at the decorated function's definition in the user's script, not in threading.py."""
+    result = run_script(wandb_root, """
+        import json, pathlib, warnings
+        import instrument
+
+        seen = []
+        warnings.showwarning = lambda message, category, filename, lineno, *rest: seen.append([filename, lineno])
+
+        @instrument.training_stage("op")
+        def step():
+            return {"loss": 1.0, "img": instrument.Image(pathlib.Path("gone.png"))}
+
+        @instrument.eval_summary(prefix="eval")
+        def evaluate():
+            return {"img": instrument.Image(pathlib.Path("gone.png"))}
+
+        step()
+        evaluate()
+        instrument.flush()
+        print(json.dumps(seen))
+    """)
+    script = wandb_root / "script.py"
+    decorators = [n for n, line in enumerate(script.read_text().splitlines(), 1) if line.startswith("@instrument.")]
+    assert [[str(script), line] for line in decorators] == json.loads(result.stdout.strip().splitlines()[-1]), \
+        result.stderr
+
+
+def test_a_warning_from_a_thread_without_user_code_points_at_the_last_decorated_function() -> None:
+    """A problem reported where no frame is the user's (a thread of instrument's own) points at the
+    decorated function seen last, not at threading.py or a line inside instrument."""
+
+    @instrument.training_stage("stage")
+    def stage() -> None:
+        return None
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        thread = threading.Thread(target=_problems.report, args=(_problems.Problem("backend", "instrument: late"),))
+        thread.start()
+        thread.join()
+    assert [(__file__, stage.__wrapped__.__code__.co_firstlineno)] == [(w.filename, w.lineno) for w in caught]
 
 
 def test_a_strict_error_does_not_say_what_production_does_instead() -> None:

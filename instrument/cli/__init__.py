@@ -8,10 +8,13 @@ instrument`` is the same command. One module per verb family; :func:`main` is th
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
+import platform
 import sys
 from collections.abc import Mapping, Sequence
 
+from instrument import __version__
 from instrument.cli import _compare, _gate, _leaderboard, _plot, _replay, _show, _sync
 from instrument.cli._common import USAGE, CommandError
 
@@ -25,10 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Look at, compare, rank, gate, plot and upload the wandb runs in ./wandb "
         "(or $WANDB_DIR/wandb), offline. Run 'instrument COMMAND --help' for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print instrument's version (and wandb's and Python's) and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (_show, _compare, _gate, _leaderboard, _plot, _sync, _replay):
         module.add_parser(commands)
     return parser
+
+
+def version_text() -> str:
+    """Return what ``instrument --version`` prints: ``instrument <version> (wandb <version>, Python <version>)``.
+
+    wandb's version is read from its installed metadata, without importing it.
+    """
+    try:
+        wandb = f"wandb {importlib.metadata.version('wandb')}"
+    except importlib.metadata.PackageNotFoundError:
+        wandb = "wandb not installed"
+    return f"instrument {__version__} ({wandb}, Python {platform.python_version()})"
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
@@ -39,13 +56,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         environ: The environment (``WANDB_DIR`` and, for ``sync``, what ``wandb sync`` gets).
 
     Returns:
-        The command's exit status: 0 success, 2 bad usage or not a run, and what each command
+        The command's exit status: 0 success; 2 bad usage, not a run, or a key, project, suite or
+        folder that no run holds (the message names the closest there are); and what each command
         documents (1 a failed gate or a regression, 3 no baseline, 4 runs left unsynced).
     """
     parser = build_parser()
     try:
         arguments = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse exits 2 on bad usage, 0 after --help
+    except SystemExit as exit_:  # argparse exits 2 on bad usage, 0 after --help and --version
         return exit_.code if isinstance(exit_.code, int) else USAGE
     try:
         status: int = arguments.handler(arguments, environ)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import os
@@ -27,6 +28,34 @@ class CommandError(Exception):
     def __init__(self, message: str, status: int = USAGE) -> None:
         super().__init__(message)
         self.status = status
+
+
+def unknown_key(option: str, key: str, known: Iterable[str], holder: str) -> CommandError:
+    """Return the usage error for an *option* that names a *key* none of the runs holds.
+
+    The message names the option and the key, then the closest keys that do exist (by
+    :func:`difflib.get_close_matches`, and keys ending in ``/<key>`` or ``.<key>``), or else
+    some of the keys there are, so that a misspelt key fails loudly instead of matching nothing.
+
+    Args:
+        option: The option as typed, e.g. ``--metric``.
+        key: The key it named, as typed.
+        known: The keys the runs do hold, spelt as the option takes them.
+        holder: What was searched, for the message, e.g. ``"summary key of the 4 runs read"``.
+
+    Returns:
+        The error, exit status 2, for the caller to raise.
+    """
+    keys = sorted(set(known))
+    close = [k for k in keys if k.endswith((f"/{key}", f".{key}"))]
+    close += [k for k in difflib.get_close_matches(key, keys, n=3, cutoff=0.6) if k not in close]
+    if close:
+        hint = f"closest: {', '.join(close[:3])}"
+    elif keys:
+        hint = f"there are: {', '.join(keys[:12])}" + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")
+    else:
+        hint = "there are none"
+    return CommandError(f"{option} {key}: no such {holder}; {hint}")
 
 
 #: The help of every RUN argument.

@@ -14,6 +14,7 @@ from instrument.cli._common import (
     FAILED,
     OK,
     WANDB_KEYS,
+    CommandError,
     flatten,
     is_number,
     markdown_table,
@@ -33,7 +34,8 @@ def add_parser(commands: Any) -> None:
         description="Compare every summary metric that runs A and B both hold: A, B, B - A and the change in "
         "percent of |A|, with the direction (lower or higher is better) where the runs' gates or the project's "
         "baseline store give one. Exit status 0; 1 with --fail-on-regression when a gated metric got worse "
-        "(beyond its regression gate's tolerance); 2 when A or B is not a run.",
+        "(beyond its regression gate's tolerance); 2 when A or B is not a run, or when the two share no numeric "
+        "summary metric (nothing to compare: each run's metrics are named).",
     )
     parser.add_argument("a", metavar="A", help="the reference run: a run folder, .wandb file or run id")
     parser.add_argument("b", metavar="B", help="the run to compare with it")
@@ -48,6 +50,9 @@ def run_compare(arguments: argparse.Namespace, environ: Mapping[str, str] = os.e
     """Print the comparison of ``arguments.a`` and ``arguments.b``; return the exit status."""
     a, b = _runs.resolve_run(arguments.a, environ), _runs.resolve_run(arguments.b, environ)
     rows = compare(a, b)
+    if not rows:
+        raise CommandError(f"A = {_label(a)} and B = {_label(b)} share no numeric summary metric; "
+                           f"A has {_listed(metrics(a))}; B has {_listed(metrics(b))}")
     headers = ["metric", f"A {a.run_id}", f"B {b.run_id}", "change", "change %", "better", "verdict"]
     right = [False, True, True, True, True, False, False]
     cells = [
@@ -123,6 +128,13 @@ def _verdict(goal: _sidecar.Goal, before: float, after: float) -> str:
 
 def _only(run: runfile.RunFile, other: runfile.RunFile) -> list[str]:
     return sorted(metrics(run).keys() - metrics(other).keys())
+
+
+def _listed(keys: Mapping[str, float]) -> str:
+    names = sorted(keys)
+    if not names:
+        return "none"
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
 def _label(run: runfile.RunFile) -> str:

@@ -15,7 +15,17 @@ from typing import Any
 
 from instrument import _gatefiles, baselines
 from instrument.cli import _runs, _sidecar
-from instrument.cli._common import FAILED, NO_BASELINE, OK, RUN_HELP, CommandError, number, relative, text_table
+from instrument.cli._common import (
+    FAILED,
+    NO_BASELINE,
+    OK,
+    RUN_HELP,
+    CommandError,
+    number,
+    relative,
+    text_table,
+    unknown_key,
+)
 
 _MARKS = {"pass": "✅ passed", "fail": "❌ failed", "warn": "⚠️ passed with warnings"}
 
@@ -52,7 +62,8 @@ def add_parser(commands: Any) -> None:
         verb.set_defaults(handler=run_set if name == "set" else run_promote, verb=f"baseline {name}")
     show = baseline_commands.add_parser(
         "show", help="print the baselines in the store",
-        description="Print every baseline in the store of ./.instrument (or $WANDB_DIR/.instrument). Exit status 0.")
+        description="Print every baseline in the store of ./.instrument (or $WANDB_DIR/.instrument). Exit status 0; "
+        "2 when --project or --prefix names none of the store's.")
     show.add_argument("--project", help="only this project")
     show.add_argument("--prefix", help="only this suite")
     show.set_defaults(handler=run_show_baselines, verb="baseline show")
@@ -109,17 +120,30 @@ def run_promote(arguments: argparse.Namespace, environ: Mapping[str, str] = os.e
 
 
 def run_show_baselines(arguments: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
-    """``baseline show``: print each store file's metrics (value, stderr, direction, run, commit, time)."""
+    """``baseline show``: print each store file's metrics (value, stderr, direction, run, commit, time).
+
+    Raises:
+        CommandError: ``--project`` or ``--prefix`` names none of the store's (exit status 2; the
+            message names the closest there are).
+    """
     folder = _gatefiles.instrument_root(environ) / "baselines"
     files = sorted(folder.glob("*/*.json")) if folder.is_dir() else []
-    rows = []
+    stores = []
     for path in files:
         try:
             store = _gatefiles.read_store(path)
         except _gatefiles.GateFileError as error:
             print(f"instrument baseline show: {_message(error)}", file=sys.stderr)
             continue
-        if not store or (arguments.project and store["project"] != arguments.project) or (
+        if store:
+            stores.append(store)
+    for option, field in (("--project", "project"), ("--prefix", "prefix")):
+        wanted = getattr(arguments, field)
+        if wanted and stores and wanted not in {store[field] for store in stores}:
+            raise unknown_key(option, wanted, {store[field] for store in stores}, f"{field} in {relative(folder)}")
+    rows = []
+    for store in stores:
+        if (arguments.project and store["project"] != arguments.project) or (
             arguments.prefix and store["prefix"] != arguments.prefix
         ):
             continue
@@ -128,7 +152,9 @@ def run_show_baselines(arguments: argparse.Namespace, environ: Mapping[str, str]
                          number(_sidecar.decode(entry.get("stderr"))), entry.get("direction") or "-",
                          entry.get("run_id") or "-", (entry.get("git_commit") or "-")[:12], entry.get("time") or "-"])
     if not rows:
-        print(f"no baselines in {relative(folder)}")
+        chosen = [f"{field} {value}" for field, value in (("project", arguments.project), ("suite", arguments.prefix))
+                  if value]
+        print(f"no baselines in {relative(folder)}" + (f" for {' and '.join(chosen)}" if stores else ""))
         return OK
     headers = ["project", "suite", "metric", "value", "stderr", "direction", "run", "commit", "time"]
     print("\n".join(text_table(headers, rows, [False, False, False, True, True])))

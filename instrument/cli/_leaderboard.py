@@ -16,7 +16,20 @@ from typing import Any
 
 from instrument import runfile
 from instrument.cli import _runs, _sidecar
-from instrument.cli._common import OK, CommandError, as_number, at_least, dumps, flatten, markdown_table, number
+from instrument.cli._common import (
+    OK,
+    WANDB_KEYS,
+    CommandError,
+    as_number,
+    at_least,
+    dumps,
+    flatten,
+    is_number,
+    markdown_table,
+    number,
+    relative,
+    unknown_key,
+)
 
 ARROWS = {"min": "↓", "max": "↑"}
 _METADATA = ("run_id", "name", "project", "group", "job_type", "state")
@@ -60,6 +73,10 @@ def run_leaderboard(arguments: argparse.Namespace, environ: Mapping[str, str] = 
             raise CommandError(f"--by {column}: must name a config key, as config.KEY")
     filters = [_parse_where(text) for text in arguments.where]
     runs, unreadable = _runs.read_folders(_runs.find_folders(arguments.dirs, environ))
+    if not runs:
+        where = ", ".join(arguments.dirs) or relative(_runs.default_wandb_dir(environ))
+        raise CommandError(f"no runs to rank in {where}" + (f" ({len(unreadable)} files not readable)" if unreadable
+                                                             else ""))
     board = rank(runs, arguments.metric, direction=arguments.direction, by=arguments.by, where=filters,
                  include_incomplete=arguments.include_incomplete, top=arguments.top)
     left_out = board["left_out"] | ({"unreadable": len(unreadable)} if unreadable else {})
@@ -110,11 +127,14 @@ def rank(
         runs left out by reason.
 
     Raises:
-        CommandError: No *direction* given and no gate or baseline gives one.
+        CommandError: No run holds *metric*, or a number under it; no run holds a ``config.X`` or
+            ``summary.X`` key of *by* or *where* (each names the closest keys there are); no
+            *direction* given and no gate or baseline gives one.
     """
     latest: dict[str, runfile.RunFile] = {}
     for run in runs:
         latest[run.run_id] = run
+    check_keys(list(latest.values()), metric, by=by, where=where)
     left_out: dict[str, int] = {}
     kept: list[tuple[runfile.RunFile, float, float | None]] = []
     for run in latest.values():
@@ -138,6 +158,45 @@ def rank(
             "value": value, "stderr": stderr,
         })
     return {"metric": metric, "direction": direction, "by": list(by), "rows": rows, "left_out": left_out}
+
+
+def check_keys(runs: Sequence[runfile.RunFile], metric: str, *, by: Sequence[str] = (),
+               where: Sequence[tuple[str, str]] = ()) -> None:
+    """Check that some run holds each key the command names, so that a misspelt key is an error
+    instead of an empty board.
+
+    Args:
+        runs: The runs read.
+        metric: The ``--metric`` summary key (flattened with ``/``).
+        by: ``config.KEY`` columns.
+        where: ``(key, text)`` filters; their ``config.X`` and ``summary.X`` keys are checked.
+
+    Raises:
+        CommandError: No run holds one of the keys (the message names the closest keys that
+            exist), or no run holds a number under *metric*.
+    """
+    counted = f"{len(runs)} run{'s' * (len(runs) != 1)} read"
+    summaries = [flatten(run.summary) for run in runs]
+    found = [flat[metric] for flat in summaries if metric in flat]
+    if not found:
+        numeric = {key for flat in summaries for key, value in flat.items()
+                   if is_number(value) and key.split("/")[0] not in WANDB_KEYS}
+        raise unknown_key("--metric", metric, numeric, f"summary key in the {counted}")
+    if not any(is_number(value) for value in found):
+        kinds = sorted({value.get("_type", "dict") if isinstance(value, dict) else type(value).__name__
+                        for value in found})
+        raise CommandError(f"--metric {metric}: no run holds a number under this summary key "
+                           f"(it holds {', '.join(kinds)})")
+    named = [("--by", column) for column in by] + [("--where", key) for key, _ in where]
+    for option, key in named:
+        section, _, name = key.partition(".")
+        if section not in ("config", "summary"):
+            continue  # a run's metadata: every run has it
+        trees = [run.config if section == "config" else run.summary for run in runs]
+        if not any(find(tree, name) is not _MISSING for tree in trees):
+            known = {f"{section}.{path}" for tree in trees for path in key_paths(tree)
+                     if path.split(".")[0] not in WANDB_KEYS}
+            raise unknown_key(option, key, known, f"{section} key in the {counted}")
 
 
 def _left_out(run: runfile.RunFile, value: float | None, where: Sequence[tuple[str, str]],
@@ -172,6 +231,13 @@ _MISSING = object()
 def lookup(tree: Mapping[str, Any], key: str) -> Any:
     """Return the value at *key* in a config or summary: the literal key, the ``/``-flattened key,
     or nested dicts along the dots (``optimizer.name``); None when there is none."""
+    value = find(tree, key)
+    return None if value is _MISSING else value
+
+
+def find(tree: Mapping[str, Any], key: str) -> Any:
+    """Return the value at *key* as :func:`lookup` finds it, or the module's ``_MISSING`` marker
+    when there is none (a key holding None is there)."""
     if key in tree:
         return tree[key]
     flat = flatten(dict(tree))
@@ -181,8 +247,20 @@ def lookup(tree: Mapping[str, Any], key: str) -> Any:
     for part in key.split("."):
         node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
         if node is _MISSING:
-            return None
+            break
     return node
+
+
+def key_paths(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Return every key of a config or summary as :func:`lookup` takes it: nested dicts joined
+    with dots (``optimizer.name``), W&B value dicts (``_type``) and other values as leaves."""
+    paths = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value and "_type" not in value:
+            paths += key_paths(value, f"{prefix}{key}.")
+        else:
+            paths.append(f"{prefix}{key}")
+    return paths
 
 
 def _parse_where(text: str) -> tuple[str, str]:

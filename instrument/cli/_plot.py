@@ -38,7 +38,8 @@ def add_parser(commands: Any) -> None:
         "axis, the eval summary, and a bar per gate (its value's distance to the threshold or baseline, "
         "coloured by verdict). Charts are inline SVG rendered offline (no script, no CDN); their Vega-Lite "
         "specification goes beside the report (FILE with .vl.json). Needs the plot extra "
-        "(pip install 'instrument[plot]'). Exit status 0; 2 when RUN is not a run.",
+        "(pip install 'instrument[plot]'). Exit status 0; 2 when RUN is not a run, or holds nothing to chart "
+        "(no history series, in it or in the runs it lists, and no gates).",
     )
     parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     parser.add_argument("--out", required=True, metavar="FILE", help="the report to write, e.g. report.html")
@@ -54,6 +55,18 @@ def run_plot(arguments: argparse.Namespace, environ: Mapping[str, str] = os.envi
     run = _runs.resolve_run(arguments.run, environ)
     out = Path(arguments.out)
     charts = specs(run)
+    children = _runs.children(run)
+    missing = _runs.missing_children(run, children)
+    if missing:
+        print(f"instrument plot: run {run.run_id} lists runs not found beside it, left out of the report: "
+              f"{', '.join(missing)}", file=sys.stderr)
+    if not charts:
+        also = " or in the runs it lists" if children else ""
+        raise CommandError(f"run {run.run_id} has nothing to chart: no numeric history series in it{also}, and no "
+                           f"gates; `instrument show {run.run_id}` lists what it holds")
+    if list(charts) == ["gates"]:
+        print(f"instrument plot: run {run.run_id} has no numeric history series; the report shows its gates and "
+              "summary", file=sys.stderr)
     svgs = {title: vl_convert.vegalite_to_svg(spec, vl_version=VEGA_LITE, allowed_base_urls=[])
             for title, spec in charts.items()}
     spec_path = out.with_suffix(".vl.json")

@@ -23,6 +23,12 @@ from instrument.cli._common import CommandError
 #: Seconds since its last write within which a run with no exit record counts as still being
 #: written, when no process on this machine can be seen holding its file (another host, no /proc).
 LIVE_WINDOW = 120.0
+#: The line wandb 0.31's client writes to a run folder's ``logs/debug.log`` once ``wandb.init``
+#: returned the run. Online, ``wandb.init`` returns only after the server answered the run's
+#: creation, so an online folder whose log lacks it never reached the server.
+INIT_RETURNED = "run started, returning control to user process"
+#: What :attr:`RunFolder.upload` says of a run folder.
+SYNCED, OFFLINE, UNCONFIRMED, NEVER_REACHED = "synced", "offline", "unconfirmed", "never_reached"
 _STAMP = re.compile(r"(?:offline-)?run-(\d{8}_\d{6})-")
 
 
@@ -57,6 +63,35 @@ class RunFolder:
     def synced(self) -> bool:
         """Whether wandb's synced marker is there."""
         return self.synced_marker.exists()
+
+    @property
+    def debug_log(self) -> Path:
+        """wandb's client log of the process that wrote the run: ``logs/debug.log``."""
+        return self.path / "logs" / "debug.log"
+
+    @property
+    def upload(self) -> str:
+        """What the folder tells about the run's upload.
+
+        ``synced``: ``wandb sync`` wrote its marker. ``offline``: an offline run, not synced.
+        For an online run (``run-*``) without the marker, nothing in the folder confirms the
+        upload: wandb writes each record to ``run-<id>.wandb`` *before* sending it and keeps no
+        acknowledgement of the server's there (the server's answer to the run's creation goes
+        back to the process only), and ``wandb sync`` alone writes the marker. So it is
+        ``never_reached`` when ``logs/debug.log`` shows that ``wandb.init`` never returned
+        (online it returns only once the server answered; see :data:`INIT_RETURNED`), else
+        ``unconfirmed`` (the server took the run's start; what reached it later is not recorded).
+        """
+        if self.synced:
+            return SYNCED
+        if self.offline:
+            return OFFLINE
+        try:
+            with self.debug_log.open(encoding="utf-8", errors="replace") as log:
+                returned = any(INIT_RETURNED in line for line in log)
+        except OSError:  # no log: nothing says either way
+            return UNCONFIRMED
+        return UNCONFIRMED if returned else NEVER_REACHED
 
 
 def instrument_dir(run_path: Path) -> Path:
@@ -189,6 +224,14 @@ def children(run: runfile.RunFile) -> list[runfile.RunFile]:
         except (IndexError, runfile.RunFileError):
             continue
     return found
+
+
+def missing_children(run: runfile.RunFile, found: Iterable[runfile.RunFile]) -> list[str]:
+    """Return the run ids a pipeline run lists in ``pipeline/children`` that are not among *found*
+    (:func:`children`'s answer): runs written elsewhere, or deleted."""
+    listed = run.summary.get("pipeline/children")
+    have = {child.run_id for child in found}
+    return [str(child) for child in listed if str(child) not in have] if isinstance(listed, list) else []
 
 
 def read_folders(folders: Iterable[RunFolder]) -> tuple[list[runfile.RunFile], list[str]]:

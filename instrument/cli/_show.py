@@ -20,7 +20,8 @@ def add_parser(commands: Any) -> None:
         help="what a run holds: config, summary, series, tables, alerts, gates, state, sync",
         description="Describe one run from its .wandb file: config, summary by prefix, each history series "
         "with its step range and point count, tables, alerts, gate verdicts, whether it finished and whether "
-        "it was synced. Exit status 0, or 2 when RUN is not a run.",
+        "its upload is confirmed (an online run without wandb sync's marker is not). Exit status 0, or 2 when RUN "
+        "is not a run.",
     )
     parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
@@ -54,7 +55,8 @@ def describe(run: runfile.RunFile, opened: frozenset[str] | None) -> dict[str, A
 
     Returns:
         A dict with the run's metadata, ``state``, ``exit_code``, ``complete`` (an exit record
-        is there), ``synced`` (wandb's marker is there), ``config``, ``summary`` (without
+        is there), ``synced`` (wandb's marker is there), ``upload`` (what the folder tells of the
+        upload: :attr:`_runs.RunFolder.upload`), ``config``, ``summary`` (without
         wandb's own keys), ``series`` (key, step key, first and last step, points, last value),
         ``tables``, ``media``, ``alerts``, ``gates`` (the sidecar's verdicts, or None) and
         ``segments`` (every folder of this run id beside it, oldest first: more than one for a
@@ -80,6 +82,7 @@ def describe(run: runfile.RunFile, opened: frozenset[str] | None) -> dict[str, A
         "truncated": run.truncated,
         "offline": folder.offline,
         "synced": folder.synced,
+        "upload": folder.upload,
         "config": run.config,
         "summary": summary,
         "series": series(run),
@@ -194,11 +197,16 @@ def _state_text(d: dict[str, Any]) -> str:
 
 
 def _sync_text(d: dict[str, Any]) -> str:
-    if d["synced"]:
+    folder = relative(str(Path(d["path"]).parent))
+    if d["upload"] == _runs.SYNCED:
         return "yes (wandb sync wrote its marker)"
-    if not d["offline"]:
-        return "online run (streamed while it ran)"
-    return f"no: instrument sync {relative(str(Path(d['path']).parent))}"
+    if d["upload"] == _runs.OFFLINE:
+        return f"no: instrument sync {folder}"
+    if d["upload"] == _runs.NEVER_REACHED:
+        return ("NO: an online run that never reached the server (wandb.init got no answer, logs/debug.log); "
+                f"upload it: instrument sync --include-online {folder}")
+    return ("not confirmed uploaded: an online run; the server took its start, but nothing in its folder records "
+            f"what reached the server after that (to upload it from here: instrument sync --include-online {folder})")
 
 
 def _summary_lines(summary: dict[str, Any], gated: bool) -> list[str]:

@@ -31,7 +31,7 @@ import filelock
 
 from instrument import _env, runfile
 from instrument.cli import _runs
-from instrument.cli._common import NOT_SYNCED, OK, at_least, relative
+from instrument.cli._common import NOT_SYNCED, OK, CommandError, at_least, relative
 
 #: wandb's retry and timeout knobs, with the values a sync attempt gets unless the environment
 #: sets them: GraphQL calls and file-stream and file-upload requests are retried at most 3 times,
@@ -57,12 +57,13 @@ def add_parser(commands: Any) -> None:
         description="Upload the offline runs in the given folders (default ./wandb, or $WANDB_DIR/wandb) with "
         "'wandb sync', one run at a time, retrying with exponential backoff and jitter, each attempt killed "
         "after --attempt-timeout. A run counts as synced only when wandb wrote its marker and printed no error. "
-        "Runs already synced are left alone, runs still being written are skipped. One JSON line per attempt "
-        "goes to .instrument/sync.jsonl beside wandb's folder. wandb's own retries are bounded unless the "
+        "Runs already synced are left alone, runs still being written are skipped, and online runs too unless "
+        "--include-online (an online run that never reached the server counts as not synced). One JSON line per "
+        "attempt goes to .instrument/sync.jsonl beside wandb's folder. wandb's own retries are bounded unless the "
         "environment sets them: " + ", ".join(f"{k}={v}" for k, v in WANDB_KNOBS.items()) + ". "
         "A journal instrument left in the folder (records it could not write into a run) is named with its "
         "'instrument replay' command. Exit status 0 when every run is synced, 4 when some are not (or, with "
-        "--dry-run, would be synced) or a journal is left, 2 for bad arguments.",
+        "--dry-run, would be synced) or a journal is left, 2 for bad arguments or a DIR that holds no run.",
     )
     parser.add_argument("dirs", nargs="*", metavar="DIR", help="wandb folders, their parent folders, or run folders")
     parser.add_argument("--retries", type=at_least(0), default=3, metavar="N",
@@ -71,6 +72,9 @@ def add_parser(commands: Any) -> None:
                         help="seconds before the first retry, doubling for each next one, with jitter (default 5)")
     parser.add_argument("--attempt-timeout", type=_seconds, default=900.0, metavar="S",
                         help="seconds after which an attempt is killed (default 900)")
+    parser.add_argument("--include-online", action="store_true",
+                        help="also upload online runs (run-* folders) without wandb's marker: nothing in such a "
+                        "folder confirms that what it holds reached the server")
     parser.add_argument("--dry-run", action="store_true", help="list what would be synced; upload nothing")
     parser.add_argument("--verify", action="store_true",
                         help="after an upload, ask the server (wandb's public API) whether it holds the run's "
@@ -119,7 +123,9 @@ class Attempt:
 @attrs.frozen
 class Pending:
     """A run folder and what ``sync`` decided about it before uploading: *reason* is None for a
-    run to sync, else why it is left alone (``synced``, ``live``, ``online``, ``unreadable``)."""
+    run to sync, else why it is left alone (``synced``, ``live``, ``unreadable``; ``online``: an
+    online run whose upload is not confirmed, ``unreached``: an online run that never reached the
+    server; both only without ``--include-online``)."""
 
     folder: _runs.RunFolder
     run: runfile.RunFile | None
@@ -127,15 +133,22 @@ class Pending:
     detail: str = ""
 
 
-def plan(folders: Sequence[_runs.RunFolder], opened: frozenset[str] | None) -> list[Pending]:
-    """Decide for each run folder whether to sync it: not if already synced, online, live or unreadable."""
+def plan(folders: Sequence[_runs.RunFolder], opened: frozenset[str] | None, *,
+         include_online: bool = False) -> list[Pending]:
+    """Decide for each run folder whether to sync it: not if already synced, live or unreadable,
+    nor, unless *include_online*, an online run (:attr:`_runs.RunFolder.upload` says how far it got)."""
     decided = []
     for folder in folders:
         if folder.synced:
             decided.append(Pending(folder, None, "synced"))
             continue
-        if not folder.offline:
-            decided.append(Pending(folder, None, "online", "an online run, streamed while it ran"))
+        if not folder.offline and not include_online:
+            if folder.upload == _runs.NEVER_REACHED:
+                decided.append(Pending(folder, None, "unreached", "an online run that never reached the server "
+                                       "(wandb.init got no answer); pass --include-online to upload it"))
+            else:
+                decided.append(Pending(folder, None, "online", "an online run, not confirmed uploaded (nothing in "
+                                       "its folder records it); pass --include-online to upload it from here"))
             continue
         try:
             run = runfile.read_run_file(folder.wandb_file)
@@ -151,11 +164,14 @@ def plan(folders: Sequence[_runs.RunFolder], opened: frozenset[str] | None) -> l
 
 def run_sync(arguments: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
     """Sync (or with ``--dry-run`` list) the runs; return 0 when all are synced, else 4."""
-    decided = plan(_runs.find_folders(arguments.dirs, environ), _runs.open_files())
-    to_sync = [p for p in decided if p.reason is None]
-    unsynced = [p for p in decided if p.reason in ("live", "unreadable")]
-    already = [p for p in decided if p.reason == "synced"]
+    folders = _runs.find_folders(arguments.dirs, environ)
     journals = _runs.find_journals(arguments.dirs, environ)
+    if arguments.dirs and not folders and not journals:
+        raise CommandError(f"{', '.join(arguments.dirs)}: no runs in it (no run-<id>.wandb file below it)")
+    decided = plan(folders, _runs.open_files(), include_online=arguments.include_online)
+    to_sync = [p for p in decided if p.reason is None]
+    unsynced = [p for p in decided if p.reason in ("live", "unreadable", "unreached")]
+    already = [p for p in decided if p.reason == "synced"]
     for pending in decided:
         if pending.reason not in (None, "synced"):
             print(f"skipped {_name(pending.folder)}: {pending.reason}: {pending.detail}")
@@ -274,12 +290,15 @@ def sync_environment(environ: Mapping[str, str]) -> dict[str, str]:
 def sync_once(folder: _runs.RunFolder, *, environ: Mapping[str, str], timeout: float) -> Attempt:
     """Run ``wandb sync`` on *folder* once, killed after *timeout* seconds; judge what it did.
 
+    ``--include-online`` is always passed: :func:`plan` decides which online folders to upload,
+    and without it ``wandb sync`` skips them, printing no error and writing no marker.
+
     The attempt is ``synced`` only if wandb's marker is there afterwards *and* wandb printed no
     error (its exit status is 0 even when the server was unreachable). A marker written by an
     attempt that printed errors is removed, so that neither ``wandb sync`` nor this command
     takes the run for uploaded.
     """
-    command = [sys.executable, "-m", "wandb", "sync", "--include-synced", str(folder.path)]
+    command = [sys.executable, "-m", "wandb", "sync", "--include-synced", "--include-online", str(folder.path)]
     started = time.monotonic()
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as output:
         try:
