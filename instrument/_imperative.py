@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from instrument import _linkage
+from instrument import _finishing, _linkage, _worker_inbox
 from instrument._backends import wandb_sharing
 from instrument._config import plain_config
 from instrument._context_file import ContextFile
@@ -49,9 +49,32 @@ class WandBContext:
     eval's summary goes. Bad values warn (raise in strict mode); a failing backend never raises.
     """
 
-    def __init__(self, resolver: Resolver = _linkage.resolve, owner: PipelineRun | None = None) -> None:
+    def __init__(self, resolver: Resolver = _linkage.resolve, owner: PipelineRun | None = None, *,
+                 environ: Mapping[str, str] | None = None) -> None:
         self._resolve = resolver
         self.owner = owner
+        self._environ = environ
+
+    @property
+    def context_file(self) -> Path | None:
+        """The context file that links a subprocess to this context's pipeline run: give it as
+        ``WANDB_CONTEXT_FILE`` in the subprocess's environment.
+
+        The pipeline this context writes to (for :func:`current`: the one entered in this thread
+        or asyncio task, see docs/guarantees.md, "Threads"); in a pipeline's subprocess, the file
+        it was handed; None where no pipeline is open (a subprocess started then writes a
+        standalone run). ``os.environ["WANDB_CONTEXT_FILE"]`` names the newest open pipeline of
+        the process only, so a subprocess started for another one needs this::
+
+            env = {**os.environ, "WANDB_CONTEXT_FILE": str(instrument.current().context_file)}
+            subprocess.run([sys.executable, "train.py"], env=env, check=True)
+        """
+        if self.owner is not None:
+            return self.owner.context_file
+        if self._environ is not None:
+            path = self._environ.get(WANDB_CONTEXT_FILE)
+            return Path(path) if path else None
+        return _linkage.pipeline_context_file()
 
     def _session(self) -> _Started | None:
         """The run a stage's point written now would go to; None when it would go nowhere."""
@@ -228,7 +251,7 @@ class WandBContext:
         if self.owner is not None:
             self.owner.close(exit_code=exit_code)
             return
-        _linkage.drain_workers()
+        _worker_inbox.drain_workers()
         for session in _linkage.own_sessions():
             session.finish(exit_code)
 
@@ -236,9 +259,11 @@ class WandBContext:
 def current() -> WandBContext:
     """Return the context a decorated call at this point would write to; never None.
 
-    A pipeline active in this process, else the context named by ``WANDB_CONTEXT_FILE``, else
-    this process's standalone run (a no-op context when the mode is disabled). It starts nothing
-    by itself: a run starts on the first record written through it.
+    The pipeline entered in this thread or asyncio task (else the newest open in this process),
+    else the context named by ``WANDB_CONTEXT_FILE``, else this process's standalone run (a
+    no-op context when the mode is disabled). It starts nothing by itself: a run starts on the
+    first record written through it. Each use resolves again: a context kept and used in another
+    thread writes where that thread's calls write.
     """
     return WandBContext()
 
@@ -328,7 +353,7 @@ def flush(timeout: float | None = None) -> bool:
         stopped answering (they stay queued, or on disk if the backend stalled; nothing is
         dropped).
     """
-    return _linkage.flush_state(timeout)
+    return _finishing.flush_state(timeout)
 
 
 def create_wandb_context(
@@ -403,4 +428,4 @@ def load_wandb_context_from_env(environ: Mapping[str, str] = os.environ) -> Wand
     if not path:
         return None
     ContextFile.load(path)
-    return WandBContext(lambda role: _linkage.resolve(role, environ))
+    return WandBContext(lambda role: _linkage.resolve(role, environ), environ=environ)

@@ -1,12 +1,14 @@
 """The pipeline's own run: a run this process owns and shares with its subprocesses.
 
-It writes the context file its subprocesses find through ``WANDB_CONTEXT_FILE``, ingests the
-record journals they write while it runs, drains them at the end, lists the children's runs in
-summary ``pipeline/children`` and prints the ``instrument sync`` command for an offline pipeline.
+It writes the context file its subprocesses find through ``WANDB_CONTEXT_FILE`` (the newest open
+pipeline's, process-wide), ingests the record journals they write while it runs, drains them at
+the end, lists the children's runs (and the pipelines nested in it) in summary
+``pipeline/children`` and prints the ``instrument sync`` command for an offline pipeline.
 """
 
 from __future__ import annotations
 
+import contextvars
 import glob
 import os
 import shutil
@@ -17,12 +19,13 @@ from pathlib import Path
 
 import attrs
 
-from instrument import _lifecycle, _linkage
+from instrument import _finishing, _lifecycle, _linkage, _placement, _worker_inbox
 from instrument._backends.base import new_run_id
 from instrument._context_file import ContextFile
 from instrument._env import WANDB_CONTEXT_FILE, exit_timeout
 from instrument._journal import JournalReader, children_summary, ingest
 from instrument._options import RunOptions
+from instrument._pipeline_stack import OpenPipeline
 from instrument._problems import Problem, report
 from instrument._session import Session
 from instrument._verdicts import failed_suites
@@ -35,7 +38,12 @@ class PipelineRun:
     defaulting to the run's id), makes a private folder (mode 0700) for the context file and the
     journals, ingests the journals every second while it runs and drains them at :meth:`close`.
     ``with instrument.pipeline(...) as run:`` gives one. The run id is *options*' run id, else
-    ``WANDB_RUN_ID`` (see :func:`instrument._linkage.own_run_options`), else a fresh one.
+    ``WANDB_RUN_ID`` (see :func:`instrument._placement.own_run_options`), else a fresh one.
+
+    Entered where another pipeline is current (the same thread or task, or one carrying its
+    context), it is that pipeline's child: its group, project, entity and mode unless *options*
+    give their own, the tag ``parent:<id>``, listed in the parent's ``pipeline/children``; its
+    offline folders are named in the parent's ``instrument sync`` line.
 
     In a process that writes no run of its own (a worker, a rank its policy keeps from writing)
     it is *plain*: no run, no folder, nothing exported; the block just runs and its records go
@@ -45,7 +53,9 @@ class PipelineRun:
         folder: the private folder holding ``context.json`` and ``journal/``.
         context: the context file's contents; context_file: its path (what
             ``WANDB_CONTEXT_FILE`` names in the subprocesses).
-        children: the run ids of the children's runs ingested so far.
+        children: the run ids of the children's runs ingested so far, and of the pipelines
+            nested in this one.
+        parent: the id of the pipeline run this one was entered in (None at the top level).
         failed_gates: after :meth:`close` with ``gate_exit``, the prefixes of the suites of gates
             that failed in the run (empty otherwise).
     """
@@ -54,18 +64,28 @@ class PipelineRun:
         self.children: list[str] = []
         self.failed_gates: list[str] = []
         self.child_locations: dict[str, str] = {}  # run id -> its folder, as the child reported it
-        self._previous: str | None = None
+        self._nested: set[str] = set()  # ids of the pipelines nested in this one
+        self._nested_folders: list[str] = []  # their offline folders (and their children's), for the sync line
+        self._sync_printed = False
+        self._sync_lock = threading.Lock()
+        self.parent: str | None = None
+        self._parent: OpenPipeline | None = None
+        self._token: contextvars.Token[OpenPipeline | None] | None = None
         self._exported = False
         self._closed = False
         self._close_lock = threading.Lock()
-        self.plain = not _linkage.placement().writes
+        self.plain = not _placement.placement().writes
         self.folder: Path | None = None
         self.context: ContextFile | None = None
         self.context_file: Path | None = None
         self.session: Session | None = None
         if self.plain:
             return
-        options = _linkage.own_run_options(options, os.environ)
+        self._parent = _linkage.enclosing_pipeline()
+        if self._parent is not None:
+            options = _nested(options, self._parent.session)
+            self.parent = self._parent.session.id
+        options = _placement.own_run_options(options, os.environ)
         run_id = options.run_id or new_run_id()
         self.folder = Path(tempfile.mkdtemp(prefix=f"instrument-{run_id}-"))  # mode 0700
         journal = self.folder / "journal"
@@ -84,8 +104,10 @@ class PipelineRun:
         )
         self.context_file = self.context.save(self.folder / "context.json")
         self.reader = JournalReader(journal)
-        _linkage.push_pipeline(self.session)
-        _lifecycle.close_on_sigterm(self._terminate, _linkage.finish_state)
+        self._token = _linkage.push_pipeline(self.session, self, self._parent)
+        if self._parent is not None:
+            self._parent.owner.add_child(self.session.id)
+        _lifecycle.close_on_sigterm(self._terminate, _finishing.finish_state)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name=f"instrument-ingest-{run_id}", daemon=True)
         self._poller.start()
@@ -95,14 +117,49 @@ class PipelineRun:
         """The run's id (None for a plain pipeline)."""
         return self.session.id if self.session is not None else None
 
+    def add_child(self, run_id: str) -> None:
+        """List run *run_id* in summary ``pipeline/children`` (a pipeline nested in this one)."""
+        self._nested.add(run_id)
+        self.children.append(run_id)
+
+    def take_nested_folders(self, folders: list[str]) -> bool:
+        """Name *folders* (a nested pipeline's offline folders) in this run's ``instrument sync``
+        line; False when that line was printed already (the nested pipeline prints its own)."""
+        with self._sync_lock:
+            if self._sync_printed:
+                return False
+            self._nested_folders.extend(folders)
+            return True
+
     def export(self) -> None:
-        """Set ``WANDB_CONTEXT_FILE`` for subprocesses until :meth:`close` restores it (a plain
-        pipeline exports nothing)."""
+        """Set ``WANDB_CONTEXT_FILE`` for subprocesses until :meth:`close` (a plain pipeline
+        exports nothing).
+
+        The variable is process-wide: it names the newest exported pipeline that is still open,
+        and once none is, what it held before the first. A subprocess started for another
+        pipeline of this process gets that one's file in its ``env=`` (``instrument.current()
+        .context_file`` in the thread or task of that pipeline).
+        """
         if self.context_file is None:
             return
-        self._previous = os.environ.get(WANDB_CONTEXT_FILE)
-        os.environ[WANDB_CONTEXT_FILE] = str(self.context_file)
+        with _exports_lock:
+            global _before_exports
+            if not _exports:
+                _before_exports = os.environ.get(WANDB_CONTEXT_FILE)
+            _exports.append(self)
+            os.environ[WANDB_CONTEXT_FILE] = str(self.context_file)
         self._exported = True
+
+    def _unexport(self) -> None:
+        with _exports_lock:
+            if self in _exports:
+                _exports.remove(self)
+            if _exports:
+                os.environ[WANDB_CONTEXT_FILE] = str(_exports[-1].context_file)
+            elif _before_exports is None:
+                os.environ.pop(WANDB_CONTEXT_FILE, None)
+            else:
+                os.environ[WANDB_CONTEXT_FILE] = _before_exports
 
     def _poll(self) -> None:
         while not self._stop.wait(1.0):
@@ -144,14 +201,11 @@ class PipelineRun:
             self._closed = True
         if self.session is None or self.folder is None:
             return
-        _linkage.drain_workers()  # the workers' records that belong in this run
-        _linkage.pop_pipeline(self.session)
+        _worker_inbox.drain_workers()  # the workers' records that belong in this run
+        _linkage.pop_pipeline(self.session, self._token)
         _lifecycle.forget_sigterm(self._terminate, runs_left=bool(_linkage.own_sessions()))
         if self._exported:
-            if self._previous is None:
-                os.environ.pop(WANDB_CONTEXT_FILE, None)
-            else:
-                os.environ[WANDB_CONTEXT_FILE] = self._previous
+            self._unexport()
         self._stop.set()
         timeout = exit_timeout()
         self._poller.join(timeout)
@@ -170,7 +224,9 @@ class PipelineRun:
             self.failed_gates = failed_suites(self.session.owned_summary())
             code = 1 if self.failed_gates else 0
         self.session.finish(code, timeout)
-        self._print_sync_command()
+        parent = self._parent.owner if self._parent is not None else None
+        if not (isinstance(parent, PipelineRun) and parent.take_nested_folders(self._offline_folders())):
+            self._print_sync_command()
         if drained:
             shutil.rmtree(self.folder, ignore_errors=True)
         else:
@@ -178,29 +234,61 @@ class PipelineRun:
                            f"kept in {self.folder}; write them into an offline run with "
                            f"`python -m instrument replay {self.folder}`"))
 
-    def _print_sync_command(self) -> None:
-        """Print, for an offline pipeline, one line with the ``instrument sync`` command for its run
-        and every child's run (each child's run has a folder of its own; wandb's own hint is
-        silenced and would only name one run); a resumed pipeline run's earlier folders first."""
+    def _offline_folders(self) -> list[str]:
+        """Return the folders of an offline pipeline's run (a resumed run's earlier folders first)
+        and of every child's run, nested pipelines' included; [] when it is not offline."""
         if self.session is None or self.session.spec.mode not in ("offline", "dryrun"):
-            return
+            return []
         own = self.session.location()
         if not os.path.isdir(own):  # not a wandb run folder (disabled, recorded, a journal)
-            return
+            return []
         wandb_dir = os.path.dirname(own)
         earlier = getattr(self.session.written_run(), "earlier_folders", None)
         resumed = earlier() if earlier is not None and self.session.spec.resume not in (None, "never") else []
         folders = [*resumed, own]
         for child in dict.fromkeys(self.children):
+            if child in self._nested:
+                continue  # its folders are in _nested_folders
             where = self.child_locations.get(child, "")
             folders.append(where if glob.glob(os.path.join(glob.escape(where), "run-*.wandb"))
                            else os.path.join(wandb_dir, f"offline-run-*-{child}"))
+        with self._sync_lock:
+            return [*folders, *self._nested_folders]
+
+    def _print_sync_command(self) -> None:
+        """Print, for an offline pipeline, one line with the ``instrument sync`` command for its run
+        and every child's run, nested pipelines' included (wandb's own hint is silenced and would
+        only name one run)."""
+        with self._sync_lock:
+            self._sync_printed = True
+        folders = self._offline_folders()
+        if not folders:
+            return
+        earlier = getattr(self.session.written_run(), "earlier_folders", None) if self.session else None
+        resumed = len(earlier()) if earlier is not None and self.session and self.session.spec.resume not in (
+            None, "never") else 0
         shown = " ".join(_short(folder) for folder in folders)
-        count = len(folders) - 1 - len(resumed)
+        count = len(folders) - 1 - resumed
         runs = (f"run {self.id} and its {count} child run{'s' if count > 1 else ''} were" if count
                 else f"run {self.id} was")
         print(f"instrument: pipeline {runs} written offline; upload {'them' if count else 'it'} with "
               f"`instrument sync {shown}`", file=sys.stderr)
+
+
+def _nested(options: RunOptions, parent: Session) -> RunOptions:
+    """Return *options* for a pipeline entered in *parent*: its group, project, entity and mode
+    unless *options* give their own, and the tag ``parent:<id>``."""
+    spec = parent.spec
+    return attrs.evolve(
+        options, group=options.group or spec.group, project=options.project or spec.project,
+        entity=options.entity or spec.entity, mode=options.mode or spec.mode,
+        tags=(*options.tags, f"parent:{parent.id}"),
+    )
+
+
+_exports_lock = threading.Lock()
+_exports: list[PipelineRun] = []  # the exported pipelines still open, oldest first
+_before_exports: str | None = None  # WANDB_CONTEXT_FILE before the first of them
 
 
 def _short(path: str) -> str:

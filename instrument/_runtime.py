@@ -36,9 +36,9 @@ def _drain_workers_at_exit() -> None:
     multiprocessing children still run, which may write to it)."""
     if _family.may_have_inbox() and (_family.inbox_folder(os.getpid()).is_dir() or _family.live_children()):
         _load()
-        from instrument import _linkage
+        from instrument import _finishing
 
-        _linkage.drain_workers_at_exit()
+        _finishing.drain_workers_at_exit()
 
 
 _register = getattr(threading, "_register_atexit", None)  # before every atexit hook, as concurrent.futures does
@@ -89,12 +89,12 @@ def run_gates(suite: Suite, records: Sequence[Record], function: str) -> SuiteVe
 
 
 def _run_gates(suite: Suite, records: Sequence[Record], function: str) -> SuiteVerdict | None:
-    from instrument import _gating, _linkage
+    from instrument import _gated_run, _gating, _linkage, _placement
 
     sink = _linkage.resolve("summary")
-    if sink is None or not _linkage.placement().writes:
+    if sink is None or not _placement.placement().writes:
         return None
-    return _gating.run_gates(suite, records, _linkage.gated_run(sink), function)
+    return _gating.run_gates(suite, records, _gated_run.gated_run(sink), function)
 
 
 def _load() -> None:

@@ -10,10 +10,8 @@
   wins with a warning, and secret-looking keys are redacted;
 * in a run that may be resumed, each stage's counted steps continue one past the last step the
   run recorded before (the backend's ``resumed_steps``), and an explicit step at or below it warns;
-* a fork waits (bounded) for a run start in flight on another thread: a child forked in the
-  middle of one would inherit half of it, and its exit could undo it (wandb's temporary folders);
-  a Ctrl-C during that wait is sent again once the fork returned (Python drops what a fork hook
-  raises).
+* a run start is marked for :mod:`instrument._fork_guard`, so that a fork waits for it: a child
+  forked in the middle of one would inherit half of it, and its exit could undo it.
 
 :meth:`Session.write` does this on the calling thread under a write lock (steps in call order,
 strict mode raises there); its :class:`~instrument._dispatch.Dispatcher` makes the backend calls
@@ -23,11 +21,9 @@ backend fails is :mod:`instrument._fault_policy`'s. docs/DESIGN.md, "Dispatch", 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,6 +35,7 @@ from instrument._backends.call_journal import CallJournal
 from instrument._config import deep_merge, nan_config_problems
 from instrument._dispatch import Clock, Dispatcher
 from instrument._fault_policy import FaultPolicy, unsynced
+from instrument._fork_guard import Starting
 from instrument._keys import metric_name
 from instrument._kinds import INT64_MAX, INT64_MIN
 from instrument._media import artifact_name
@@ -200,7 +197,7 @@ class Session:
         with self._lock:
             if self._run is None and not self.finished and not self._gave_up:
                 try:
-                    with _Starting():
+                    with Starting():
                         self._run = self._policy.start(self._dispatcher.answered)
                 finally:
                     if self._start_over is not None:
@@ -617,66 +614,6 @@ def _resumed_steps(run: BackendRun) -> dict[str, int]:
         report(Problem("backend", f"instrument: reading the steps run {run.id} recorded before it was resumed "
                        f"failed ({type(error).__name__}: {error}); its stages count from 0 again"), once=True)
         return {}
-
-
-# Forks wait for a run start in flight ---------------------------------------------------------------
-_starts = threading.Condition()
-_starting_threads: list[int] = []
-
-
-class _Starting:
-    """Mark a run start in flight on this thread, for :func:`_before_fork`."""
-
-    def __enter__(self) -> None:
-        with _starts:
-            _starting_threads.append(threading.get_ident())
-
-    def __exit__(self, *exc_info: object) -> None:
-        with _starts:
-            _starting_threads.remove(threading.get_ident())
-            _starts.notify_all()
-
-
-def _before_fork() -> None:
-    # wandb.init starts wandb-core with a temporary folder for its port file: a child forked
-    # meanwhile that exits normally runs the parent's exit handlers and removes that folder,
-    # so the parent's run never starts. Wait (bounded) until the start in flight is done.
-    global _interrupted
-    me = threading.get_ident()
-    try:
-        with _starts:
-            _starts.wait_for(lambda: not [ident for ident in _starting_threads if ident != me],
-                             timeout=_env.exit_timeout())
-    except KeyboardInterrupt:  # Python drops what a fork hook raises: Ctrl-C is delivered again after the fork
-        _interrupted = threading.current_thread() is threading.main_thread()
-
-
-_interrupted = False  # Ctrl-C arrived while a fork waited for a start in flight
-
-
-def _after_fork_in_parent() -> None:
-    global _interrupted
-    if _interrupted:  # run in this hook, the handler's KeyboardInterrupt would be dropped again
-        _interrupted = False
-        threading.Thread(target=_interrupt_main_soon, name="instrument-fork-interrupt", daemon=True).start()
-
-
-def _interrupt_main_soon() -> None:
-    """Send SIGINT to the main thread again once the fork has returned there."""
-    time.sleep(0.05)
-    with contextlib.suppress(OSError, ValueError):  # the main thread is gone: nothing to interrupt
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-
-def _after_fork_in_child() -> None:
-    global _starts, _interrupted
-    _starts = threading.Condition()
-    _starting_threads.clear()
-    _interrupted = False  # the parent's Ctrl-C
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
 
 
 def _nothing() -> None:

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from instrument import _lifecycle, _linkage
+from instrument import _finishing, _lifecycle, _linkage
 from instrument._backends.base import Backend, BackendRun, RunSpec
 from instrument._backends.recording import RecordedRun, RecordingBackend
 from instrument._env import WANDB_CONTEXT_FILE
@@ -81,7 +81,7 @@ class Recording:
         Rows held for coalescing (metrics of a stage at an explicit step, waiting for more of
         the same step) are written first, so the history is complete up to this point.
         """
-        _linkage.flush_backend(self.backend)
+        _finishing.flush_backend(self.backend)
         return list(self.backend.runs)
 
     def run(self, *, job_type: str | None = _ANY) -> RecordedRun:
@@ -167,9 +167,9 @@ def _swapped(backend: Backend, *, inherit_settings: bool = True, strict: bool | 
         try:
             yield
         except BaseException as error:
-            _linkage.finish_state(_lifecycle.exit_code_for(error))
+            _finishing.finish_state(_lifecycle.exit_code_for(error))
             raise
-        _linkage.finish_state(0)
+        _finishing.finish_state(0)
     finally:
         if strict is not None:
             pop_strict()

@@ -7,6 +7,7 @@ Imports are read with ``ast`` from the source, so a new module must be placed in
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,8 +28,9 @@ LAYERS: dict[str, frozenset[str]] = {
                            "_backends.recording", "_backends.wandb", "_backends.wandb_sharing", "_backends.wandb_fast",
                            "_backends.wandb_core", "_backends.call_journal"}),
     "dispatch": frozenset({"_dispatch"}),
-    "session": frozenset({"_session", "_fault_policy"}),
-    "linkage": frozenset({"_linkage", "_lifecycle", "_pipeline_run"}),
+    "session": frozenset({"_session", "_fault_policy", "_fork_guard"}),
+    "linkage": frozenset({"_linkage", "_linkage_state", "_pipeline_stack", "_placement", "_worker_inbox",
+                          "_finishing", "_gated_run", "_lifecycle", "_pipeline_run"}),
     "api": frozenset({"_imperative"}),
     "decorators": frozenset({"_stages", "_pipeline", "_runtime"}),
     "tools": frozenset({"", "__main__", "_replay", "testing", "pytest_plugin", "baselines"}),
@@ -132,6 +134,21 @@ def test_each_module_imports_only_the_layers_below_it(path: Path) -> None:
         if layer_of(target) not in allowed:
             wrong.append(f"{target} ({layer_of(target)}{', in a function' if lazy else ''})")
     assert [] == wrong, f"instrument.{source} ({layer}) imports what its layer may not"
+
+
+def test_the_modules_import_each_other_one_way() -> None:
+    """The modules' imports at import time form no cycle, within a layer too: each depends only on
+    modules below it (a module split by responsibility keeps a direction, not a knot)."""
+    graph: dict[str, set[str]] = {}
+    for path in SOURCES:
+        source = module_name(path)
+        graph[source] = {name.removeprefix("instrument.") for name, lazy in imports(path)
+                         if not lazy and name.startswith("instrument.") and known(name.removeprefix("instrument."))
+                         and name.removeprefix("instrument.") != source}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        pytest.fail(f"the modules import each other in a cycle: {' -> '.join(error.args[1])}")
 
 
 def test_only_the_wandb_backend_and_the_run_file_reader_import_wandb() -> None:
