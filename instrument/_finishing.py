@@ -32,8 +32,10 @@ _stop_lock = threading.Lock()
 
 def _finish_at_exit(exit_code: int) -> None:
     """Interpreter exit: finish every run, tear wandb down, bounded (:func:`stop_wandb_at_exit`), then
-    keep what the drain at exit could not write (:meth:`Session.keep_held_at_exit`)."""
+    keep what the drain at exit could not write (:meth:`Session.keep_held_at_exit`). After SIGTERM,
+    the finish already under way is waited for first, and the process then ends as SIGTERM would have."""
     global _exiting
+    _lifecycle.wait_for_sigterm_finish(_dispatch.exit_time_left(_env.exit_timeout()))
     _exiting = True
     finish_state(exit_code)
     stopped = stop_wandb_at_exit()
@@ -45,6 +47,7 @@ def _finish_at_exit(exit_code: int) -> None:
         report(Problem("backend", f"instrument: wandb-core (pid {stopped.killed}) did not end within what was left "
                        f"of {_env.INSTRUMENT_EXIT_TIMEOUT} ({stopped.waited:g} s) after every run was finished; it "
                        "was stopped with SIGKILL so that the process could exit (the runs were written in full)"))
+    _lifecycle.end_as_terminated()
 
 
 def stop_wandb_at_exit() -> Stopped | None:

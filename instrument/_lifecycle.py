@@ -224,6 +224,28 @@ def terminating() -> bool:
     return _sigterm_finishing.is_set() or _sigterm_finished.is_set()
 
 
+def wait_for_sigterm_finish(timeout: float) -> None:
+    """If SIGTERM is finishing this process's runs, wait until that is done, at most *timeout* seconds.
+
+    The main thread goes on after SIGTERM and may reach the interpreter's exit meanwhile: a
+    process group's SIGTERM (SLURM, ``kill -TERM -<pgid>``) also ends the subprocess it was waiting
+    for. Finishing the runs again or tearing wandb down before the finish in flight is done would
+    cut it short (the run left without its exit record and summary).
+    """
+    if _sigterm_finishing.is_set():
+        _sigterm_finished.wait(timeout)
+
+
+def end_as_terminated() -> None:
+    """If SIGTERM finished (or is finishing) this process's runs, end the process now as SIGTERM
+    would have (a shell reports status 143); else do nothing. Called by the main thread at exit."""
+    if not terminating():
+        return
+    with contextlib.suppress(OSError, ValueError):  # not the main thread: the process ends as it goes on
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     # The main thread may have been interrupted while holding a lock (wandb's console wrapper,
     # a run's lock), so the runs are finished on a thread of their own while the main thread goes

@@ -3,6 +3,7 @@ journals left behind. Real wandb offline in subprocesses, real signals."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -338,6 +339,53 @@ def test_sigterm_finishes_the_run_of_a_standalone_script_and_of_a_training_child
     for job_type in ("", "train"):
         assert (143, [(0, 0.0), (1, 1.0)]) == (runs[job_type].exit_code, runs[job_type].series("operator/loss"))
     assert (0, [runs["train"].run_id]) == (runs["pipeline"].exit_code, runs["pipeline"].summary["pipeline/children"])
+
+
+GROUP_PIPELINE = """
+import subprocess, sys
+import instrument
+
+CHILD = '''
+import time
+import instrument
+
+@instrument.training_stage("operator")
+def train_step(k):
+    return {"loss": float(k)}
+
+train_step(0)
+instrument.flush()  # its run exists now
+print("ready", flush=True)
+time.sleep(60)
+'''
+
+with instrument.pipeline(project="p"):
+    subprocess.Popen([sys.executable, "-c", CHILD]).wait()  # the child gets the same SIGTERM and ends
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_finishes_a_pipeline_waiting_on_its_training_child(wandb_root: Path) -> None:
+    """SIGTERM to the whole process group (what SLURM sends) while a pipeline waits on its training
+    child: the child's run and the pipeline's run are both finished with exit code 143, the
+    pipeline's ``pipeline/children`` naming the child, and the pipeline still dies of SIGTERM."""
+    script = wandb_root / "group.py"
+    script.write_text(GROUP_PIPELINE)
+    pipeline = subprocess.Popen([sys.executable, str(script)], cwd=wandb_root, env=wandb_env(wandb_root),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert pipeline.stdout is not None
+        assert "ready" == pipeline.stdout.readline().strip()
+        os.killpg(pipeline.pid, signal.SIGTERM)  # the pipeline, its child; wandb-core is in a session of its own
+        _, stderr = pipeline.communicate(timeout=180)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pipeline.pid, signal.SIGKILL)
+    assert -signal.SIGTERM == pipeline.returncode, stderr
+    runs = {run.job_type: run for run in read_runs(wandb_root / "wandb")}
+    assert {"train", "pipeline"} == set(runs)
+    assert (143, 143, [runs["train"].run_id]) == (
+        runs["train"].exit_code, runs["pipeline"].exit_code, runs["pipeline"].summary.get("pipeline/children"))
 
 
 @pytest.mark.slow
