@@ -512,6 +512,7 @@ class WandbBackend:
                 resume=spec.resume,
                 settings=settings,
             )
+        wandb_core.keep_to_this_process()  # a subprocess's run goes through a wandb-core of its own
         _OURS.add(run.id)
         started = WandbRun(run, owned=True)
         wandb_sharing.make_global(started.shared)

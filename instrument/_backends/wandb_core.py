@@ -1,4 +1,5 @@
-"""wandb-core at exit: wandb's teardown bounded in time, and what a stopped wandb-core never wrote.
+"""wandb-core at exit: wandb's teardown bounded in time, and what a stopped wandb-core never wrote;
+and a wandb-core of its own for each process (:func:`keep_to_this_process`).
 
 wandb 0.31 tears its service down in an ``atexit`` hook that waits, with no timeout, for the
 wandb-core process to end: a wandb-core that stops answering (frozen, or stuck on a wedged
@@ -39,6 +40,21 @@ def service_process() -> Any | None:
     handle = getattr(connection, "_proc", None)
     process = getattr(handle, "_process", None)
     return process if process is not None and hasattr(process, "poll") else None
+
+
+def keep_to_this_process() -> None:
+    """Stop this process's subprocesses from attaching to the wandb-core it started.
+
+    wandb leaves the address of the wandb-core it started in ``WANDB_SERVICE``, so a subprocess
+    (a pipeline's training child) would write its run through its parent's wandb-core. That
+    wandb-core ends as soon as the process that started it does: a pipeline that finishes its run
+    after SIGTERM and dies before its child would cut the child's run short, and a child that goes
+    on after its parent was killed would lose every point after that. Without the variable each
+    process starts a wandb-core of its own, which lives as long as that process. A wandb-core
+    this process attached to (another process started it) is left as it is.
+    """
+    if service_process() is not None:
+        os.environ.pop("WANDB_SERVICE", None)
 
 
 #: Set once :func:`teardown` ran: a run start still in flight then (wandb imported or started late
