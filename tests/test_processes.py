@@ -341,12 +341,12 @@ def test_sigterm_finishes_the_run_of_a_standalone_script_and_of_a_training_child
     assert (0, [runs["train"].run_id]) == (runs["pipeline"].exit_code, runs["pipeline"].summary["pipeline/children"])
 
 
-GROUP_PIPELINE = """
-import subprocess, sys
+PREEMPTED_PIPELINE = """
+import os, subprocess, sys
 import instrument
 
 CHILD = '''
-import time
+import os, sys, time
 import instrument
 
 @instrument.training_stage("operator")
@@ -356,36 +356,48 @@ def train_step(k):
 train_step(0)
 instrument.flush()  # its run exists now
 print("ready", flush=True)
-time.sleep(60)
+while os.getppid() == int(sys.argv[1]):  # until its parent is gone
+    time.sleep(0.05)
+train_step(1)
+train_step(2)
 '''
 
 with instrument.pipeline(project="p"):
-    subprocess.Popen([sys.executable, "-c", CHILD]).wait()  # the child gets the same SIGTERM and ends
+    subprocess.Popen([sys.executable, "-c", CHILD, str(os.getpid())]).wait()
 """
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_process_group_finishes_a_pipeline_waiting_on_its_training_child(wandb_root: Path) -> None:
+@pytest.mark.parametrize("group", [True, False], ids=["process-group", "pipeline-only"])
+def test_sigterm_to_a_pipeline_waiting_on_its_training_child_finishes_both_runs(wandb_root: Path, group: bool) -> None:
     """SIGTERM to the whole process group (what SLURM sends) while a pipeline waits on its training
-    child: the child's run and the pipeline's run are both finished with exit code 143, the
-    pipeline's ``pipeline/children`` naming the child, and the pipeline still dies of SIGTERM."""
-    script = wandb_root / "group.py"
-    script.write_text(GROUP_PIPELINE)
+    child finishes both runs with exit code 143, the pipeline's ``pipeline/children`` naming the
+    child; SIGTERM to the pipeline alone finishes its run the same way while the child goes on
+    and finishes its own run with every point. The pipeline dies of SIGTERM either way."""
+    script = wandb_root / "preempted.py"
+    script.write_text(PREEMPTED_PIPELINE)
     pipeline = subprocess.Popen([sys.executable, str(script)], cwd=wandb_root, env=wandb_env(wandb_root),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert pipeline.stdout is not None
         assert "ready" == pipeline.stdout.readline().strip()
-        os.killpg(pipeline.pid, signal.SIGTERM)  # the pipeline, its child; wandb-core is in a session of its own
-        _, stderr = pipeline.communicate(timeout=180)
+        if group:
+            os.killpg(pipeline.pid, signal.SIGTERM)  # the pipeline and its child, not wandb-core (a session of its own)
+        else:
+            pipeline.send_signal(signal.SIGTERM)
+        _, stderr = pipeline.communicate(timeout=180)  # its output closes once the child ended too
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pipeline.pid, signal.SIGKILL)
     assert -signal.SIGTERM == pipeline.returncode, stderr
     runs = {run.job_type: run for run in read_runs(wandb_root / "wandb")}
     assert {"train", "pipeline"} == set(runs)
-    assert (143, 143, [runs["train"].run_id]) == (
-        runs["train"].exit_code, runs["pipeline"].exit_code, runs["pipeline"].summary.get("pipeline/children"))
+    child = runs["train"]
+    assert (143, [child.run_id]) == (runs["pipeline"].exit_code, runs["pipeline"].summary.get("pipeline/children"))
+    if group:
+        assert 143 == child.exit_code
+    else:
+        assert (0, [(0, 0.0), (1, 1.0), (2, 2.0)]) == (child.exit_code, child.series("operator/loss"))
 
 
 @pytest.mark.slow
