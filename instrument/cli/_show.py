@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from instrument import runfile
@@ -197,7 +196,7 @@ def _state_text(d: dict[str, Any]) -> str:
 
 
 def _sync_text(d: dict[str, Any]) -> str:
-    folder = relative(str(Path(d["path"]).parent))
+    folder = relative(os.path.dirname(os.path.realpath(d["path"])))  # the run's own folder, not latest-run
     if d["upload"] == _runs.SYNCED:
         return "yes (wandb sync wrote its marker)"
     if d["upload"] == _runs.OFFLINE:
