@@ -229,6 +229,6 @@ def _summary_lines(summary: dict[str, Any], gated: bool) -> list[str]:
             indent = "      "
         lines += [indent + line for line in text_table(["", ""], [[k, number(v)] for k, v in items])[1:]]
     if verdict_keys:
-        lines.append(f"    gates/  ({len(verdict_keys)} keys: the verdicts below)")
+        lines.append(f"    gates/  ({len(verdict_keys)} key{'s' * (len(verdict_keys) != 1)}: the verdicts below)")
     return lines
 
