@@ -64,9 +64,13 @@ class WandBContext:
         or asyncio task, see docs/guarantees.md, "Threads"); in a pipeline's subprocess, the file
         it was handed; None where no pipeline is open (a subprocess started then writes a
         standalone run). ``os.environ["WANDB_CONTEXT_FILE"]`` names the newest open pipeline of
-        the process only, so a subprocess started for another one needs this::
+        the process only, so a subprocess started for another one needs this (checked for None:
+        ``str(None)`` would hand the subprocess the path ``"None"``)::
 
-            env = {**os.environ, "WANDB_CONTEXT_FILE": str(instrument.current().context_file)}
+            env = dict(os.environ)
+            path = instrument.current().context_file
+            if path is not None:
+                env["WANDB_CONTEXT_FILE"] = str(path)
             subprocess.run([sys.executable, "train.py"], env=env, check=True)
         """
         if self.owner is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -111,8 +112,31 @@ def finish_at_exit(finish: Finisher) -> None:
     def at_exit() -> None:
         if not _forked:
             finish(exit_code())
+            if _exit_code is None and exit_code() == 130:
+                _keep_ctrl_c_status()
 
     atexit.register(at_exit)
+
+
+def _keep_ctrl_c_status() -> None:
+    """Have the interpreter end by SIGINT again (status 130), as it would without instrument.
+
+    CPython remembers an uncaught ``KeyboardInterrupt`` in a flag that the next code run from a
+    string clears (``PyRun_String``, which C extensions call while they are imported, as
+    protobuf's does when wandb is imported on the thread that starts a run). Then the process exits
+    1 instead of dying of SIGINT. Running ``raise KeyboardInterrupt`` the same way sets the flag
+    again; where that is not possible the status is left as it is.
+    """
+    try:
+        run = ctypes.pythonapi.PyRun_StringFlags
+        run.restype = ctypes.py_object
+        run.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object, ctypes.c_void_p]
+        file_input = 257  # Py_file_input
+        run(b"raise KeyboardInterrupt", file_input, {"__builtins__": __builtins__}, {}, None)
+    except KeyboardInterrupt:  # raised as intended: the flag is set
+        pass
+    except Exception:  # noqa: S110 - no ctypes or another Python: the status stays what it is
+        pass
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ offline (the session's ``cli_runs``: cli-a fails ``nrmse < 0.11``; no baseline i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ def test_gate_check_exit_codes(cli_runs: CliRuns, capsys: pytest.CaptureFixture[
     assert 1 == run(runs, capsys, "gate", "check", a)[0]  # nrmse 0.12 is not < 0.11
     status, out, _ = run(runs, capsys, "gate", "check", b)
     assert 3 == status  # passes its threshold; the regression gate has no baseline
-    assert "No baseline for eval: set one with `instrument baseline set RUN`." in out
+    store = Path(os.path.relpath(runs.root / ".instrument" / "baselines" / "cli-test" / "eval.json"))
+    assert f"No baseline for eval in {store}: set one with `instrument baseline set RUN`." in out
     assert 0 == run(runs, capsys, "baseline", "set", b)[0]
     assert 0 == run(runs, capsys, "gate", "check", b)[0]  # against itself
     status, out, _ = run(runs, capsys, "gate", "check", c)
@@ -39,6 +41,28 @@ def test_gate_check_exit_codes(cli_runs: CliRuns, capsys: pytest.CaptureFixture[
         status, out, err = run(runs, capsys, "gate", "check", argument)
         assert (2, "") == (status, out)
         assert err.startswith("instrument gate check: ")
+
+
+@pytest.mark.parametrize("kind", ["best", "median"])
+def test_gate_check_hints_at_the_history_for_a_history_baseline(
+    cli_runs: CliRuns, capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str
+) -> None:
+    """A suite declared with Baseline.best(n) or median(n) and no earlier recorded run: gate check
+    exits 3 and says that the suite's history holds none yet, never to set a stored baseline
+    (which such a suite does not read)."""
+    runs = cli_runs.copy(tmp_path / "root")
+    b = runs.ids["cli-b"]
+    sidecar = runs.root / ".instrument" / "runs" / b / "gates.json"
+    data = json.loads(sidecar.read_text())
+    data["suites"]["eval"]["declaration"]["baseline"] = {"kind": kind, "values": None, "n": 3, "run": None,
+                                                          "promote": None}
+    sidecar.write_text(json.dumps(data))
+    history = runs.root / ".instrument" / "history" / "cli-test" / "eval.jsonl"
+    history.unlink(missing_ok=True)  # the suite has recorded no run yet
+    status, out, _ = run(runs, capsys, "gate", "check", b)
+    hint = (f"No baseline for eval: Baseline.{kind}(3) compares with the last 3 earlier runs of the suite, and "
+            f"{os.path.relpath(history)} holds none with these metrics yet (each run of the suite records one there).")
+    assert (3, hint, False) == (status, out.splitlines()[-1], "baseline set" in out)
 
 
 def test_gate_check_against_a_given_baseline_prints_markdown(cli_runs: CliRuns, capsys: pytest.CaptureFixture[str],

@@ -44,3 +44,15 @@ def test_version_prints_the_package_version_and_exits_0(capsys: pytest.CaptureFi
                             check=False, cwd=ROOT)
     assert printed.startswith(f"instrument {instrument.__version__} (wandb ")
     assert (0, printed) == (result.returncode, result.stdout)
+
+
+def test_an_unknown_option_prints_the_usage_of_its_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt option after a command exits 2 with that command's usage (``show``, ``gate check``),
+    not the top-level one, and the option named."""
+    shown = []
+    for argv in (["show", "RUN", "--jsn"], ["gate", "check", "RUN", "--x"]):
+        status = main(argv, {})
+        err = capsys.readouterr().err.splitlines()
+        shown.append((status, err[0].split(" [")[0], err[-1]))
+    assert [(2, "usage: instrument show", "instrument show: error: unrecognized arguments: --jsn"),
+            (2, "usage: instrument gate check", "instrument gate check: error: unrecognized arguments: --x")] == shown

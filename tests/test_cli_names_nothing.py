@@ -104,6 +104,22 @@ def test_sync_of_a_folder_without_runs_exits_2(tmp_path: Path, capsys: pytest.Ca
         ["sync", "--dry-run", folder], {}, capsys)
 
 
+def test_sync_without_a_dir_and_no_runs_exits_2_naming_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sync with no DIR and no runs in the wandb folder (missing, then empty) exits 2 naming that
+    folder, as sync DIR does for a DIR without runs, instead of reporting 0 of 0 runs synced."""
+    wandb_dir = os.path.relpath(tmp_path / "wandb")
+    hint = "; name the folder holding the runs (sync DIR) or set WANDB_DIR\n"
+    environ = {"WANDB_DIR": str(tmp_path)}
+    missing = command(["sync"], environ, capsys)
+    (tmp_path / "wandb").mkdir()
+    empty = command(["sync", "--dry-run"], environ, capsys)
+    assert [(2, "", f"instrument sync: {wandb_dir}: no such folder{hint}"),
+            (2, "", f"instrument sync: {wandb_dir}: no runs in it (no run-<id>.wandb file below it){hint}")] == \
+        [missing, empty]
+
+
 def test_replay_of_a_path_that_does_not_exist_exits_2_and_says_it_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

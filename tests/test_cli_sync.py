@@ -284,6 +284,26 @@ def test_online_runs_are_never_called_uploaded_without_wandbs_marker(
     assert (4, sorted([cli_runs.ids["cli-a"], cli_runs.ids["cli-b"]])) == (included, listed)
 
 
+@pytest.mark.integration
+def test_an_offline_run_reached_through_latest_run_is_offline(
+    cli_runs: CliRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """wandb's ``latest-run`` link to an offline folder is shown as an offline run waiting for a
+    sync, by path and by name, as the folder itself is, never as an online run."""
+    wandb_dir = copy_runs(cli_runs, tmp_path, "cli-a")
+    folder = cli_runs_folder(wandb_dir, cli_runs.ids["cli-a"])
+    (wandb_dir / "latest-run").symlink_to(folder.name)
+    shown = []
+    for argument in (str(folder), str(wandb_dir / "latest-run"), "latest-run"):
+        main(["show", argument, "--json"], {"WANDB_DIR": str(tmp_path)})
+        upload = json.loads(capsys.readouterr().out)["upload"]
+        main(["show", argument], {"WANDB_DIR": str(tmp_path)})
+        line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  synced: "))
+        shown.append((upload, line))
+    assert [shown[0]] * 3 == shown
+    assert "offline" == shown[0][0]
+
+
 def cli_runs_folder(wandb_dir: Path, run_id: str) -> Path:
     """The run folder of *run_id* in *wandb_dir*."""
     (folder,) = wandb_dir.glob(f"*-{run_id}")

@@ -293,6 +293,47 @@ def test_sigterm_and_ctrl_c_finish_the_orchestrators_run(wandb_root: Path, signu
     assert [] == list(wandb_root.glob("instrument-*")), "the context folder was left behind"
 
 
+INTERRUPTED_STANDALONE = """
+import atexit, ctypes, signal, sys, time
+import instrument
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background suite ignores it)
+
+@instrument.training_stage("operator")
+def train_step(loss):
+    return {"loss": loss}
+
+if sys.argv[1] == "instrument":
+    train_step(0.5)
+    instrument.flush()  # the run started: instrument's exit hook is registered before the one below
+    # Code run from a string at exit, as a C extension imported late does (protobuf's, when wandb
+    # is imported on the thread that starts a run): CPython then forgets the uncaught Ctrl-C.
+    atexit.register(ctypes.pythonapi.PyRun_SimpleString, b"pass")
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_standalone_script_with_the_status_plain_python_gives(wandb_root: Path) -> None:
+    """Ctrl-C on a standalone script with a decorated stage: the run is finished with exit code
+    130 and the process dies of SIGINT, as the same script without a run does."""
+    script = wandb_root / "standalone.py"
+    script.write_text(textwrap.dedent(INTERRUPTED_STANDALONE))
+    codes = {}
+    for kind in ("plain", "instrument"):
+        process = subprocess.Popen([sys.executable, str(script), kind], cwd=wandb_root, env=wandb_env(wandb_root),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        assert "ready" == process.stdout.readline().strip(), process.stderr.read() if process.stderr else kind
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        codes[kind] = process.returncode
+    assert {"plain": -signal.SIGINT, "instrument": -signal.SIGINT} == codes, stderr
+    (run,) = read_runs(wandb_root / "wandb")
+    assert (130, [(0, 0.5)]) == (run.exit_code, run.series("operator/loss"))
+
+
 PREEMPTED = """
 import os, signal, subprocess, sys
 import instrument

@@ -62,7 +62,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     """
     parser = build_parser()
     try:
-        arguments = parser.parse_args(argv)
+        arguments, unknown = parser.parse_known_args(argv)
+        if unknown:  # argparse would print the top-level usage; the command's own says what it takes
+            _command_parser(parser, arguments).error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_:  # argparse exits 2 on bad usage, 0 after --help and --version
         return exit_.code if isinstance(exit_.code, int) else USAGE
     try:
@@ -79,3 +81,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
 def console() -> None:
     """The ``instrument`` console script: run :func:`main` and exit with its status."""
     sys.exit(main())
+
+
+def _command_parser(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> argparse.ArgumentParser:
+    """Return the parser of the (sub)command *arguments* were parsed for (``gate check``, ``show``)."""
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps its subcommands only here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            chosen = action.choices.get(getattr(arguments, action.dest, None) or "")
+            if chosen is not None:
+                return _command_parser(chosen, arguments)
+    return parser

@@ -61,7 +61,7 @@ def run_compare(arguments: argparse.Namespace, environ: Mapping[str, str] = os.e
          {"min": "lower ↓", "max": "higher ↑"}.get(r["direction"] or "", "-"), r["verdict"] or "-"]
         for r in rows
     ]
-    title = f"A = {_label(a)}, B = {_label(b)}: {len(rows)} shared summary metrics"
+    title = f"A = {_label(a)}, B = {_label(b)}: {len(rows)} shared summary metric{'s' * (len(rows) != 1)}"
     if arguments.md:
         lines = [f"**{title}**", "", *markdown_table(headers, cells, right)]
     else:

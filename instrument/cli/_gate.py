@@ -11,9 +11,11 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from instrument import _gatefiles, baselines
+from instrument._gates import Suite
 from instrument.cli import _runs, _sidecar
 from instrument.cli._common import (
     FAILED,
@@ -92,9 +94,36 @@ def run_check(arguments: argparse.Namespace, environ: Mapping[str, str] = os.env
         lines = [f"run {run.run_id}: {verdict.split(' ', 1)[1]} (re-checked against {source}, as they are now)",
                  *text_table(_sidecar.HEADERS, _sidecar.verdict_rows(entries), _sidecar.RIGHT)]
     if missing:
-        lines += ["", f"No baseline for {', '.join(missing)}: set one with `instrument baseline set RUN`."]
+        lines += ["", *_no_baseline_hints(run.path, missing, arguments.baseline)]
     print("\n".join(lines))
     return status
+
+
+def _no_baseline_hints(run_path: Path, missing: list[str], given: str | None) -> list[str]:
+    """Say, for each suite in *missing*, where its declared baseline was looked for and what gives it one:
+    the store takes ``instrument baseline set``, but ``Baseline.best``/``median`` read the suite's history
+    and ``Baseline.from_run`` another run, which that command does not change."""
+    if given is not None:
+        return [f"No baseline for {prefix} in {given}." for prefix in missing]
+    root = _runs.instrument_dir(run_path)
+    data = _gatefiles.read_sidecar(_gatefiles.find_sidecar(run_path, root))
+    hints = []
+    for prefix in missing:
+        baseline = Suite.from_json(prefix, data["suites"][prefix]["declaration"]).baseline
+        if baseline.kind in ("best", "median"):
+            history = relative(_gatefiles.history_path(data["project"], prefix, root))
+            hints.append(f"No baseline for {prefix}: Baseline.{baseline.kind}({baseline.n}) compares with the last "
+                         f"{baseline.n} earlier runs of the suite, and {history} holds none with these metrics yet "
+                         "(each run of the suite records one there).")
+        elif baseline.kind == "from_run":
+            hints.append(f"No baseline for {prefix}: run {baseline.run} (Baseline.from_run) recorded no values for "
+                         "these metrics.")
+        elif baseline.kind == "values":
+            hints.append(f"No baseline for {prefix}: Baseline.values(...) declares no value for these metrics.")
+        else:
+            store = relative(_gatefiles.store_path(data["project"], prefix, root))
+            hints.append(f"No baseline for {prefix} in {store}: set one with `instrument baseline set RUN`.")
+    return hints
 
 
 def _promote(arguments: argparse.Namespace, environ: Mapping[str, str], force: bool) -> int:

@@ -75,8 +75,8 @@ def run_leaderboard(arguments: argparse.Namespace, environ: Mapping[str, str] = 
     runs, unreadable = _runs.read_folders(_runs.find_folders(arguments.dirs, environ))
     if not runs:
         where = ", ".join(arguments.dirs) or relative(_runs.default_wandb_dir(environ))
-        raise CommandError(f"no runs to rank in {where}" + (f" ({len(unreadable)} files not readable)" if unreadable
-                                                             else ""))
+        files = f"{len(unreadable)} file{'s' * (len(unreadable) != 1)}"
+        raise CommandError(f"no runs to rank in {where}" + (f" ({files} not readable)" if unreadable else ""))
     board = rank(runs, arguments.metric, direction=arguments.direction, by=arguments.by, where=filters,
                  include_incomplete=arguments.include_incomplete, top=arguments.top)
     left_out = board["left_out"] | ({"unreadable": len(unreadable)} if unreadable else {})

@@ -32,12 +32,19 @@ SYNCED, OFFLINE, UNCONFIRMED, NEVER_REACHED = "synced", "offline", "unconfirmed"
 _STAMP = re.compile(r"(?:offline-)?run-(\d{8}_\d{6})-")
 
 
+def _real(path: str | os.PathLike[str]) -> Path:
+    """*path* with symbolic links resolved: wandb's ``latest-run`` names no run's kind or time."""
+    return Path(os.path.realpath(path))
+
+
 @attrs.frozen
 class RunFolder:
-    """One run folder of wandb's: *path* (the folder) and *wandb_file* (its ``run-<id>.wandb``)."""
+    """One run folder of wandb's: *path* (the folder) and *wandb_file* (its ``run-<id>.wandb``),
+    both with symbolic links such as ``latest-run`` resolved (the folder's real name says whether
+    wandb wrote the run offline, and when)."""
 
-    path: Path
-    wandb_file: Path
+    path: Path = attrs.field(converter=_real)
+    wandb_file: Path = attrs.field(converter=_real)
 
     @property
     def run_id(self) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from instrument import runfile
@@ -197,7 +196,7 @@ def _state_text(d: dict[str, Any]) -> str:
 
 
 def _sync_text(d: dict[str, Any]) -> str:
-    folder = relative(str(Path(d["path"]).parent))
+    folder = relative(os.path.dirname(os.path.realpath(d["path"])))  # the run's own folder, not latest-run
     if d["upload"] == _runs.SYNCED:
         return "yes (wandb sync wrote its marker)"
     if d["upload"] == _runs.OFFLINE:
@@ -230,6 +229,6 @@ def _summary_lines(summary: dict[str, Any], gated: bool) -> list[str]:
             indent = "      "
         lines += [indent + line for line in text_table(["", ""], [[k, number(v)] for k, v in items])[1:]]
     if verdict_keys:
-        lines.append(f"    gates/  ({len(verdict_keys)} keys: the verdicts below)")
+        lines.append(f"    gates/  ({len(verdict_keys)} key{'s' * (len(verdict_keys) != 1)}: the verdicts below)")
     return lines
 

@@ -63,7 +63,8 @@ def add_parser(commands: Any) -> None:
         "environment sets them: " + ", ".join(f"{k}={v}" for k, v in WANDB_KNOBS.items()) + ". "
         "A journal instrument left in the folder (records it could not write into a run) is named with its "
         "'instrument replay' command. Exit status 0 when every run is synced, 4 when some are not (or, with "
-        "--dry-run, would be synced) or a journal is left, 2 for bad arguments or a DIR that holds no run.",
+        "--dry-run, would be synced) or a journal is left, 2 for bad arguments or no run to sync (in a DIR, or in "
+        "./wandb when none is given).",
     )
     parser.add_argument("dirs", nargs="*", metavar="DIR", help="wandb folders, their parent folders, or run folders")
     parser.add_argument("--retries", type=at_least(0), default=3, metavar="N",
@@ -166,8 +167,13 @@ def run_sync(arguments: argparse.Namespace, environ: Mapping[str, str] = os.envi
     """Sync (or with ``--dry-run`` list) the runs; return 0 when all are synced, else 4."""
     folders = _runs.find_folders(arguments.dirs, environ)
     journals = _runs.find_journals(arguments.dirs, environ)
-    if arguments.dirs and not folders and not journals:
-        raise CommandError(f"{', '.join(arguments.dirs)}: no runs in it (no run-<id>.wandb file below it)")
+    if not folders and not journals:  # nothing to upload is an error, as a DIR given with no run in it
+        if arguments.dirs:
+            raise CommandError(f"{', '.join(arguments.dirs)}: no runs in it (no run-<id>.wandb file below it)")
+        where = _runs.default_wandb_dir(environ)
+        missing = "no such folder" if not where.exists() else "no runs in it (no run-<id>.wandb file below it)"
+        raise CommandError(f"{relative(str(where))}: {missing}; name the folder holding the runs (sync DIR) or set "
+                           "WANDB_DIR")
     decided = plan(folders, _runs.open_files(), include_online=arguments.include_online)
     to_sync = [p for p in decided if p.reason is None]
     unsynced = [p for p in decided if p.reason in ("live", "unreadable", "unreached")]
