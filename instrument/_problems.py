@@ -164,8 +164,11 @@ def warn(message: str) -> None:
     filename, lineno, module = site
     namespace = getattr(sys.modules.get(module), "__dict__", None)
     registry = namespace.setdefault("__warningregistry__", {}) if isinstance(namespace, dict) else None
-    warnings.warn_explicit(message, InstrumentationWarning, filename, lineno, module=module, registry=registry,
-                           module_globals=namespace)
+    try:
+        warnings.warn_explicit(message, InstrumentationWarning, filename, lineno, module=module, registry=registry,
+                               module_globals=namespace)
+    except ImportError:  # the module's loader has no source (``python -c``: BuiltinImporter's __main__)
+        warnings.warn_explicit(message, InstrumentationWarning, filename, lineno, module=module, registry=registry)
 
 
 #: Where the user's code is, as ``(filename, line, module)``: what a warning points at.
