@@ -17,7 +17,7 @@ import json
 import os
 import pathlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -113,18 +113,28 @@ def read_run_file(path: str | os.PathLike[str]) -> RunFile:
             (checksum mismatch, impossible chunk sequence, undecodable record).
     """
     path = pathlib.Path(path)
+    records, truncated = _records(path)
+    return _fold(path, list(records), truncated)
+
+
+def _records(path: pathlib.Path) -> tuple[Iterator[Any], bool]:
+    """Return the file's records, decoded one at a time as they are taken, and whether the file
+    ends inside a record; raises :class:`RunFileError` as :func:`read_run_file` says."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise RunFileError(f"{path}: cannot read: {exc}") from exc
     payloads, truncated = split_records(data, path)
-    record_class, records = _proto().Record, []
-    for number, payload in enumerate(payloads, 1):
-        try:
-            records.append(record_class.FromString(payload))
-        except Exception as exc:  # protobuf's DecodeError, without importing it eagerly
-            raise RunFileError(f"{path}: record {number} is not a wandb Record: {exc}") from exc
-    return _fold(path, records, truncated)
+    record_class = _proto().Record
+
+    def decoded() -> Iterator[Any]:
+        for number, payload in enumerate(payloads, 1):
+            try:
+                yield record_class.FromString(payload)
+            except Exception as exc:  # protobuf's DecodeError, without importing it eagerly
+                raise RunFileError(f"{path}: record {number} is not a wandb Record: {exc}") from exc
+
+    return decoded(), truncated
 
 
 def last_steps(path: str | os.PathLike[str]) -> dict[str, int]:
@@ -138,20 +148,10 @@ def last_steps(path: str | os.PathLike[str]) -> dict[str, int]:
     Raises:
         RunFileError: as :func:`read_run_file`.
     """
-    path = pathlib.Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RunFileError(f"{path}: cannot read: {exc}") from exc
-    payloads, _ = split_records(data, path)
-    record_class = _proto().Record
+    records, _ = _records(pathlib.Path(path))
     axes: set[str] = set()
     largest: dict[str, int] = {}
-    for number, payload in enumerate(payloads, 1):
-        try:
-            record = record_class.FromString(payload)
-        except Exception as exc:  # protobuf's DecodeError, without importing it eagerly
-            raise RunFileError(f"{path}: record {number} is not a wandb Record: {exc}") from exc
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "metric" and record.metric.step_metric:
             axes.add(record.metric.step_metric)
